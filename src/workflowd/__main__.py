@@ -1,0 +1,5 @@
+import sys
+
+from workflowd.cli import main
+
+sys.exit(main())

@@ -1,0 +1,60 @@
+"""The application factory and the lifecycle of what it holds (store, then scheduler)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from workflowd.api import executions, health, live, workflows
+from workflowd.api.keys import HUB, INFLIGHT, SCHEDULER, SETTINGS, STORE, WORKFLOWS
+from workflowd.api.middlewares import problem_json, request_context
+from workflowd.config import Settings
+from workflowd.definitions import load_workflows
+from workflowd.engine import Hub, Scheduler
+from workflowd.engine.retention import sweep_forever
+from workflowd.store import Store
+
+__all__ = ["create_app"]
+
+
+async def store_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS].store
+    store = await Store.open(settings.path, max_batch=settings.max_batch,
+                             commit_interval=settings.commit_interval)
+    app[STORE] = store
+    yield
+    await store.close()
+
+
+async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    scheduler = Scheduler(app[WORKFLOWS], app[STORE], app[HUB], settings.engine)
+    app[SCHEDULER] = scheduler
+    await scheduler.recover()
+    sweeper = asyncio.create_task(
+        sweep_forever(app[STORE], settings.retention.finished_after,
+                      settings.retention.sweep_interval), name="retention-sweeper")
+    yield
+    sweeper.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await sweeper
+    await scheduler.drain(settings.engine.shutdown_grace)
+
+
+def create_app(settings: Settings) -> web.Application:
+    """Build the app; workflow definitions are loaded and checked here, before anything runs."""
+    app = web.Application(middlewares=[request_context, problem_json],
+                          client_max_size=settings.server.max_body_bytes)
+    app[SETTINGS] = settings
+    app[WORKFLOWS] = load_workflows(settings.workflows.modules)
+    app[HUB] = Hub()
+    app[INFLIGHT] = {}
+    app.cleanup_ctx.extend([store_ctx, scheduler_ctx])
+    app.add_routes(workflows.routes)
+    app.add_routes(executions.routes)
+    app.add_routes(live.routes)
+    app.add_routes(health.routes)
+    return app

@@ -1,0 +1,187 @@
+"""Routes of executions: reading them, and the decisions a caller makes on them."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import datetime
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from workflowd.api.idempotency import Answer, answer_once
+from workflowd.api.keys import SCHEDULER, STORE, WORKFLOWS
+from workflowd.api.parsing import json_response, parse_body, parse_query
+from workflowd.api.views import steps_view, trace_view
+from workflowd.errors import InvalidTransitionError, ValidationProblem
+from workflowd.models import (
+    API_PREFIX,
+    ApproveBody,
+    ExecutionRecord,
+    ExecutionStatus,
+    RejectBody,
+    dumps,
+    format_ts,
+    parse_ts,
+)
+from workflowd.store import ExecutionFilter
+
+__all__ = ["routes"]
+
+routes = web.RouteTableDef()
+BASE = f"{API_PREFIX}/executions/{{execution_id}}"
+ANONYMOUS = "anonymous"
+
+
+class _Query(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class ListQuery(_Query):
+    workflow_id: str | None = None
+    status: ExecutionStatus | None = None
+    label: list[str] = Field(default_factory=list)
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    limit: int = Field(default=50, ge=1, le=500)
+    cursor: str | None = None
+
+    @field_validator("created_after", "created_before", mode="before")
+    @classmethod
+    def _timestamp(cls, value: Any) -> datetime:
+        return parse_ts(str(value))
+
+    @field_validator("label")
+    @classmethod
+    def _labels(cls, labels: list[str]) -> list[str]:
+        for label in labels:
+            if ":" not in label or not label.split(":", 1)[0]:
+                raise ValueError(f"label filter {label!r} must be key:value")
+        return labels
+
+
+class PageQuery(_Query):
+    after: int = Field(default=0, ge=0)
+    limit: int = Field(default=100, ge=1, le=1000)
+
+
+def _encode_cursor(num: int) -> str:
+    return base64.urlsafe_b64encode(f"n{num}".encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> int:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        if not text.startswith("n"):
+            raise ValueError(text)
+        return int(text[1:])
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise ValidationProblem("cursor: not a cursor this server gave out",
+                                [{"loc": ["query", "cursor"], "msg": "invalid cursor"}]) from None
+
+
+@routes.get(f"{API_PREFIX}/executions")
+async def list_executions(request: web.Request) -> web.Response:
+    q = parse_query(request, ListQuery, multi=("label",))
+    f = ExecutionFilter(
+        workflow_id=q.workflow_id, status=q.status,
+        labels=tuple((k, v) for k, v in (label.split(":", 1) for label in q.label)),
+        created_after=format_ts(q.created_after) if q.created_after else None,
+        created_before=format_ts(q.created_before) if q.created_before else None,
+        before_num=_decode_cursor(q.cursor) if q.cursor else None, limit=q.limit,
+    )
+    records, next_num = await request.app[STORE].list_executions(f)
+    return json_response({"items": [r.list_item() for r in records],
+                          "next_cursor": _encode_cursor(next_num) if next_num else None})
+
+
+async def _execution(request: web.Request) -> ExecutionRecord:
+    return await request.app[SCHEDULER].get(request.match_info["execution_id"])
+
+
+@routes.get(BASE)
+async def get_execution(request: web.Request) -> web.Response:
+    return json_response((await _execution(request)).view())
+
+
+@routes.get(f"{BASE}/steps")
+async def get_steps(request: web.Request) -> web.Response:
+    rec = await _execution(request)
+    records = await request.app[STORE].steps(rec.execution_id)
+    items = steps_view(rec, records, request.app[WORKFLOWS].get(rec.workflow_id))
+    return json_response({"items": items, "next_cursor": None})
+
+
+@routes.get(f"{BASE}/trace")
+async def get_trace(request: web.Request) -> web.Response:
+    rec = await _execution(request)
+    records = await request.app[STORE].steps(rec.execution_id)
+    return json_response(trace_view(rec, records, request.app[WORKFLOWS].get(rec.workflow_id)))
+
+
+@routes.get(f"{BASE}/events")
+async def get_events(request: web.Request) -> web.Response:
+    q = parse_query(request, PageQuery)
+    rec = await _execution(request)
+    docs = await request.app[STORE].events(rec.execution_id, q.after, q.limit)
+    return _page(docs, q.limit, lambda: str(q.after + len(docs)))
+
+
+@routes.get(f"{BASE}/logs")
+async def get_logs(request: web.Request) -> web.Response:
+    q = parse_query(request, PageQuery)
+    rec = await _execution(request)
+    rows = await request.app[STORE].logs(rec.execution_id, q.after, q.limit)
+    return _page([doc for _, doc in rows], q.limit, lambda: str(rows[-1][0]))
+
+
+def _page(docs: list[str], limit: int, cursor: Any) -> web.Response:
+    # The stored JSON is spliced in as it is: no decode and encode per item.
+    next_cursor = dumps(cursor()) if len(docs) == limit else "null"
+    return json_response('{"items":[' + ",".join(docs) + '],"next_cursor":' + next_cursor + "}")
+
+
+@routes.get(f"{BASE}/result")
+async def get_result(request: web.Request) -> web.Response:
+    rec = await _execution(request)
+    if not rec.is_terminal:
+        raise InvalidTransitionError(f"execution {rec.execution_id} is {rec.status}, not finished")
+    return json_response({"status": rec.status, "result": rec.result,
+                          "error": rec.error.model_dump() if rec.error else None})
+
+
+def _live_answer(status: int, **extra: Any) -> Any:
+    def render(rec: ExecutionRecord) -> Answer:
+        return status, dumps({**rec.live().model_dump(), **extra}), None
+
+    return render
+
+
+@routes.post(f"{BASE}/approve")
+async def approve(request: web.Request) -> web.Response:
+    execution_id = request.match_info["execution_id"]
+    body = await parse_body(request, ApproveBody)
+    scheduler = request.app[SCHEDULER]
+    return await answer_once(
+        request, f"approve:{execution_id}", _live_answer(202, approved=True),
+        lambda remember: scheduler.approve(execution_id, body.comment, ANONYMOUS, remember))
+
+
+@routes.post(f"{BASE}/reject")
+async def reject(request: web.Request) -> web.Response:
+    execution_id = request.match_info["execution_id"]
+    body = await parse_body(request, RejectBody)
+    scheduler = request.app[SCHEDULER]
+    return await answer_once(
+        request, f"reject:{execution_id}", _live_answer(200, rejected=True),
+        lambda remember: scheduler.reject(execution_id, body.reason, ANONYMOUS, remember))
+
+
+@routes.post(f"{BASE}/cancel")
+async def cancel(request: web.Request) -> web.Response:
+    execution_id = request.match_info["execution_id"]
+    scheduler = request.app[SCHEDULER]
+    return await answer_once(
+        request, f"cancel:{execution_id}", _live_answer(202, cancelled=True),
+        lambda remember: scheduler.cancel(execution_id, remember))

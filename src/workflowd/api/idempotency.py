@@ -1,0 +1,59 @@
+"""`Idempotency-Key`: the first answer is committed with its change and replayed to repeats."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from workflowd.api.keys import INFLIGHT, STORE
+from workflowd.api.parsing import json_response
+from workflowd.engine import Remember
+from workflowd.errors import BadRequestError, IdempotencyMismatchError
+from workflowd.models import ExecutionRecord, IdempotencyRecord
+
+__all__ = ["Answer", "answer_once"]
+
+# status, body, Location
+Answer = tuple[int, str, str | None]
+Render = Callable[[ExecutionRecord], Answer]
+Act = Callable[[Remember | None], Awaitable[ExecutionRecord]]
+
+
+def _response(status: int, body: str, location: str | None) -> web.Response:
+    return json_response(body, status, headers={"Location": location} if location else None)
+
+
+async def answer_once(request: web.Request, scope: str, render: Render, act: Act) -> web.Response:
+    """Run `act` once per key; a repeat gets the first answer, a different request with the
+    same key gets 422, and a repeat arriving while the first is in flight waits for it."""
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return _response(*render(await act(None)))
+    if not 1 <= len(key) <= 255:
+        raise BadRequestError("Idempotency-Key must be 1 to 255 characters")
+    body = await request.read()
+    fingerprint = hashlib.sha256(request.method.encode() + request.path.encode() + b"\0" + body
+                                 ).hexdigest()
+    inflight = request.app[INFLIGHT]
+    while (pending := inflight.get((scope, key))) is not None:
+        await asyncio.shield(pending)
+    kept = await request.app[STORE].idempotency(scope, key)
+    if kept is not None:
+        if kept.fingerprint != fingerprint:
+            raise IdempotencyMismatchError(
+                f"Idempotency-Key {key!r} was used for a different request")
+        return _response(kept.status, kept.body, kept.location)
+
+    def remember(rec: ExecutionRecord) -> IdempotencyRecord:
+        return IdempotencyRecord(scope, key, fingerprint, *render(rec))
+
+    done = asyncio.get_running_loop().create_future()
+    inflight[(scope, key)] = done
+    try:
+        return _response(*render(await act(remember)))
+    finally:
+        del inflight[(scope, key)]
+        done.set_result(None)

@@ -1,0 +1,22 @@
+"""Everything kept on the application, under typed keys."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from workflowd.config import Settings
+from workflowd.definitions import Workflow
+from workflowd.engine import Hub, Scheduler
+from workflowd.store import Store
+
+__all__ = ["HUB", "INFLIGHT", "SCHEDULER", "SETTINGS", "STORE", "WORKFLOWS"]
+
+SETTINGS = web.AppKey("settings", Settings)
+WORKFLOWS = web.AppKey("workflows", dict[str, Workflow])
+HUB = web.AppKey("hub", Hub)
+STORE = web.AppKey("store", Store)
+SCHEDULER = web.AppKey("scheduler", Scheduler)
+# Requests carrying an Idempotency-Key that are being answered now: repeats wait for them.
+INFLIGHT = web.AppKey("inflight", dict[tuple[str, str], asyncio.Future[None]])

@@ -1,0 +1,49 @@
+"""Live status for polling: ETag and 304, and long-polling with `?since=&wait=`."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
+
+from workflowd.api.keys import HUB, SCHEDULER
+from workflowd.api.parsing import json_response, parse_query
+from workflowd.models import API_PREFIX, ExecutionRecord
+
+__all__ = ["routes"]
+
+routes = web.RouteTableDef()
+
+
+class LiveQuery(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    since: int | None = Field(default=None, ge=0)
+    wait: float = Field(default=0.0, ge=0.0, le=300.0)
+
+
+def _etag(rec: ExecutionRecord) -> str:
+    # Every change to an execution comes with an event, so its last seq names its state.
+    return f'"{rec.seq}"'
+
+
+@routes.get(f"{API_PREFIX}/executions/{{execution_id}}/status/live")
+async def live_status(request: web.Request) -> web.StreamResponse:
+    q = parse_query(request, LiveQuery)
+    scheduler = request.app[SCHEDULER]
+    execution_id = request.match_info["execution_id"]
+    rec = await scheduler.get(execution_id)
+    if q.since is not None and rec.seq <= q.since and not rec.is_terminal and q.wait > 0:
+        ledger = scheduler.ledger
+        changed = await request.app[HUB].wait_until(
+            execution_id,
+            lambda: (r := ledger.active.get(execution_id)) is None or r.seq > (q.since or 0),
+            q.wait)
+        rec = await scheduler.get(execution_id)
+        if not changed or rec.seq <= q.since:
+            return web.Response(status=304, headers={"ETag": _etag(rec)})
+    elif q.since is not None and rec.seq <= q.since:
+        return web.Response(status=304, headers={"ETag": _etag(rec)})
+    etag = _etag(rec)
+    if q.since is None and etag in request.headers.get("If-None-Match", ""):
+        return web.Response(status=304, headers={"ETag": etag})
+    return json_response(rec.live().model_dump_json(), headers={"ETag": etag,
+                                                              "Cache-Control": "no-cache"})

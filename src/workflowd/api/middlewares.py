@@ -1,0 +1,55 @@
+"""Middlewares: request-scoped log fields, and every error turned into problem JSON."""
+
+from __future__ import annotations
+
+import uuid
+
+import structlog
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from workflowd.api.problems import problem
+from workflowd.errors import QueueFullError, WorkflowdError
+
+__all__ = ["problem_json", "request_context"]
+
+log = structlog.get_logger("workflowd.api")
+
+
+@web.middleware
+async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(request_id=request.headers.get("X-Request-Id")
+                                           or uuid.uuid4().hex[:16])
+    return await handler(request)
+
+
+@web.middleware
+async def problem_json(request: web.Request, handler: Handler) -> web.StreamResponse:
+    instance = request.path
+    try:
+        return await handler(request)
+    except WorkflowdError as exc:
+        headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, QueueFullError) else None
+        return problem(exc.status, exc.detail, instance=instance, code=exc.code, title=exc.title,
+                       extra=exc.extra(), headers=headers)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        headers = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
+        detail = _http_detail(exc, request)
+        return problem(exc.status, detail, instance=instance, title=exc.reason, headers=headers)
+    except Exception:
+        log.exception("unhandled_error", path=instance, method=request.method)
+        return problem(500, "the server failed to answer this request", instance=instance,
+                       code="internal_error")
+
+
+def _http_detail(exc: web.HTTPException, request: web.Request) -> str:
+    if exc.status == 404:
+        return f"no route for {request.path}"
+    if exc.status == 405:
+        return f"{request.method} is not allowed on {request.path}"
+    if exc.status == 413:
+        return "the request body is larger than the server accepts (server.max_body_bytes)"
+    return exc.text or exc.reason

@@ -1,0 +1,56 @@
+"""Reading requests: bodies and query strings through pydantic, errors as 400/422 problems."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from workflowd.errors import BadRequestError, ValidationProblem
+from workflowd.models import dumps
+
+__all__ = ["json_response", "parse_body", "parse_query"]
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _problem_from(exc: ValidationError, where: str) -> ValidationProblem:
+    errors = [{"loc": [where, *e["loc"]], "msg": e["msg"]} for e in exc.errors()]
+    first = errors[0]
+    detail = f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
+    return ValidationProblem(detail, errors)
+
+
+async def parse_body(request: web.Request, model: type[M]) -> M:
+    """The body as `model`; an empty body counts as `{}`. Malformed JSON is 400, the rest 422."""
+    raw = await request.read()
+    if not raw.strip():
+        raw = b"{}"
+    try:
+        return model.model_validate_json(raw)
+    except ValidationError as exc:
+        if any(e["type"] == "json_invalid" for e in exc.errors()):
+            raise BadRequestError(f"the body is not valid JSON: {exc.errors()[0]['msg']}") from None
+        raise _problem_from(exc, "body") from None
+
+
+def parse_query(request: web.Request, model: type[M], multi: tuple[str, ...] = ()) -> M:
+    """The query string as `model`; keys named in `multi` may repeat and arrive as lists."""
+    data: dict[str, Any] = {}
+    for key in request.query:
+        if key in data:
+            continue
+        data[key] = request.query.getall(key) if key in multi else request.query[key]
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise _problem_from(exc, "query") from None
+
+
+def json_response(body: Any, status: int = 200,
+                  headers: Mapping[str, str] | None = None) -> web.Response:
+    text = body if isinstance(body, str) else dumps(body)
+    return web.Response(text=text, status=status, content_type="application/json",
+                        headers=headers)

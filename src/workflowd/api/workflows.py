@@ -1,0 +1,67 @@
+"""Routes of registered workflows, and submitting an execution of one."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
+
+from workflowd.api.idempotency import Answer, answer_once
+from workflowd.api.keys import HUB, SCHEDULER, WORKFLOWS
+from workflowd.api.parsing import json_response, parse_body, parse_query
+from workflowd.api.views import workflow_view
+from workflowd.errors import UnknownWorkflowError
+from workflowd.models import API_PREFIX, ExecutionRecord, SubmitBody, dumps
+
+__all__ = ["routes"]
+
+routes = web.RouteTableDef()
+
+
+class SubmitQuery(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    wait: float = Field(default=0.0, ge=0.0, le=300.0)
+
+
+@routes.get(f"{API_PREFIX}/workflows")
+async def list_workflows(request: web.Request) -> web.Response:
+    items = [workflow_view(wf) for wf in request.app[WORKFLOWS].values()]
+    return json_response({"items": items, "next_cursor": None})
+
+
+@routes.get(f"{API_PREFIX}/workflows/{{workflow_id}}")
+async def get_workflow(request: web.Request) -> web.Response:
+    workflow_id = request.match_info["workflow_id"]
+    wf = request.app[WORKFLOWS].get(workflow_id)
+    if wf is None:
+        raise UnknownWorkflowError(f"no workflow with id {workflow_id!r}")
+    return json_response(workflow_view(wf))
+
+
+def _submitted(rec: ExecutionRecord) -> Answer:
+    status = 201 if rec.status == "awaiting_approval" else 202
+    return status, dumps(rec.summary()), rec.links()["self"]
+
+
+@routes.post(f"{API_PREFIX}/workflows/{{workflow_id}}/executions")
+async def submit(request: web.Request) -> web.Response:
+    workflow_id = request.match_info["workflow_id"]
+    query = parse_query(request, SubmitQuery)
+    if workflow_id not in request.app[WORKFLOWS]:
+        raise UnknownWorkflowError(f"no workflow with id {workflow_id!r}")
+    body = await parse_body(request, SubmitBody)
+    scheduler = request.app[SCHEDULER]
+    response = await answer_once(
+        request, f"submit:{workflow_id}", _submitted,
+        lambda remember: scheduler.submit(workflow_id, body, remember),
+    )
+    if query.wait <= 0 or response.status != 202:
+        return response
+    location = response.headers["Location"]
+    exec_id = location.rsplit("/", 1)[-1]
+    ledger = scheduler.ledger
+    finished = await request.app[HUB].wait_until(
+        exec_id, lambda: exec_id not in ledger.active, query.wait)
+    if not finished:
+        return response
+    rec = await scheduler.get(exec_id)
+    return json_response(rec.view(), 200, headers={"Location": location})

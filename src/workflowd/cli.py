@@ -1,0 +1,63 @@
+"""The command line: `workflowd serve` runs the service."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import structlog
+from aiohttp import web
+from pydantic import ValidationError
+
+from workflowd.api import create_app
+from workflowd.api.keys import WORKFLOWS
+from workflowd.config import Settings, load_settings
+from workflowd.errors import DefinitionError
+from workflowd.log import configure_logging
+
+__all__ = ["main"]
+
+
+def _settings(path: str | None) -> Settings:
+    if path is None and Path("config.toml").is_file():
+        path = "config.toml"
+    return load_settings(path)
+
+
+def serve(config: str | None) -> int:
+    try:
+        settings = _settings(config)
+    except (OSError, ValueError, ValidationError) as exc:
+        print(f"workflowd: bad configuration: {exc}", file=sys.stderr)  # noqa: T201
+        return 2
+    configure_logging(settings.logging)
+    try:
+        app = create_app(settings)
+    except DefinitionError as exc:
+        print(f"workflowd: {exc.detail}", file=sys.stderr)  # noqa: T201
+        return 2
+    log = structlog.get_logger("workflowd")
+    names: list[str] = sorted(app[WORKFLOWS].keys())
+    log.info("starting", host=settings.server.host, port=settings.server.port,
+             store=settings.store.path, workflows=names)
+    web.run_app(app, host=settings.server.host, port=settings.server.port,
+                access_log=None, print=None,
+                shutdown_timeout=min(settings.engine.shutdown_grace, 5.0) or 0.1)
+    log.info("stopped")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="workflowd", description="Durable background workflows.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve_cmd = commands.add_parser("serve", help="run the service")
+    serve_cmd.add_argument("--config", help="path to config.toml (default: ./config.toml if any)")
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        return serve(args.config)
+    return 2  # pragma: no cover - argparse refuses unknown commands
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

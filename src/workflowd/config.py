@@ -1,0 +1,117 @@
+"""Settings: defaults, then `config.toml`, then `WORKFLOWD_<SECTION>_<KEY>` environment variables."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+__all__ = ["Settings", "load_settings", "parse_duration"]
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from a number or a string such as `"90s"`, `"30m"`, `"7d"`."""
+    if isinstance(value, bool):
+        raise ValueError("a duration is a number of seconds or a string like '7d'")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value))
+        if not match:
+            raise ValueError(f"not a duration: {value!r} (use seconds or e.g. '30m', '7d')")
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2) or "s"]
+    if seconds < 0:
+        raise ValueError("a duration cannot be negative")
+    return seconds
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServerSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+
+
+class StoreSettings(_Section):
+    path: str = "workflowd.db"
+    # How long the writer waits for more work to join a commit, and the most cycles per commit.
+    commit_interval: float = Field(default=0.002, ge=0.0, le=1.0)
+    max_batch: int = Field(default=512, ge=1)
+
+
+class EngineSettings(_Section):
+    max_concurrent: int = Field(default=5, ge=1)
+    max_queued: int = Field(default=10_000, ge=1)
+    default_max_cycles: int = Field(default=15, ge=1)
+    default_cycle_timeout: float = Field(default=300.0, gt=0)
+    shutdown_grace: float = Field(default=10.0, ge=0)
+
+
+class WorkflowSettings(_Section):
+    modules: list[str] = Field(default_factory=lambda: ["workflowd.examples"])
+
+
+class RetentionSettings(_Section):
+    finished_after: float = 7 * 86400.0
+    sweep_interval: float = 60.0
+
+    @field_validator("finished_after", "sweep_interval", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> float:
+        return parse_duration(value)
+
+
+class LoggingSettings(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["console", "json"] = "console"
+
+
+class Settings(_Section):
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    engine: EngineSettings = Field(default_factory=EngineSettings)
+    workflows: WorkflowSettings = Field(default_factory=WorkflowSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
+
+
+def _env_value(raw: str) -> Any:
+    """An environment value as JSON when it parses (numbers, lists), else the plain string."""
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
+
+
+def _apply_env(data: dict[str, Any], environ: dict[str, str]) -> None:
+    sections = Settings.model_fields
+    for name, raw in environ.items():
+        if not name.startswith("WORKFLOWD_"):
+            continue
+        rest = name[len("WORKFLOWD_") :].lower()
+        for section in sections:
+            if rest.startswith(section + "_"):
+                key = rest[len(section) + 1 :]
+                data.setdefault(section, {})[key] = _env_value(raw)
+                break
+
+
+def load_settings(path: str | Path | None = None, environ: dict[str, str] | None = None) -> Settings:
+    """Read the TOML file (if any) and the environment into validated settings."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    _apply_env(data, dict(os.environ if environ is None else environ))
+    return Settings.model_validate(data)

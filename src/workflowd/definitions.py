@@ -1,0 +1,242 @@
+"""Workflow definitions: `Workflow`, its steps and gates, `goto`/`done`, and the registry.
+
+Pure data and checks; nothing here does I/O beyond importing the configured modules.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import inspect
+import textwrap
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, get_args, overload
+
+from workflowd.errors import DefinitionError
+
+if TYPE_CHECKING:
+    from workflowd.context import Context
+
+__all__ = [
+    "Done",
+    "Goto",
+    "StepDef",
+    "StepKind",
+    "Workflow",
+    "done",
+    "goto",
+    "load_workflows",
+]
+
+StepKind = Literal["agent_execution", "tool_call", "decision_point", "data_processing"]
+STEP_KINDS: tuple[str, ...] = get_args(StepKind)
+StepFn = Callable[["Context"], Any] | Callable[["Context"], Awaitable[Any]]
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True, slots=True)
+class Goto:
+    """A step's answer: run the named step next."""
+
+    target: str
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """A step's answer: finish the execution with this result."""
+
+    result: Any = None
+
+
+def goto(name: str) -> Goto:
+    """Continue with the step called `name` (any step, earlier ones too)."""
+    return Goto(name)
+
+
+def done(result: Any = None) -> Done:
+    """Finish the execution now with `result`."""
+    return Done(result)
+
+
+@dataclass(frozen=True, slots=True)
+class StepDef:
+    """One declared step (or approval gate) of a workflow."""
+
+    name: str
+    kind: str
+    index: int
+    fn: StepFn | None = None
+    agent: str | None = None
+    tool: str | None = None
+    retries: int = 0
+    backoff: float = 0.5
+    timeout: float | None = None
+    prompt: str | None = None
+    is_async: bool = False
+
+    @property
+    def is_gate(self) -> bool:
+        return self.kind == "approval"
+
+
+@dataclass(eq=False)
+class Workflow:
+    """A named, ordered list of steps; every module-level instance in a configured module registers."""
+
+    id: str
+    title: str | None = None
+    max_cycles: int | None = None
+    cycle_timeout: float | None = None
+    timeout: float | None = None
+    cycle_delay: float = 0.0
+    version: int = 1
+    description: str | None = None
+    steps: list[StepDef] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.id or not isinstance(self.id, str):
+            raise DefinitionError("a workflow needs a non-empty string id")
+        for name in ("max_cycles", "cycle_timeout", "timeout"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise DefinitionError(f"workflow {self.id!r}: {name} must be positive")
+        if self.cycle_delay < 0:
+            raise DefinitionError(f"workflow {self.id!r}: cycle_delay cannot be negative")
+
+    @overload
+    def step(self, fn: F) -> F: ...
+
+    @overload
+    def step(
+        self,
+        fn: None = None,
+        *,
+        name: str | None = None,
+        kind: str = "data_processing",
+        agent: str | None = None,
+        tool: str | None = None,
+        retries: int = 0,
+        backoff: float = 0.5,
+        timeout: float | None = None,
+    ) -> Callable[[F], F]: ...
+
+    def step(
+        self,
+        fn: F | None = None,
+        *,
+        name: str | None = None,
+        kind: str = "data_processing",
+        agent: str | None = None,
+        tool: str | None = None,
+        retries: int = 0,
+        backoff: float = 0.5,
+        timeout: float | None = None,
+    ) -> Any:
+        """Declare a step; usable as `@wf.step` or `@wf.step(kind=..., retries=...)`."""
+
+        def register(func: F) -> F:
+            if kind not in STEP_KINDS:
+                raise DefinitionError(
+                    f"workflow {self.id!r}: step kind {kind!r} is not one of {', '.join(STEP_KINDS)}"
+                )
+            if retries < 0 or backoff < 0 or (timeout is not None and timeout <= 0):
+                raise DefinitionError(
+                    f"workflow {self.id!r}: retries and backoff must be >= 0, timeout > 0"
+                )
+            self._add(
+                StepDef(
+                    name=name or func.__name__,
+                    kind=kind,
+                    index=len(self.steps),
+                    fn=func,
+                    agent=agent,
+                    tool=tool,
+                    retries=retries,
+                    backoff=backoff,
+                    timeout=timeout,
+                    is_async=inspect.iscoroutinefunction(func),
+                )
+            )
+            return func
+
+        return register(fn) if fn is not None else register
+
+    def approval(self, name: str, prompt: str | None = None) -> StepDef:
+        """Declare a human approval gate at this point of the step list."""
+        gate = StepDef(name=name, kind="approval", index=len(self.steps), prompt=prompt)
+        self._add(gate)
+        return gate
+
+    def _add(self, step: StepDef) -> None:
+        if any(s.name == step.name for s in self.steps):
+            raise DefinitionError(f"workflow {self.id!r}: duplicate step name {step.name!r}")
+        self.steps.append(step)
+
+    def get_step(self, name: str) -> StepDef | None:
+        return next((s for s in self.steps if s.name == name), None)
+
+    def check(self) -> None:
+        """Raise `DefinitionError` for a workflow that cannot run as written."""
+        if not self.steps:
+            raise DefinitionError(f"workflow {self.id!r} declares no steps")
+        names = {s.name for s in self.steps}
+        for step in self.steps:
+            if step.fn is None:
+                continue
+            for target in _literal_goto_targets(step.fn):
+                if target not in names:
+                    raise DefinitionError(
+                        f"workflow {self.id!r}: step {step.name!r} may goto unknown step {target!r}"
+                    )
+
+
+def _literal_goto_targets(fn: Callable[..., Any]) -> set[str]:
+    """String literals passed to `goto(...)` in a step's source (dynamic names are checked at run time)."""
+    try:
+        source = textwrap.dedent(inspect.getsource(fn))
+        tree = ast.parse(source)
+    except (OSError, TypeError, SyntaxError):
+        return set()
+    targets: set[str] = set()
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Call) and node.args):
+            continue
+        func = node.func
+        called = func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)
+        if called != "goto":
+            continue
+        targets |= _names_in(node.args[0])
+    return targets
+
+
+def _names_in(expr: ast.expr) -> set[str]:
+    """The step names an argument can evaluate to: literals, through `a if c else b` and `or`."""
+    if isinstance(expr, ast.Constant) and isinstance(expr.value, str):
+        return {expr.value}
+    if isinstance(expr, ast.IfExp):
+        return _names_in(expr.body) | _names_in(expr.orelse)
+    if isinstance(expr, ast.BoolOp):
+        return set().union(*(_names_in(value) for value in expr.values))
+    return set()
+
+
+def load_workflows(modules: list[str]) -> dict[str, Workflow]:
+    """Import each module and register every module-level `Workflow`, checking each one."""
+    registry: dict[str, Workflow] = {}
+    for module_name in modules:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise DefinitionError(f"cannot import workflow module {module_name!r}: {exc}") from exc
+        for value in vars(module).values():
+            if not isinstance(value, Workflow):
+                continue
+            existing = registry.get(value.id)
+            if existing is value:
+                continue
+            if existing is not None:
+                raise DefinitionError(f"duplicate workflow id {value.id!r} in {module_name!r}")
+            value.check()
+            registry[value.id] = value
+    return registry

@@ -1,0 +1,82 @@
+"""The events hub: fans committed events out to followers and wakes long-polls.
+
+Events reach the hub only after their commit, so whatever a follower sees is already in the
+events table; history comes from the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+
+from workflowd.models import Event
+
+__all__ = ["Hub", "Subscription"]
+
+
+class Subscription:
+    """A follower's bounded queue; overflowing marks it lagging instead of growing or blocking."""
+
+    def __init__(self, execution_id: str | None, maxsize: int) -> None:
+        self.execution_id = execution_id
+        self.queue: asyncio.Queue[Event] = asyncio.Queue(maxsize)
+        self.lagging = False
+        self.wake = asyncio.Event()
+
+    def put(self, event: Event) -> None:
+        if self.lagging:
+            return
+        try:
+            self.queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self.lagging = True
+        self.wake.set()
+
+
+class Hub:
+    def __init__(self) -> None:
+        self._subs: dict[str | None, set[Subscription]] = {}
+        self._changed: dict[str, asyncio.Future[None]] = {}
+
+    def subscribe(self, execution_id: str | None, maxsize: int = 1000) -> Subscription:
+        """Follow one execution, or every execution with `None`."""
+        sub = Subscription(execution_id, maxsize)
+        self._subs.setdefault(execution_id, set()).add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        subs = self._subs.get(sub.execution_id)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del self._subs[sub.execution_id]
+
+    def publish(self, events: Sequence[Event]) -> None:
+        """Called once the events are committed, in commit order."""
+        if not events:
+            return
+        execution_id = events[0].execution_id
+        for key in (execution_id, None):
+            for sub in self._subs.get(key, ()):
+                for event in events:
+                    sub.put(event)
+        changed = self._changed.pop(execution_id, None)
+        if changed is not None and not changed.done():
+            changed.set_result(None)
+
+    async def wait_until(self, execution_id: str, ready: Callable[[], bool], timeout: float) -> bool:
+        """Wait until `ready()` holds, checking after each commit of the execution's events."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not ready():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            changed = self._changed.get(execution_id)
+            if changed is None:
+                changed = self._changed[execution_id] = loop.create_future()
+            try:
+                await asyncio.wait_for(asyncio.shield(changed), remaining)
+            except TimeoutError:
+                return ready()
+        return True

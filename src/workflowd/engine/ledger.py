@@ -1,0 +1,85 @@
+"""The ledger: commits an execution's changes and, once durable, mirrors and publishes them.
+
+Every change to an execution, from the runner or from a caller's approve or cancel, goes
+through `write`: the store commits it (group commit), then the ledger keeps the committed
+record in memory while the execution is unfinished, and hands its events to the hub. What
+memory and followers see is therefore always committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from workflowd.engine.hub import Hub
+from workflowd.models import (
+    Event,
+    ExecutionRecord,
+    IdempotencyRecord,
+    LogLine,
+    Progress,
+    StepRecord,
+)
+from workflowd.store import Store, Write
+
+__all__ = ["Ledger", "make_events", "progress_of"]
+
+
+def progress_of(rec: ExecutionRecord, total: int, done_steps: Sequence[str],
+                step_pct: float = 0.0, message: str | None = None) -> Progress:
+    """Completed steps plus the running one's share; never goes down, 100 only when completed."""
+    done = min(len(done_steps), total)
+    raw = (done + step_pct / 100.0) / total * 100.0 if total else 0.0
+    pct = round(max(rec.progress.percentage, min(raw, 99.0)), 1)
+    return Progress(percentage=pct, completed_steps=done, total_steps=total,
+                    message=message if message is not None else rec.progress.message)
+
+
+def make_events(execution_id: str, last_seq: int, *items: tuple[str, dict[str, Any]]) -> list[Event]:
+    """Events numbered on from `last_seq`, without gaps."""
+    return [
+        Event.make(execution_id, last_seq + n, type_, fields)
+        for n, (type_, fields) in enumerate(items, start=1)
+    ]
+
+
+class Ledger:
+    def __init__(self, store: Store, hub: Hub) -> None:
+        self.store = store
+        self.hub = hub
+        # The committed record of every unfinished execution, so live status needs no query.
+        self.active: dict[str, ExecutionRecord] = {}
+        self.events_by_type: Counter[str] = Counter()
+
+    def write(
+        self,
+        rec: ExecutionRecord,
+        *,
+        steps: Sequence[StepRecord] = (),
+        events: Sequence[Event] = (),
+        logs: Sequence[LogLine] = (),
+        idempotency: IdempotencyRecord | None = None,
+    ) -> asyncio.Future[None]:
+        """Queue the change; the future resolves once it is committed and published."""
+
+        def committed() -> None:
+            if rec.is_terminal:
+                self.active.pop(rec.execution_id, None)
+            else:
+                self.active[rec.execution_id] = rec
+            for event in events:
+                self.events_by_type[event.type] += 1
+            self.hub.publish(events)
+
+        return self.store.writer.submit(
+            Write(execution=rec, steps=steps, events=events, logs=logs,
+                  idempotency=idempotency, on_commit=committed)
+        )
+
+    async def get(self, execution_id: str) -> ExecutionRecord | None:
+        rec = self.active.get(execution_id)
+        if rec is not None:
+            return rec
+        return await self.store.get_execution(execution_id)

@@ -1,0 +1,39 @@
+"""The retention sweeper: deletes finished executions older than `[retention] finished_after`."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import structlog
+
+from workflowd.models import format_ts
+from workflowd.store import Store
+
+__all__ = ["sweep", "sweep_forever"]
+
+log = structlog.get_logger("workflowd.retention")
+
+
+async def sweep(store: Store, finished_after: float) -> int:
+    """Delete what finished more than `finished_after` seconds ago; answer how many."""
+    cutoff = format_ts(datetime.now(UTC) - timedelta(seconds=finished_after))
+    deleted = 0
+    while True:
+        ids = await store.finished_before(cutoff)
+        if not ids:
+            break
+        await store.delete_executions(ids, idempotency_before=cutoff)
+        deleted += len(ids)
+    if deleted:
+        log.info("retention_swept", deleted=deleted, cutoff=cutoff)
+    return deleted
+
+
+async def sweep_forever(store: Store, finished_after: float, interval: float) -> None:
+    while True:
+        try:
+            await sweep(store, finished_after)
+        except Exception:
+            log.exception("retention_sweep_failed")
+        await asyncio.sleep(interval)

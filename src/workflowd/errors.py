@@ -1,0 +1,113 @@
+"""The exception hierarchy: one base with an HTTP status and a stable code per class.
+
+An execution's own failure (a step raising, a timeout) is data in its `error` field, never one
+of these; these are for callers who asked for something that cannot be done.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+__all__ = [
+    "BadRequestError",
+    "DefinitionError",
+    "IdempotencyMismatchError",
+    "InvalidTransitionError",
+    "NotReadyError",
+    "QueueFullError",
+    "UnknownExecutionError",
+    "UnknownStepError",
+    "UnknownWorkflowError",
+    "ValidationProblem",
+    "WorkflowdError",
+]
+
+
+class WorkflowdError(Exception):
+    """Base of every error the service answers with a problem document."""
+
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "internal_error"
+    title: ClassVar[str] = "Internal error"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+    def extra(self) -> dict[str, Any]:
+        """Fields added to the problem document beside the standard ones."""
+        return {}
+
+
+class DefinitionError(WorkflowdError):
+    """A workflow definition is wrong (raised at load time, before the service starts)."""
+
+    code = "invalid_definition"
+    title = "Invalid workflow definition"
+
+
+class BadRequestError(WorkflowdError):
+    status = 400
+    code = "bad_request"
+    title = "Bad request"
+
+
+class ValidationProblem(WorkflowdError):
+    """Input that parsed but does not validate; carries pydantic-style `errors`."""
+
+    status = 422
+    code = "validation_error"
+    title = "Validation error"
+
+    def __init__(self, detail: str, errors: list[dict[str, Any]]) -> None:
+        super().__init__(detail)
+        self.errors = errors
+
+    def extra(self) -> dict[str, Any]:
+        return {"errors": self.errors}
+
+
+class IdempotencyMismatchError(WorkflowdError):
+    status = 422
+    code = "idempotency_key_reused"
+    title = "Idempotency key reused with a different request"
+
+
+class UnknownWorkflowError(WorkflowdError):
+    status = 404
+    code = "unknown_workflow"
+    title = "Workflow not found"
+
+
+class UnknownExecutionError(WorkflowdError):
+    status = 404
+    code = "unknown_execution"
+    title = "Execution not found"
+
+
+class UnknownStepError(WorkflowdError):
+    status = 404
+    code = "unknown_step"
+    title = "Step not found"
+
+
+class InvalidTransitionError(WorkflowdError):
+    status = 409
+    code = "invalid_transition"
+    title = "Conflict with the execution's status"
+
+
+class QueueFullError(WorkflowdError):
+    status = 429
+    code = "queue_full"
+    title = "Too many queued executions"
+
+    def __init__(self, detail: str, retry_after: int) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
+class NotReadyError(WorkflowdError):
+    status = 503
+    code = "not_ready"
+    title = "Service not ready"

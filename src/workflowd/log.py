@@ -1,0 +1,35 @@
+"""structlog configuration: contextvars merged into every line, console or JSON output."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import structlog
+
+from workflowd.config import LoggingSettings
+
+__all__ = ["configure_logging"]
+
+
+def configure_logging(settings: LoggingSettings) -> None:
+    level = logging.getLevelNamesMapping()[settings.level.upper()]
+    renderer: structlog.types.Processor = (
+        structlog.processors.JSONRenderer() if settings.format == "json"
+        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.StackInfoRenderer(),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+    logging.basicConfig(level=max(level, logging.WARNING), stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")

@@ -1,0 +1,312 @@
+"""Pydantic models: request bodies, the stored execution record, and the views clients see."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import pydantic_core
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+__all__ = [
+    "TERMINAL",
+    "Approval",
+    "ApproveBody",
+    "CurrentStep",
+    "Decision",
+    "ErrorInfo",
+    "Event",
+    "ExecutionRecord",
+    "ExecutionStatus",
+    "IdempotencyRecord",
+    "LiveStatus",
+    "LogLine",
+    "Progress",
+    "RejectBody",
+    "StepRecord",
+    "SubmitBody",
+    "dumps",
+    "format_ts",
+    "parse_ts",
+    "utcnow",
+]
+
+ExecutionStatus = Literal[
+    "queued", "running", "awaiting_approval", "completed", "failed", "cancelled", "timed_out",
+    "rejected",
+]
+StepStatus = Literal["pending", "running", "waiting", "completed", "failed", "skipped"]
+TERMINAL: frozenset[str] = frozenset({"completed", "failed", "cancelled", "timed_out", "rejected"})
+API_PREFIX = "/api/v1"
+
+
+def format_ts(moment: datetime) -> str:
+    """ISO 8601 UTC with milliseconds and `Z`, the one form every answer uses."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def utcnow() -> str:
+    return format_ts(datetime.now(UTC))
+
+
+def parse_ts(text: str) -> datetime:
+    """Any ISO 8601 timestamp with a zone; a naive one is refused."""
+    moment = datetime.fromisoformat(text.strip().replace("z", "Z"))
+    if moment.tzinfo is None:
+        raise ValueError("timestamp needs a time zone (e.g. 'Z')")
+    return moment.astimezone(UTC)
+
+
+def dumps(value: Any) -> str:
+    """JSON text of any JSON-able value (fast path through pydantic-core)."""
+    return pydantic_core.to_json(value).decode()
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ---- request bodies -----------------------------------------------------------------------
+
+_LABEL_KEY = r"^[A-Za-z0-9_.\-/]{1,64}$"
+
+
+class SubmitBody(_Model):
+    input: dict[str, Any] = Field(default_factory=dict)
+    priority: int = Field(default=0, ge=-1000, le=1000)
+    require_approval: bool = False
+    labels: dict[str, str] = Field(default_factory=dict, max_length=32)
+
+    @field_validator("labels")
+    @classmethod
+    def _label_keys(cls, labels: dict[str, str]) -> dict[str, str]:
+        import re
+
+        for key, value in labels.items():
+            if not re.match(_LABEL_KEY, key):
+                raise ValueError(f"label key {key!r} must match {_LABEL_KEY}")
+            if len(value) > 256:
+                raise ValueError(f"label {key!r} is longer than 256 characters")
+        return labels
+
+
+class ApproveBody(_Model):
+    comment: str | None = Field(default=None, max_length=10_000)
+
+
+class RejectBody(_Model):
+    reason: str | None = Field(default=None, max_length=10_000)
+
+
+# ---- the stored record --------------------------------------------------------------------
+
+
+class ErrorInfo(_Model):
+    code: str
+    message: str
+
+
+class Approval(_Model):
+    required: bool = True
+    status: Literal["pending", "approved", "rejected"] = "pending"
+    decided_by: str | None = None
+    decided_at: str | None = None
+    comment: str | None = None
+
+
+class CurrentStep(_Model):
+    name: str
+    kind: str
+    index: int
+    started_at: str
+
+
+class Progress(_Model):
+    percentage: float = 0.0
+    completed_steps: int = 0
+    total_steps: int = 0
+    message: str | None = None
+
+
+class Decision(_Model):
+    outcome: Any
+    cycle: int
+    timestamp: str
+
+
+class StepRecord(_Model):
+    step_id: str | None = None
+    name: str
+    kind: str
+    agent_name: str | None = None
+    tool_name: str | None = None
+    status: StepStatus = "pending"
+    cycle: int | None = None
+    attempt: int | None = None
+    started_at: str | None = None
+    completed_at: str | None = None
+    duration_ms: int | None = None
+    error: ErrorInfo | None = None
+    progress: float | None = None
+    output: Any = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class ExecutionRecord(_Model):
+    """Everything known of one execution; committed whole with every cycle."""
+
+    execution_id: str
+    workflow_id: str
+    workflow_version: int
+    status: ExecutionStatus
+    input: dict[str, Any]
+    state: dict[str, Any] = Field(default_factory=dict)
+    result: Any = None
+    error: ErrorInfo | None = None
+    cycle: int = 0
+    max_cycles: int
+    priority: int = 0
+    labels: dict[str, str] = Field(default_factory=dict)
+    current_step: CurrentStep | None = None
+    progress: Progress
+    approval: Approval | None = None
+    created_at: str
+    started_at: str | None = None
+    updated_at: str
+    finished_at: str | None = None
+    # Bookkeeping the engine needs to resume; stored, never shown as such.
+    seq: int = 0
+    next_step: str | None = None
+    gate: str | None = None
+    decisions: dict[str, Decision] = Field(default_factory=dict)
+    done_steps: list[str] = Field(default_factory=list)
+    deadline: str | None = None
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL
+
+    def links(self) -> dict[str, str]:
+        base = f"{API_PREFIX}/executions/{self.execution_id}"
+        return {
+            "self": base,
+            "live": f"{base}/status/live",
+            "steps": f"{base}/steps",
+            "trace": f"{base}/trace",
+            "events": f"{base}/events",
+            "ws": f"{base}/ws",
+            "approve": f"{base}/approve",
+            "cancel": f"{base}/cancel",
+        }
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "execution_id": self.execution_id,
+            "workflow_id": self.workflow_id,
+            "status": self.status,
+            "created_at": self.created_at,
+            "links": self.links(),
+        }
+
+    def list_item(self) -> dict[str, Any]:
+        item = self.summary()
+        item.update(
+            updated_at=self.updated_at,
+            finished_at=self.finished_at,
+            priority=self.priority,
+            labels=self.labels,
+        )
+        return item
+
+    def view(self) -> dict[str, Any]:
+        """The whole execution as `GET /executions/{id}` shows it."""
+        item = self.list_item()
+        item.update(
+            workflow_version=self.workflow_version,
+            input=self.input,
+            state=self.state,
+            result=self.result,
+            error=self.error.model_dump() if self.error else None,
+            cycle=self.cycle,
+            max_cycles=self.max_cycles,
+            current_step=self.current_step.model_dump() if self.current_step else None,
+            progress=self.progress.model_dump(),
+            approval=self.approval.model_dump() if self.approval else None,
+            started_at=self.started_at,
+        )
+        return item
+
+    def live(self) -> LiveStatus:
+        status = self.status
+        return LiveStatus(
+            execution_id=self.execution_id,
+            workflow_id=self.workflow_id,
+            status=status,
+            is_processing=status in ("queued", "running"),
+            is_completed=status == "completed",
+            is_failed=status in ("failed", "timed_out"),
+            is_terminal=status in TERMINAL,
+            background_processing=status == "running",
+            awaiting_approval=status == "awaiting_approval",
+            cycle=self.cycle,
+            max_cycles=self.max_cycles,
+            current_step=self.current_step,
+            progress=self.progress,
+            last_update=self.updated_at,
+            seq=self.seq,
+        )
+
+
+class LiveStatus(_Model):
+    execution_id: str
+    workflow_id: str
+    status: ExecutionStatus
+    is_processing: bool
+    is_completed: bool
+    is_failed: bool
+    is_terminal: bool
+    background_processing: bool
+    awaiting_approval: bool
+    cycle: int
+    max_cycles: int
+    current_step: CurrentStep | None
+    progress: Progress
+    last_update: str
+    seq: int
+
+
+# ---- what the store appends ---------------------------------------------------------------
+
+
+@dataclass(slots=True, frozen=True)
+class Event:
+    """One committed change; `json` is the whole event, encoded once."""
+
+    execution_id: str
+    seq: int
+    type: str
+    json: str
+
+    @classmethod
+    def make(cls, execution_id: str, seq: int, type_: str, fields: dict[str, Any]) -> Event:
+        body = {"seq": seq, "type": type_, "execution_id": execution_id, "ts": utcnow(), **fields}
+        return cls(execution_id, seq, type_, dumps(body))
+
+
+@dataclass(slots=True, frozen=True)
+class LogLine:
+    execution_id: str
+    json: str
+
+
+@dataclass(slots=True, frozen=True)
+class IdempotencyRecord:
+    """The first answer to a request made with an `Idempotency-Key`, replayed to repeats."""
+
+    scope: str
+    key: str
+    fingerprint: str
+    status: int
+    body: str
+    location: str | None = None

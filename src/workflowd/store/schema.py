@@ -1,0 +1,73 @@
+"""The schema as an ordered list of migrations; each runs once, recorded in `schema_version`."""
+
+from __future__ import annotations
+
+import aiosqlite
+
+__all__ = ["MIGRATIONS", "migrate"]
+
+MIGRATIONS: list[str] = [
+    # 1: executions, their step records, events, log lines and idempotency answers.
+    """
+    CREATE TABLE executions (
+        num INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        workflow_id TEXT NOT NULL,
+        status TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        finished_at TEXT,
+        doc TEXT NOT NULL
+    );
+    CREATE INDEX executions_status ON executions (status, num);
+    CREATE INDEX executions_workflow ON executions (workflow_id, num);
+    CREATE INDEX executions_finished ON executions (finished_at) WHERE finished_at IS NOT NULL;
+    CREATE TABLE steps (
+        execution_id TEXT NOT NULL,
+        cycle INTEGER NOT NULL,
+        doc TEXT NOT NULL,
+        PRIMARY KEY (execution_id, cycle)
+    ) WITHOUT ROWID;
+    CREATE TABLE events (
+        execution_id TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        doc TEXT NOT NULL,
+        PRIMARY KEY (execution_id, seq)
+    ) WITHOUT ROWID;
+    CREATE TABLE logs (
+        id INTEGER PRIMARY KEY,
+        execution_id TEXT NOT NULL,
+        doc TEXT NOT NULL
+    );
+    CREATE INDEX logs_execution ON logs (execution_id, id);
+    CREATE TABLE idempotency (
+        scope TEXT NOT NULL,
+        key TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        status INTEGER NOT NULL,
+        body TEXT NOT NULL,
+        location TEXT,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (scope, key)
+    ) WITHOUT ROWID;
+    CREATE INDEX idempotency_created ON idempotency (created_at);
+    """,
+]
+
+
+async def migrate(conn: aiosqlite.Connection) -> int:
+    """Bring the schema up to date; answer the version it is at."""
+    await conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+    async with conn.execute("SELECT MAX(version) FROM schema_version") as cur:
+        row = await cur.fetchone()
+    current = int(row[0]) if row and row[0] is not None else 0
+    if current > len(MIGRATIONS):
+        raise RuntimeError(
+            f"database schema version {current} is newer than this workflowd ({len(MIGRATIONS)})"
+        )
+    for version in range(current + 1, len(MIGRATIONS) + 1):
+        await conn.executescript(
+            "BEGIN IMMEDIATE;\n"
+            + MIGRATIONS[version - 1]
+            + f"\nINSERT INTO schema_version (version) VALUES ({version});\nCOMMIT;"
+        )
+    return len(MIGRATIONS)

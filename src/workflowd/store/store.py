@@ -1,0 +1,181 @@
+"""The store: opens the SQLite file (WAL), migrates it, reads, and hands writes to the writer."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from workflowd.models import TERMINAL, ExecutionRecord, IdempotencyRecord, StepRecord
+from workflowd.store.schema import migrate
+from workflowd.store.writer import Write, Writer
+
+__all__ = ["ExecutionFilter", "Store"]
+
+_PRAGMAS = (
+    "PRAGMA journal_mode = WAL",
+    # In WAL mode NORMAL survives a crash of the process (kill -9) with nothing lost; only an
+    # OS crash or power cut can drop the last commits. FULL would add an fsync per commit.
+    "PRAGMA synchronous = NORMAL",
+    "PRAGMA busy_timeout = 5000",
+    "PRAGMA foreign_keys = ON",
+)
+_TERMINAL_SQL = ", ".join(f"'{status}'" for status in sorted(TERMINAL))
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionFilter:
+    workflow_id: str | None = None
+    status: str | None = None
+    labels: tuple[tuple[str, str], ...] = ()
+    created_after: str | None = None
+    created_before: str | None = None
+    before_num: int | None = None
+    limit: int = 50
+
+
+class Store:
+    """One file: a write connection for the writer task, a read connection for the rest."""
+
+    def __init__(self, path: str, writer_conn: aiosqlite.Connection,
+                 reader: aiosqlite.Connection, writer: Writer) -> None:
+        self.path = path
+        self._writer_conn = writer_conn
+        self._reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def open(cls, path: str, *, max_batch: int = 512, commit_interval: float = 0.0) -> Store:
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        writer_conn = await aiosqlite.connect(path, isolation_level=None)
+        for pragma in _PRAGMAS:
+            await writer_conn.execute(pragma)
+        await migrate(writer_conn)
+        reader = await aiosqlite.connect(path, isolation_level=None)
+        for pragma in _PRAGMAS[1:]:
+            await reader.execute(pragma)
+        writer = Writer(writer_conn, max_batch=max_batch, commit_interval=commit_interval)
+        writer.start()
+        return cls(path, writer_conn, reader, writer)
+
+    async def close(self) -> None:
+        await self.writer.stop()
+        await self._reader.close()
+        await self._writer_conn.close()
+
+    # ---- writes ---------------------------------------------------------------------------
+
+    async def commit(self, write: Write) -> None:
+        """Queue a write and wait until it is durable."""
+        await self.writer.submit(write)
+
+    # ---- reads ----------------------------------------------------------------------------
+
+    async def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        async with self._reader.execute(sql, tuple(params)) as cur:
+            return list(await cur.fetchall())
+
+    async def get_execution(self, execution_id: str) -> ExecutionRecord | None:
+        rows = await self._rows("SELECT doc FROM executions WHERE id = ?", (execution_id,))
+        return ExecutionRecord.model_validate_json(rows[0][0]) if rows else None
+
+    async def unfinished(self) -> list[ExecutionRecord]:
+        """Every execution not yet terminal, in order of arrival."""
+        rows = await self._rows(
+            f"SELECT doc FROM executions WHERE status NOT IN ({_TERMINAL_SQL}) ORDER BY num"  # noqa: S608 - a constant
+        )
+        return [ExecutionRecord.model_validate_json(row[0]) for row in rows]
+
+    async def list_executions(self, f: ExecutionFilter) -> tuple[list[ExecutionRecord], int | None]:
+        """Newest first; answers the page and the `num` to continue below (None at the end)."""
+        where: list[str] = []
+        params: list[Any] = []
+        for column, value in (("workflow_id", f.workflow_id), ("status", f.status)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if f.created_after is not None:
+            where.append("created_at >= ?")
+            params.append(f.created_after)
+        if f.created_before is not None:
+            where.append("created_at < ?")
+            params.append(f.created_before)
+        if f.before_num is not None:
+            where.append("num < ?")
+            params.append(f.before_num)
+        for key, value in f.labels:
+            # Label keys are validated to a safe alphabet, so quoting them in the path is exact.
+            where.append("json_extract(doc, ?) = ?")
+            params.extend((f'$.labels."{key}"', value))
+        sql = "SELECT num, doc FROM executions"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY num DESC LIMIT ?"
+        params.append(f.limit + 1)
+        rows = await self._rows(sql, params)
+        page = rows[: f.limit]
+        next_num = page[-1][0] if len(rows) > f.limit else None
+        return [ExecutionRecord.model_validate_json(row[1]) for row in page], next_num
+
+    async def steps(self, execution_id: str) -> list[StepRecord]:
+        rows = await self._rows(
+            "SELECT doc FROM steps WHERE execution_id = ? ORDER BY cycle", (execution_id,)
+        )
+        return [StepRecord.model_validate_json(row[0]) for row in rows]
+
+    async def step_at(self, execution_id: str, cycle: int) -> StepRecord | None:
+        rows = await self._rows(
+            "SELECT doc FROM steps WHERE execution_id = ? AND cycle = ?", (execution_id, cycle)
+        )
+        return StepRecord.model_validate_json(rows[0][0]) if rows else None
+
+    async def events(self, execution_id: str, after: int = 0, limit: int = 1000) -> list[str]:
+        """Events as stored JSON text, in `seq` order."""
+        rows = await self._rows(
+            "SELECT doc FROM events WHERE execution_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (execution_id, after, limit),
+        )
+        return [row[0] for row in rows]
+
+    async def logs(self, execution_id: str, after: int = 0,
+                   limit: int = 1000) -> list[tuple[int, str]]:
+        rows = await self._rows(
+            "SELECT id, doc FROM logs WHERE execution_id = ? AND id > ? ORDER BY id LIMIT ?",
+            (execution_id, after, limit),
+        )
+        return [(int(row[0]), row[1]) for row in rows]
+
+    async def idempotency(self, scope: str, key: str) -> IdempotencyRecord | None:
+        rows = await self._rows(
+            "SELECT fingerprint, status, body, location FROM idempotency "
+            "WHERE scope = ? AND key = ?",
+            (scope, key),
+        )
+        if not rows:
+            return None
+        fingerprint, status, body, location = rows[0]
+        return IdempotencyRecord(scope, key, fingerprint, int(status), body, location)
+
+    async def count_by_status(self) -> dict[str, int]:
+        rows = await self._rows("SELECT status, COUNT(*) FROM executions GROUP BY status")
+        return {row[0]: int(row[1]) for row in rows}
+
+    async def finished_before(self, cutoff: str, limit: int = 500) -> list[str]:
+        rows = await self._rows(
+            "SELECT id FROM executions WHERE finished_at IS NOT NULL AND finished_at < ? LIMIT ?",
+            (cutoff, limit),
+        )
+        return [row[0] for row in rows]
+
+    async def delete_executions(self, ids: Sequence[str], idempotency_before: str) -> None:
+        """Remove executions with everything they own, and idempotency answers past the cutoff."""
+        statements: list[tuple[str, tuple[Any, ...]]] = []
+        for table, column in (("steps", "execution_id"), ("events", "execution_id"),
+                              ("logs", "execution_id"), ("executions", "id")):
+            statements.extend((f"DELETE FROM {table} WHERE {column} = ?", (i,)) for i in ids)  # noqa: S608
+        statements.append(("DELETE FROM idempotency WHERE created_at < ?", (idempotency_before,)))
+        await self.commit(Write(statements=statements))

@@ -1,0 +1,51 @@
+"""Fixtures: a fresh SQLite file per test, and the real app (its cleanup contexts run)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+from pytest_aiohttp import AiohttpClient
+
+from tests import workflows
+from workflowd.api import create_app
+from workflowd.config import Settings
+
+MakeClient = Callable[..., Awaitable[TestClient[Any, Any]]]
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings.model_validate({
+        "store": {"path": str(tmp_path / "workflowd.db")},
+        "workflows": {"modules": ["workflowd.examples", "tests.workflows"]},
+        "engine": {"shutdown_grace": 1.0},
+        "logging": {"level": "warning"},
+    })
+
+
+@pytest.fixture(autouse=True)
+def _fresh_test_state() -> None:
+    workflows.RELEASES.clear()
+    workflows.STARTED.clear()
+
+
+@pytest.fixture
+def make_client(aiohttp_client: AiohttpClient, settings: Settings) -> MakeClient:
+    """A client on a new app; `engine=` / `store=` override those settings sections."""
+
+    async def make(**sections: dict[str, Any]) -> TestClient[Any, Any]:
+        data = settings.model_dump()
+        for name, values in sections.items():
+            data[name].update(values)
+        return await aiohttp_client(create_app(Settings.model_validate(data)))
+
+    return make
+
+
+@pytest.fixture
+async def client(make_client: MakeClient) -> TestClient[Any, Any]:
+    return await make_client()

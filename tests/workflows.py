@@ -1,0 +1,169 @@
+"""Small workflows the tests drive; loaded beside the examples by the test settings."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from workflowd import Context, Workflow, done, goto
+
+# Steps that wait for the test to let them go, keyed by a name from the input.
+RELEASES: dict[str, asyncio.Event] = {}
+# Names in the order their executions started a `recorded` step.
+STARTED: list[str] = []
+
+
+def release(name: str) -> asyncio.Event:
+    return RELEASES.setdefault(name, asyncio.Event())
+
+
+three = Workflow("three-steps", title="Three trivial steps")
+
+
+@three.step
+async def one(ctx: Context) -> None:
+    ctx.state["one"] = True
+
+
+@three.step
+async def two(ctx: Context) -> None:
+    ctx.state["two"] = ctx.input.get("value", 2)
+
+
+@three.step
+async def three_(ctx: Context) -> None:
+    ctx.state["three"] = True
+
+
+slow = Workflow("slow-three", title="Three steps of 0.3 s each")
+
+
+@slow.step
+async def slow_a(ctx: Context) -> None:
+    await asyncio.sleep(0.3)
+    ctx.state["a"] = ctx.cycle
+
+
+@slow.step
+async def slow_b(ctx: Context) -> None:
+    await asyncio.sleep(0.3)
+    ctx.state["b"] = ctx.cycle
+
+
+@slow.step
+async def slow_c(ctx: Context) -> None:
+    await asyncio.sleep(0.3)
+    ctx.state["c"] = ctx.cycle
+
+
+sleeper = Workflow("sleeper", title="Sleeps a minute")
+
+
+@sleeper.step
+async def nap(ctx: Context) -> None:
+    await ctx.progress(5, "about to sleep")
+    try:
+        await asyncio.sleep(60)
+    except asyncio.CancelledError:
+        ctx.state["saw_cancel"] = True
+        raise
+
+
+waiter = Workflow("waiter", title="Waits until the test releases it")
+
+
+@waiter.step
+async def recorded(ctx: Context) -> None:
+    STARTED.append(ctx.input["name"])
+    await release(ctx.input["name"]).wait()
+
+
+flaky = Workflow("flaky", title="Fails a given number of times")
+
+
+@flaky.step(retries=2, backoff=0.01)
+async def wobble(ctx: Context) -> Any:
+    if ctx.attempt <= ctx.input.get("fail_times", 0):
+        raise RuntimeError(f"attempt {ctx.attempt} failed")
+    return done({"attempt": ctx.attempt})
+
+
+step_timeout = Workflow("step-timeout", title="A step past its timeout")
+
+
+@step_timeout.step(timeout=0.2, retries=1, backoff=0.01)
+async def too_slow(ctx: Context) -> None:
+    await asyncio.sleep(5)
+
+
+exec_timeout = Workflow("exec-timeout", title="An execution past its timeout", timeout=0.5)
+
+
+@exec_timeout.step(timeout=10)
+async def long_step(ctx: Context) -> None:
+    await asyncio.sleep(5)
+
+
+cycle_timeout = Workflow("cycle-timeout", title="A cycle past its timeout", cycle_timeout=0.3)
+
+
+@cycle_timeout.step(retries=5, backoff=0.01)
+async def stuck(ctx: Context) -> None:
+    await asyncio.sleep(5)
+
+
+looper = Workflow("looper", title="Loops until the cycle limit", max_cycles=5)
+
+
+@looper.step
+async def again(ctx: Context) -> Any:
+    ctx.state["n"] = ctx.state.get("n", 0) + 1
+    return goto("again")
+
+
+brancher = Workflow("brancher", title="Takes one of two branches")
+
+
+@brancher.step(kind="decision_point")
+async def choose(ctx: Context) -> Any:
+    way = ctx.input.get("way", "left")
+    ctx.decide("way", way)
+    return goto("left" if way == "left" else "right")
+
+
+@brancher.step(agent="LeftAgent", kind="agent_execution")
+async def left(ctx: Context) -> Any:
+    return done({"took": "left"})
+
+
+@brancher.step(agent="RightAgent", kind="agent_execution")
+async def right(ctx: Context) -> Any:
+    return done({"took": "right"})
+
+
+gated = Workflow("gated", title="A gate in the middle")
+
+
+@gated.step
+async def before(ctx: Context) -> None:
+    ctx.state["before"] = True
+
+
+gated.approval("sign_off", prompt="Go on?")
+
+
+@gated.step
+async def after(ctx: Context) -> None:
+    ctx.state["after"] = True
+
+
+blocking = Workflow("blocking", title="A plain def step in a worker thread")
+
+
+@blocking.step
+def crunch(ctx: Context) -> None:
+    ctx.progress(50, "half way")
+    time.sleep(0.05)
+    ctx.log("crunched", rows=3)
+    ctx.state["crunched"] = 3
