@@ -1,4 +1,4 @@
-"""Settings: defaults, then `config.toml`, then `WORKFLOWD_<SECTION>_<KEY>` environment variables."""
+"""Settings: defaults, then `config.toml`, then `WORKFLOWD_<SECTION>_<KEY>` variables."""
 
 from __future__ import annotations
 
@@ -107,7 +107,8 @@ def _apply_env(data: dict[str, Any], environ: dict[str, str]) -> None:
                 break
 
 
-def load_settings(path: str | Path | None = None, environ: dict[str, str] | None = None) -> Settings:
+def load_settings(path: str | Path | None = None,
+                  environ: dict[str, str] | None = None) -> Settings:
     """Read the TOML file (if any) and the environment into validated settings."""
     data: dict[str, Any] = {}
     if path is not None:

@@ -21,7 +21,7 @@ class ProgressReport:
 
 
 class _Reported:
-    """What `ctx.progress` answers: already done, but awaitable so `await ctx.progress(...)` reads well."""
+    """What `ctx.progress` answers: already done, yet awaitable, so `await ctx.progress()` reads."""
 
     __slots__ = ()
 
@@ -69,7 +69,8 @@ class Context:
         pct = float(percentage)
         if not 0.0 <= pct <= 100.0:
             raise ValueError(f"progress percentage must be within 0..100, got {percentage!r}")
-        report = ProgressReport(pct, message, current_task, estimated_remaining_seconds, custom_data)
+        report = ProgressReport(pct, message, current_task, estimated_remaining_seconds,
+                                custom_data)
         self._call_on_loop(self._on_progress, report)
         return _REPORTED
 

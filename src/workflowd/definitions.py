@@ -82,7 +82,7 @@ class StepDef:
 
 @dataclass(eq=False)
 class Workflow:
-    """A named, ordered list of steps; every module-level instance in a configured module registers."""
+    """A named, ordered list of steps; module-level instances in configured modules register."""
 
     id: str
     title: str | None = None
@@ -138,7 +138,8 @@ class Workflow:
         def register(func: F) -> F:
             if kind not in STEP_KINDS:
                 raise DefinitionError(
-                    f"workflow {self.id!r}: step kind {kind!r} is not one of {', '.join(STEP_KINDS)}"
+                    f"workflow {self.id!r}: step kind {kind!r} is not one of "
+                    f"{', '.join(STEP_KINDS)}"
                 )
             if retries < 0 or backoff < 0 or (timeout is not None and timeout <= 0):
                 raise DefinitionError(
@@ -192,7 +193,7 @@ class Workflow:
 
 
 def _literal_goto_targets(fn: Callable[..., Any]) -> set[str]:
-    """String literals passed to `goto(...)` in a step's source (dynamic names are checked at run time)."""
+    """Literal names passed to `goto(...)` in a step's source (others are checked at run time)."""
     try:
         source = textwrap.dedent(inspect.getsource(fn))
         tree = ast.parse(source)

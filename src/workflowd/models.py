@@ -43,7 +43,8 @@ API_PREFIX = "/api/v1"
 
 def format_ts(moment: datetime) -> str:
     """ISO 8601 UTC with milliseconds and `Z`, the one form every answer uses."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    moment = moment.astimezone(UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
 def utcnow() -> str:

@@ -30,10 +30,11 @@ def steps_view(rec: ExecutionRecord, records: list[StepRecord],
         return items
     ran = {r.name for r in records}
     status = "skipped" if rec.is_terminal else "pending"
-    for step in wf.steps:
-        if step.name not in ran:
-            items.append(StepRecord(name=step.name, kind=step.kind, agent_name=step.agent,
-                                    tool_name=step.tool, status=status).model_dump())
+    items.extend(
+        StepRecord(name=step.name, kind=step.kind, agent_name=step.agent, tool_name=step.tool,
+                   status=status).model_dump()
+        for step in wf.steps if step.name not in ran
+    )
     return items
 
 

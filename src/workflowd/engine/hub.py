@@ -64,7 +64,8 @@ class Hub:
         if changed is not None and not changed.done():
             changed.set_result(None)
 
-    async def wait_until(self, execution_id: str, ready: Callable[[], bool], timeout: float) -> bool:
+    async def wait_until(self, execution_id: str, ready: Callable[[], bool],
+                         timeout: float) -> bool:
         """Wait until `ready()` holds, checking after each commit of the execution's events."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout

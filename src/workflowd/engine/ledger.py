@@ -37,7 +37,8 @@ def progress_of(rec: ExecutionRecord, total: int, done_steps: Sequence[str],
                     message=message if message is not None else rec.progress.message)
 
 
-def make_events(execution_id: str, last_seq: int, *items: tuple[str, dict[str, Any]]) -> list[Event]:
+def make_events(execution_id: str, last_seq: int,
+                *items: tuple[str, dict[str, Any]]) -> list[Event]:
     """Events numbered on from `last_seq`, without gaps."""
     return [
         Event.make(execution_id, last_seq + n, type_, fields)

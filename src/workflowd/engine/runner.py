@@ -295,7 +295,8 @@ class Runner:
         record = record.model_copy(update={"status": "completed", "progress": 100.0,
                                            "error": None, "output": output})
         if isinstance(value, Goto):
-            record = record.model_copy(update={"metadata": {**record.metadata, "goto": value.target}})
+            metadata = {**record.metadata, "goto": value.target}
+            record = record.model_copy(update={"metadata": metadata})
         now = utcnow()
         done_steps = rec.done_steps if step.name in rec.done_steps else [*rec.done_steps, step.name]
         all_decisions = dict(rec.decisions)
@@ -352,14 +353,16 @@ class Runner:
                                    "current_step": None}
         steps: list[StepRecord] = []
         if record is not None:
-            step_error = error if status == "failed" else ErrorInfo(code=status, message=error.message)
+            step_error = (error if status == "failed"
+                          else ErrorInfo(code=status, message=error.message))
             record = record.model_copy(update={"status": "failed", "error": step_error,
                                                "completed_at": record.completed_at or utcnow()})
             steps.append(record)
             changes["cycle"] = record.cycle
             items.append(("step_finished", {"step": record.name, "cycle": record.cycle,
                                             "status": "failed", "duration_ms": record.duration_ms,
-                                            "attempt": record.attempt, "error": step_error.message}))
+                                            "attempt": record.attempt,
+                                            "error": step_error.message}))
             items.append(("cycle_completed", {"cycle": record.cycle}))
         terminal = {"failed": "workflow_failed", "timed_out": "workflow_timed_out",
                     "cancelled": "workflow_cancelled"}[status]
