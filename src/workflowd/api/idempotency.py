@@ -40,19 +40,20 @@ async def answer_once(request: web.Request, scope: str, render: Render, act: Act
     inflight = request.app[INFLIGHT]
     while (pending := inflight.get((scope, key))) is not None:
         await asyncio.shield(pending)
-    kept = await request.app[STORE].idempotency(scope, key)
-    if kept is not None:
-        if kept.fingerprint != fingerprint:
-            raise IdempotencyMismatchError(
-                f"Idempotency-Key {key!r} was used for a different request")
-        return _response(kept.status, kept.body, kept.location)
-
-    def remember(rec: ExecutionRecord) -> IdempotencyRecord:
-        return IdempotencyRecord(scope, key, fingerprint, *render(rec))
-
+    # Claim the key before the next await, so a concurrent repeat waits instead of acting too.
     done = asyncio.get_running_loop().create_future()
     inflight[(scope, key)] = done
     try:
+        kept = await request.app[STORE].idempotency(scope, key)
+        if kept is not None:
+            if kept.fingerprint != fingerprint:
+                raise IdempotencyMismatchError(
+                    f"Idempotency-Key {key!r} was used for a different request")
+            return _response(kept.status, kept.body, kept.location)
+
+        def remember(rec: ExecutionRecord) -> IdempotencyRecord:
+            return IdempotencyRecord(scope, key, fingerprint, *render(rec))
+
         return _response(*render(await act(remember)))
     finally:
         del inflight[(scope, key)]

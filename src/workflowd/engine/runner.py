@@ -393,7 +393,11 @@ class Runner:
             return
         record = self._step
         if record is not None:
-            record = record.model_copy(update={"completed_at": utcnow()})
+            # The cut-off step's record and its step_finished carry how long it ran.
+            now = utcnow()
+            elapsed = parse_ts(now) - parse_ts(record.started_at or now)
+            record = record.model_copy(update={
+                "completed_at": now, "duration_ms": int(elapsed.total_seconds() * 1000)})
             self._step = None
         await self._end("cancelled", ErrorInfo(code="cancelled", message="cancelled by request"),
                         record, self.cancel_remember)

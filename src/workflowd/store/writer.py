@@ -127,7 +127,11 @@ class Writer:
             if self._interval and not stopping and len(batch) < self._max_batch:
                 await asyncio.sleep(self._interval)
                 stopping = self._drain_into(batch)
-            await self._commit(batch)
+            try:
+                await self._commit(batch)
+            except Exception as exc:  # noqa: BLE001 - the writer must outlive any one failure
+                for write in batch:
+                    _settle(write, exc)
 
     def _drain_into(self, batch: list[Write]) -> bool:
         """Take what is queued now, up to the batch size; answer whether the stop mark came."""

@@ -1,0 +1,80 @@
+"""The store on a real file: migrations, group commit, isolation of a bad write."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import aiosqlite
+import pytest
+
+from workflowd.models import Event, ExecutionRecord, Progress, utcnow
+from workflowd.store import Store, StoreClosedError, Write
+from workflowd.store.schema import MIGRATIONS
+
+
+def _record(n: int) -> ExecutionRecord:
+    now = utcnow()
+    return ExecutionRecord(execution_id=f"e{n}", workflow_id="wf", workflow_version=1,
+                           status="queued", input={}, max_cycles=5,
+                           progress=Progress(total_steps=1), created_at=now, updated_at=now,
+                           seq=1)
+
+
+def _write(n: int, seq: int = 1) -> Write:
+    return Write(execution=_record(n), events=[Event.make(f"e{n}", seq, "workflow_queued", {})])
+
+
+async def test_open_twice_migrates_once(tmp_path: Path) -> None:
+    """Reopening a file keeps its data and does not run migrations again."""
+    path = str(tmp_path / "s.db")
+    store = await Store.open(path)
+    await store.commit(_write(1))
+    await store.close()
+    store = await Store.open(path)
+    try:
+        assert (await store.get_execution("e1")) is not None
+        async with aiosqlite.connect(path) as conn, conn.execute(
+                "SELECT version FROM schema_version") as cur:
+            assert [row[0] for row in await cur.fetchall()] == list(range(1, len(MIGRATIONS) + 1))
+        async with aiosqlite.connect(path) as conn, conn.execute("PRAGMA journal_mode") as cur:
+            assert (await cur.fetchone()) == ("wal",)
+    finally:
+        await store.close()
+
+
+async def test_concurrent_writes_share_commits(tmp_path: Path) -> None:
+    """Writes queued together are committed in fewer transactions than writes (group commit)."""
+    store = await Store.open(str(tmp_path / "s.db"))
+    try:
+        await asyncio.gather(*(store.commit(_write(n)) for n in range(200)))
+        assert store.writer.writes == 200
+        assert store.writer.commits < 200
+        assert len(await store.events("e199")) == 1
+    finally:
+        await store.close()
+
+
+async def test_a_bad_write_fails_alone(tmp_path: Path) -> None:
+    """A write that breaks a constraint fails its own future; its batch neighbours commit."""
+    store = await Store.open(str(tmp_path / "s.db"))
+    try:
+        await store.commit(_write(1))
+        results = await asyncio.gather(
+            store.commit(_write(2)), store.commit(_write(1)),  # seq 1 of e1 exists already
+            store.commit(_write(3)), return_exceptions=True)
+        assert results[0] is None
+        assert results[2] is None
+        assert isinstance(results[1], Exception)
+        assert await store.get_execution("e2") is not None
+        assert await store.get_execution("e3") is not None
+    finally:
+        await store.close()
+
+
+async def test_closed_store_refuses_writes(tmp_path: Path) -> None:
+    """After close, a write is refused at once instead of hanging."""
+    store = await Store.open(str(tmp_path / "s.db"))
+    await store.close()
+    with pytest.raises(StoreClosedError):
+        store.writer.submit(_write(1))
