@@ -58,6 +58,15 @@ class EngineSettings(_Section):
     shutdown_grace: float = Field(default=10.0, ge=0)
 
 
+class LiveSettings(_Section):
+    # Events a follower may fall behind by before it is closed (1013) and must resume.
+    queue_size: int = Field(default=1000, ge=1)
+    # Seconds between WebSocket pings and SSE comments that keep idle connections alive.
+    heartbeat: float = Field(default=30.0, gt=0)
+    # Least seconds between two committed progress reports of one step (the latest is kept).
+    progress_interval: float = Field(default=0.1, ge=0.0)
+
+
 class WorkflowSettings(_Section):
     modules: list[str] = Field(default_factory=lambda: ["workflowd.examples"])
 
@@ -81,6 +90,7 @@ class Settings(_Section):
     server: ServerSettings = Field(default_factory=ServerSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
     engine: EngineSettings = Field(default_factory=EngineSettings)
+    live: LiveSettings = Field(default_factory=LiveSettings)
     workflows: WorkflowSettings = Field(default_factory=WorkflowSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)

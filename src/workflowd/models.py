@@ -38,6 +38,7 @@ ExecutionStatus = Literal[
 ]
 StepStatus = Literal["pending", "running", "waiting", "completed", "failed", "skipped"]
 TERMINAL: frozenset[str] = frozenset({"completed", "failed", "cancelled", "timed_out", "rejected"})
+TERMINAL_EVENTS: frozenset[str] = frozenset(f"workflow_{status}" for status in TERMINAL)
 API_PREFIX = "/api/v1"
 
 
@@ -288,11 +289,17 @@ class Event:
     seq: int
     type: str
     json: str
+    workflow_id: str = ""  # for filtering streams; not part of the event's JSON
 
     @classmethod
-    def make(cls, execution_id: str, seq: int, type_: str, fields: dict[str, Any]) -> Event:
+    def make(cls, execution_id: str, seq: int, type_: str, fields: dict[str, Any],
+             workflow_id: str = "") -> Event:
         body = {"seq": seq, "type": type_, "execution_id": execution_id, "ts": utcnow(), **fields}
-        return cls(execution_id, seq, type_, dumps(body))
+        return cls(execution_id, seq, type_, dumps(body), workflow_id)
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.type in TERMINAL_EVENTS
 
 
 @dataclass(slots=True, frozen=True)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import weakref
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from workflowd.api import executions, health, live, workflows
-from workflowd.api.keys import HUB, INFLIGHT, SCHEDULER, SETTINGS, STORE, WORKFLOWS
+from workflowd.api import executions, health, live, stream, workflows
+from workflowd.api.keys import HUB, INFLIGHT, SCHEDULER, SETTINGS, SOCKETS, STORE, WORKFLOWS
 from workflowd.api.middlewares import problem_json, request_context
 from workflowd.config import Settings
 from workflowd.definitions import load_workflows
@@ -31,7 +32,8 @@ async def store_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    scheduler = Scheduler(app[WORKFLOWS], app[STORE], app[HUB], settings.engine)
+    scheduler = Scheduler(app[WORKFLOWS], app[STORE], app[HUB], settings.engine,
+                          settings.live.progress_interval)
     app[SCHEDULER] = scheduler
     await scheduler.recover()
     sweeper = asyncio.create_task(
@@ -52,9 +54,12 @@ def create_app(settings: Settings) -> web.Application:
     app[WORKFLOWS] = load_workflows(settings.workflows.modules)
     app[HUB] = Hub()
     app[INFLIGHT] = {}
+    app[SOCKETS] = weakref.WeakSet()
+    app.on_shutdown.append(stream.close_sockets)
     app.cleanup_ctx.extend([store_ctx, scheduler_ctx])
     app.add_routes(workflows.routes)
     app.add_routes(executions.routes)
     app.add_routes(live.routes)
+    app.add_routes(stream.routes)
     app.add_routes(health.routes)
     return app

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import weakref
 
 from aiohttp import web
 
@@ -11,7 +12,7 @@ from workflowd.definitions import Workflow
 from workflowd.engine import Hub, Scheduler
 from workflowd.store import Store
 
-__all__ = ["HUB", "INFLIGHT", "SCHEDULER", "SETTINGS", "STORE", "WORKFLOWS"]
+__all__ = ["HUB", "INFLIGHT", "SCHEDULER", "SETTINGS", "SOCKETS", "STORE", "WORKFLOWS"]
 
 SETTINGS = web.AppKey("settings", Settings)
 WORKFLOWS = web.AppKey("workflows", dict[str, Workflow])
@@ -20,3 +21,5 @@ STORE = web.AppKey("store", Store)
 SCHEDULER = web.AppKey("scheduler", Scheduler)
 # Requests carrying an Idempotency-Key that are being answered now: repeats wait for them.
 INFLIGHT = web.AppKey("inflight", dict[tuple[str, str], asyncio.Future[None]])
+# Open WebSockets, closed with 1001 at shutdown.
+SOCKETS = web.AppKey("sockets", weakref.WeakSet[web.WebSocketResponse])

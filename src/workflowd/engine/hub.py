@@ -15,22 +15,26 @@ __all__ = ["Hub", "Subscription"]
 
 
 class Subscription:
-    """A follower's bounded queue; overflowing marks it lagging instead of growing or blocking."""
+    """A follower's bounded queue. Overflowing marks it lagging and calls `on_lag` once, instead
+    of growing memory or making the publisher wait: a slow follower never slows the others."""
 
-    def __init__(self, execution_id: str | None, maxsize: int) -> None:
+    def __init__(self, execution_id: str | None, maxsize: int,
+                 accept: Callable[[Event], bool] | None = None) -> None:
         self.execution_id = execution_id
         self.queue: asyncio.Queue[Event] = asyncio.Queue(maxsize)
         self.lagging = False
-        self.wake = asyncio.Event()
+        self.accept = accept
+        self.on_lag: Callable[[], None] | None = None
 
     def put(self, event: Event) -> None:
-        if self.lagging:
+        if self.lagging or (self.accept is not None and not self.accept(event)):
             return
         try:
             self.queue.put_nowait(event)
         except asyncio.QueueFull:
             self.lagging = True
-        self.wake.set()
+            if self.on_lag is not None:
+                self.on_lag()
 
 
 class Hub:
@@ -38,9 +42,10 @@ class Hub:
         self._subs: dict[str | None, set[Subscription]] = {}
         self._changed: dict[str, asyncio.Future[None]] = {}
 
-    def subscribe(self, execution_id: str | None, maxsize: int = 1000) -> Subscription:
-        """Follow one execution, or every execution with `None`."""
-        sub = Subscription(execution_id, maxsize)
+    def subscribe(self, execution_id: str | None, maxsize: int = 1000,
+                  accept: Callable[[Event], bool] | None = None) -> Subscription:
+        """Follow one execution, or every execution with `None` (filtered by `accept`)."""
+        sub = Subscription(execution_id, maxsize, accept)
         self._subs.setdefault(execution_id, set()).add(sub)
         return sub
 

@@ -37,11 +37,10 @@ def progress_of(rec: ExecutionRecord, total: int, done_steps: Sequence[str],
                     message=message if message is not None else rec.progress.message)
 
 
-def make_events(execution_id: str, last_seq: int,
-                *items: tuple[str, dict[str, Any]]) -> list[Event]:
-    """Events numbered on from `last_seq`, without gaps."""
+def make_events(rec: ExecutionRecord, *items: tuple[str, dict[str, Any]]) -> list[Event]:
+    """Events numbered on from the record's last `seq`, without gaps."""
     return [
-        Event.make(execution_id, last_seq + n, type_, fields)
+        Event.make(rec.execution_id, rec.seq + n, type_, fields, rec.workflow_id)
         for n, (type_, fields) in enumerate(items, start=1)
     ]
 

@@ -69,11 +69,16 @@ class Runner:
         ledger: Ledger,
         limits: EngineSettings,
         stopping: Callable[[], bool],
+        progress_interval: float = 0.1,
     ) -> None:
         self.wf = wf
         self.rec = rec
         self.ledger = ledger
         self.limits = limits
+        self.progress_interval = progress_interval
+        self._last_progress = float("-inf")
+        self._held_progress: ProgressReport | None = None
+        self._flush_handle: asyncio.TimerHandle | None = None
         self.stopping = stopping
         self.cancel_requested = False
         self.cancel_remember: Callable[[ExecutionRecord], IdempotencyRecord] | None = None
@@ -147,6 +152,7 @@ class Runner:
             await self._enter_gate(step, cycle, record, current)
             return True
         self._step = record
+        self._last_progress = float("-inf")
         self._logs = []
         self._commit({"current_step": current},
                      [("step_started", {"step": step.name, "cycle": cycle, "kind": step.kind,
@@ -154,7 +160,10 @@ class Runner:
                      steps=[record])
         loop = asyncio.get_running_loop()
         began = loop.time()
-        outcome = await self._attempts(step, cycle)
+        try:
+            outcome = await self._attempts(step, cycle)
+        finally:
+            self._flush_progress()
         duration_ms = int((loop.time() - began) * 1000)
         return await self._finish_cycle(step, outcome, duration_ms)
 
@@ -222,9 +231,32 @@ class Runner:
         )
 
     def _progress(self, report: ProgressReport) -> None:
-        step = self._step
-        if step is None:
+        """Keep at most one stored report per `progress_interval` per step, always the latest:
+        a step reporting in a tight loop must not flood the store or the followers."""
+        if self._step is None:
             return  # a late report from a step that has already finished
+        loop = asyncio.get_running_loop()
+        due = self._last_progress + self.progress_interval
+        if loop.time() >= due:
+            self._store_progress(report)
+            return
+        self._held_progress = report
+        if self._flush_handle is None:
+            self._flush_handle = loop.call_at(due, self._flush_progress)
+
+    def _flush_progress(self) -> None:
+        """Store the report held back by coalescing, if any (at its time, or as the step ends)."""
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        report, self._held_progress = self._held_progress, None
+        if report is not None and self._step is not None:
+            self._store_progress(report)
+
+    def _store_progress(self, report: ProgressReport) -> None:
+        step = self._step
+        assert step is not None
+        self._last_progress = asyncio.get_running_loop().time()
         fields = {
             "step": step.name, "cycle": step.cycle, "percentage": report.percentage,
             "message": report.message, "current_task": report.current_task,
@@ -410,7 +442,7 @@ class Runner:
                 ) -> asyncio.Future[None]:
         """Queue the next snapshot; writes of one execution commit in the order they are made."""
         rec = self.rec
-        events = make_events(rec.execution_id, rec.seq, *items)
+        events = make_events(rec, *items)
         self.rec = rec.model_copy(update={**changes, "seq": rec.seq + len(events),
                                           "updated_at": utcnow()})
         self._pending = self.ledger.write(self.rec, steps=steps, events=events, logs=logs,

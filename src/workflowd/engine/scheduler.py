@@ -51,8 +51,9 @@ Remember = Callable[[ExecutionRecord], IdempotencyRecord]
 
 class Scheduler:
     def __init__(self, workflows: dict[str, Workflow], store: Store, hub: Hub,
-                 settings: EngineSettings) -> None:
+                 settings: EngineSettings, progress_interval: float = 0.1) -> None:
         self.workflows = workflows
+        self.progress_interval = progress_interval
         self.store = store
         self.hub = hub
         self.ledger = Ledger(store, hub)
@@ -136,7 +137,7 @@ class Scheduler:
         items: list[tuple[str, dict[str, Any]]] = [("workflow_queued", {"priority": body.priority})]
         if waiting:
             items = [("approval_required", {"step": None, "cycle": 0, "prompt": None})]
-        events = make_events(execution_id, 0, *items)
+        events = make_events(rec, *items)
         rec = rec.model_copy(update={"seq": len(events)})
         self._reserved += 0 if waiting else 1
         try:
@@ -270,7 +271,7 @@ class Scheduler:
     async def _decide(self, rec: ExecutionRecord, changes: dict[str, Any],
                       items: list[tuple[str, dict[str, Any]]], gate_record: StepRecord | None,
                       remember: Remember | None) -> ExecutionRecord:
-        events = make_events(rec.execution_id, rec.seq, *items)
+        events = make_events(rec, *items)
         new = rec.model_copy(update={**changes, "seq": rec.seq + len(events),
                                      "updated_at": utcnow()})
         await self.ledger.write(new, steps=[gate_record] if gate_record else [], events=events,
@@ -310,7 +311,8 @@ class Scheduler:
             log.error("workflow_missing", execution_id=rec.execution_id,
                       workflow_id=rec.workflow_id, cycle=rec.cycle)
             return
-        runner = Runner(wf, rec, self.ledger, self.settings, lambda: self._draining)
+        runner = Runner(wf, rec, self.ledger, self.settings, lambda: self._draining,
+                        self.progress_interval)
         # A fresh context, so the request that submitted it leaks no log fields into the run.
         task = asyncio.create_task(runner.run(), name=f"execution:{rec.execution_id}",
                                    context=contextvars.Context())

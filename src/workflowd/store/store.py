@@ -141,6 +141,14 @@ class Store:
         )
         return [row[0] for row in rows]
 
+    async def event_rows(self, execution_id: str, after: int, limit: int) -> list[tuple[int, str]]:
+        """`(seq, event JSON)` after `after`, in `seq` order."""
+        rows = await self._rows(
+            "SELECT seq, doc FROM events WHERE execution_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (execution_id, after, limit),
+        )
+        return [(int(row[0]), row[1]) for row in rows]
+
     async def logs(self, execution_id: str, after: int = 0,
                    limit: int = 1000) -> list[tuple[int, str]]:
         rows = await self._rows(

@@ -1,0 +1,196 @@
+"""Live events: WebSocket per execution, server-sent events, and a WebSocket of all executions."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import weakref
+
+import structlog
+from aiohttp import WSCloseCode, WSMsgType, web
+from pydantic import BaseModel, ConfigDict, Field
+
+from workflowd.api.keys import HUB, SCHEDULER, SETTINGS, SOCKETS
+from workflowd.api.parsing import parse_query
+from workflowd.engine.follow import Follow, Lagging
+from workflowd.errors import BadRequestError
+from workflowd.models import API_PREFIX, Event, dumps
+
+__all__ = ["close_sockets", "routes"]
+
+log = structlog.get_logger("workflowd.stream")
+routes = web.RouteTableDef()
+LAGGING = "fell behind: resume with after=SEQ"
+
+
+class FollowQuery(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    after: int | None = Field(default=None, ge=0)
+
+
+class AllQuery(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    workflow_id: str | None = None
+    type: list[str] = Field(default_factory=list)
+
+
+async def _close(ws: web.WebSocketResponse, code: int, message: str = "") -> None:
+    """Close with `code`; a peer that does not read gets its connection dropped after 2 s."""
+    try:
+        async with asyncio.timeout(2.0):
+            await ws.close(code=code, message=message.encode())
+    except (TimeoutError, ConnectionError):
+        transport = _TRANSPORTS.get(ws)
+        if transport is not None:
+            transport.abort()
+
+
+# The connection under each open socket, to drop a peer that stops reading.
+_TRANSPORTS: weakref.WeakKeyDictionary[web.WebSocketResponse, asyncio.Transport] = (
+    weakref.WeakKeyDictionary())
+
+
+async def _answer_pings(ws: web.WebSocketResponse) -> None:
+    """Read until the peer closes; answer `{"type": "ping"}` with `{"type": "pong"}`."""
+    async for msg in ws:
+        if msg.type == WSMsgType.TEXT and '"ping"' in msg.data:
+            with contextlib.suppress(ConnectionError):
+                await ws.send_str('{"type":"pong"}')
+
+
+async def _serve_socket(request: web.Request, ws: web.WebSocketResponse,
+                        send: asyncio.Task[None]) -> None:
+    """Run `send` beside the reader until either ends; track the socket for shutdown."""
+    sockets = request.app[SOCKETS]
+    sockets.add(ws)
+    if isinstance(request.transport, asyncio.Transport):
+        _TRANSPORTS[ws] = request.transport
+    reader = asyncio.create_task(_answer_pings(ws))
+    try:
+        await asyncio.wait({reader, send}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        sockets.discard(ws)
+        for task in (reader, send):
+            task.cancel()
+        await asyncio.gather(reader, send, return_exceptions=True)
+        if not ws.closed:
+            await _close(ws, WSCloseCode.OK)
+
+
+@routes.get(f"{API_PREFIX}/executions/{{execution_id}}/ws")
+async def follow_ws(request: web.Request) -> web.StreamResponse:
+    q = parse_query(request, FollowQuery)
+    scheduler = request.app[SCHEDULER]
+    settings = request.app[SETTINGS].live
+    execution_id = request.match_info["execution_id"]
+    await scheduler.get(execution_id)  # 404 before the upgrade
+    follow = Follow(scheduler.ledger, request.app[HUB], execution_id, settings.queue_size)
+    rec = await follow.open(q.after)
+    ws = web.WebSocketResponse(heartbeat=settings.heartbeat)
+    await ws.prepare(request)
+
+    async def send() -> None:
+        await ws.send_str(dumps({"type": "snapshot", "seq": rec.seq,
+                                 "status": rec.live().model_dump()}))
+        try:
+            async for item in follow.events():
+                await ws.send_str(item.json)
+        except Lagging:
+            await _close(ws, WSCloseCode.TRY_AGAIN_LATER, LAGGING)
+            return
+        await _close(ws, WSCloseCode.OK)
+
+    sender = asyncio.create_task(send())
+    assert follow.sub is not None
+    follow.sub.on_lag = lambda: _lagged(ws, sender)
+    try:
+        await _serve_socket(request, ws, sender)
+    finally:
+        follow.close()
+    return ws
+
+
+def _lagged(ws: web.WebSocketResponse, sender: asyncio.Task[None]) -> None:
+    # The sender may be stuck writing to a peer that does not read: stop it and close here.
+    sender.cancel()
+    task = asyncio.get_running_loop().create_task(_close(ws, WSCloseCode.TRY_AGAIN_LATER, LAGGING))
+    _BACKGROUND.add(task)
+    task.add_done_callback(_BACKGROUND.discard)
+
+
+_BACKGROUND: set[asyncio.Task[None]] = set()
+
+
+@routes.get(f"{API_PREFIX}/ws")
+async def all_ws(request: web.Request) -> web.StreamResponse:
+    q = parse_query(request, AllQuery, multi=("type",))
+    types = {t for value in q.type for t in value.split(",") if t}
+
+    def accept(event: Event) -> bool:
+        return ((q.workflow_id is None or event.workflow_id == q.workflow_id)
+                and (not types or event.type in types))
+
+    settings = request.app[SETTINGS].live
+    hub = request.app[HUB]
+    sub = hub.subscribe(None, settings.queue_size, accept)
+    ws = web.WebSocketResponse(heartbeat=settings.heartbeat)
+    await ws.prepare(request)
+
+    async def send() -> None:
+        while True:
+            event = await sub.queue.get()
+            await ws.send_str(event.json)
+
+    sender = asyncio.create_task(send())
+    sub.on_lag = lambda: _lagged(ws, sender)
+    try:
+        await _serve_socket(request, ws, sender)
+    finally:
+        hub.unsubscribe(sub)
+    return ws
+
+
+@routes.get(f"{API_PREFIX}/executions/{{execution_id}}/events/stream")
+async def follow_sse(request: web.Request) -> web.StreamResponse:
+    q = parse_query(request, FollowQuery)
+    after = q.after
+    last_id = request.headers.get("Last-Event-ID")
+    if last_id is not None:
+        if not last_id.strip().isdigit():
+            raise BadRequestError("Last-Event-ID must be an event seq")
+        after = int(last_id)
+    scheduler = request.app[SCHEDULER]
+    settings = request.app[SETTINGS].live
+    execution_id = request.match_info["execution_id"]
+    await scheduler.get(execution_id)
+    follow = Follow(scheduler.ledger, request.app[HUB], execution_id, settings.queue_size)
+    rec = await follow.open(after)
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
+                                       "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    await resp.prepare(request)
+    try:
+        snapshot = dumps({"type": "snapshot", "seq": rec.seq, "status": rec.live().model_dump()})
+        await resp.write(f"retry: 2000\ndata: {snapshot}\n\n".encode())
+        events = follow.events().__aiter__()
+        while True:
+            try:
+                async with asyncio.timeout(settings.heartbeat):
+                    item = await anext(events)
+            except TimeoutError:
+                await resp.write(b": keep-alive\n\n")
+                continue
+            except (StopAsyncIteration, Lagging):
+                break
+            await resp.write(f"id: {item.seq}\ndata: {item.json}\n\n".encode())
+    except (ConnectionError, asyncio.CancelledError):
+        follow.close()
+        raise
+    follow.close()
+    return resp
+
+
+async def close_sockets(app: web.Application) -> None:
+    """On shutdown: close every follower with 1001 (going away)."""
+    sockets: weakref.WeakSet[web.WebSocketResponse] = app[SOCKETS]
+    await asyncio.gather(*(_close(ws, WSCloseCode.GOING_AWAY, "server shutting down")
+                           for ws in list(sockets)), return_exceptions=True)
