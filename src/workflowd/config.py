@@ -9,7 +9,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator
 
 __all__ = ["Settings", "load_settings", "parse_duration"]
 
@@ -41,6 +41,15 @@ class ServerSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    # The address workers reach this service at (external step callbacks); default from
+    # host and port.
+    public_url: str = ""
+
+    def base_url(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host  # noqa: S104
+        return f"http://{host}:{self.port}"
 
 
 class StoreSettings(_Section):
@@ -67,6 +76,22 @@ class LiveSettings(_Section):
     progress_interval: float = Field(default=0.1, ge=0.0)
 
 
+class DeliverySettings(_Section):
+    # HMAC-SHA256 key for X-Workflowd-Signature on callback_url and external step posts.
+    secret: str = ""
+    max_attempts: int = Field(default=10, ge=1)
+    # First retry after this many seconds, doubling each time (at most 5 minutes).
+    backoff: float = Field(default=1.0, ge=0.0)
+
+
+class WebhookSettings(_Section):
+    url: HttpUrl
+    # Event types to send; empty: the terminal ones.
+    events: list[str] = Field(default_factory=list)
+    # Signing key; empty: [delivery] secret.
+    secret: str = ""
+
+
 class WorkflowSettings(_Section):
     modules: list[str] = Field(default_factory=lambda: ["workflowd.examples"])
 
@@ -91,6 +116,8 @@ class Settings(_Section):
     store: StoreSettings = Field(default_factory=StoreSettings)
     engine: EngineSettings = Field(default_factory=EngineSettings)
     live: LiveSettings = Field(default_factory=LiveSettings)
+    delivery: DeliverySettings = Field(default_factory=DeliverySettings)
+    webhooks: list[WebhookSettings] = Field(default_factory=list)
     workflows: WorkflowSettings = Field(default_factory=WorkflowSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
@@ -111,6 +138,9 @@ def _apply_env(data: dict[str, Any], environ: dict[str, str]) -> None:
             continue
         rest = name[len("WORKFLOWD_") :].lower()
         for section in sections:
+            if rest == section:  # a whole section as JSON, e.g. WORKFLOWD_WEBHOOKS='[...]'
+                data[section] = _env_value(raw)
+                break
             if rest.startswith(section + "_"):
                 key = rest[len(section) + 1 :]
                 data.setdefault(section, {})[key] = _env_value(raw)

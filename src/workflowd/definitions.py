@@ -74,6 +74,8 @@ class StepDef:
     timeout: float | None = None
     prompt: str | None = None
     is_async: bool = False
+    external: bool = False
+    url: str | None = None
 
     @property
     def is_gate(self) -> bool:
@@ -162,6 +164,28 @@ class Workflow:
             return func
 
         return register(fn) if fn is not None else register
+
+    def external(self, name: str, url: str | None = None, timeout: float | None = None, *,
+                 kind: str = "tool_call", agent: str | None = None,
+                 tool: str | None = None) -> StepDef:
+        """Declare a step done by a worker outside the process.
+
+        When it starts, its `step_started` event carries a `callback` (progress and complete
+        URLs, and a token for that run); with `url=`, workflowd POSTs the step's input and the
+        callback there. The execution holds no task while it waits; `timeout` (else the
+        workflow's `cycle_timeout`) bounds the wait.
+        """
+        if kind not in STEP_KINDS:
+            raise DefinitionError(f"workflow {self.id!r}: step kind {kind!r} is not one of "
+                                  f"{', '.join(STEP_KINDS)}")
+        if timeout is not None and timeout <= 0:
+            raise DefinitionError(f"workflow {self.id!r}: timeout must be > 0")
+        if url is not None and not url.startswith(("http://", "https://")):
+            raise DefinitionError(f"workflow {self.id!r}: external url must be http(s)")
+        step = StepDef(name=name, kind=kind, index=len(self.steps), agent=agent, tool=tool,
+                       timeout=timeout, external=True, url=url)
+        self._add(step)
+        return step
 
     def approval(self, name: str, prompt: str | None = None) -> StepDef:
         """Declare a human approval gate at this point of the step list."""

@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 __all__ = [
     "BadRequestError",
     "DefinitionError",
+    "ForbiddenError",
     "IdempotencyMismatchError",
     "InvalidTransitionError",
     "NotReadyError",
@@ -89,6 +90,12 @@ class UnknownStepError(WorkflowdError):
     status = 404
     code = "unknown_step"
     title = "Step not found"
+
+
+class ForbiddenError(WorkflowdError):
+    status = 403
+    code = "forbidden"
+    title = "Forbidden"
 
 
 class InvalidTransitionError(WorkflowdError):

@@ -7,27 +7,31 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import pydantic_core
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator
 
 __all__ = [
     "TERMINAL",
     "Approval",
     "ApproveBody",
+    "CompleteBody",
     "CurrentStep",
     "Decision",
     "ErrorInfo",
     "Event",
     "ExecutionRecord",
     "ExecutionStatus",
+    "ExternalWait",
     "IdempotencyRecord",
     "LiveStatus",
     "LogLine",
     "Progress",
+    "ProgressBody",
     "RejectBody",
     "StepRecord",
     "SubmitBody",
     "dumps",
     "format_ts",
+    "ms_between",
     "parse_ts",
     "utcnow",
 ]
@@ -60,6 +64,13 @@ def parse_ts(text: str) -> datetime:
     return moment.astimezone(UTC)
 
 
+def ms_between(start: str | None, end: str) -> int | None:
+    """Milliseconds from one written timestamp to another (None without a start)."""
+    if start is None:
+        return None
+    return int((parse_ts(end) - parse_ts(start)).total_seconds() * 1000)
+
+
 def dumps(value: Any) -> str:
     """JSON text of any JSON-able value (fast path through pydantic-core)."""
     return pydantic_core.to_json(value).decode()
@@ -79,6 +90,7 @@ class SubmitBody(_Model):
     priority: int = Field(default=0, ge=-1000, le=1000)
     require_approval: bool = False
     labels: dict[str, str] = Field(default_factory=dict, max_length=32)
+    callback_url: HttpUrl | None = None
 
     @field_validator("labels")
     @classmethod
@@ -102,6 +114,20 @@ class RejectBody(_Model):
 
 
 # ---- the stored record --------------------------------------------------------------------
+
+
+class ProgressBody(_Model):
+    percentage: float = Field(ge=0.0, le=100.0)
+    message: str | None = Field(default=None, max_length=10_000)
+    current_task: str | None = Field(default=None, max_length=1_000)
+    estimated_remaining_seconds: float | None = Field(default=None, ge=0.0)
+    custom_data: dict[str, Any] = Field(default_factory=dict)
+
+
+class CompleteBody(_Model):
+    success: bool
+    output: Any = None
+    error: str | None = Field(default=None, max_length=10_000)
 
 
 class ErrorInfo(_Model):
@@ -129,6 +155,17 @@ class Progress(_Model):
     completed_steps: int = 0
     total_steps: int = 0
     message: str | None = None
+
+
+class ExternalWait(_Model):
+    """An external step being waited for: who may report, until when, and its answer once in."""
+
+    step: str
+    cycle: int
+    token: str
+    deadline: str
+    started_at: str
+    result: CompleteBody | None = None
 
 
 class Decision(_Model):
@@ -184,6 +221,8 @@ class ExecutionRecord(_Model):
     decisions: dict[str, Decision] = Field(default_factory=dict)
     done_steps: list[str] = Field(default_factory=list)
     deadline: str | None = None
+    external: ExternalWait | None = None
+    callback_url: str | None = None
 
     @property
     def is_terminal(self) -> bool:

@@ -9,8 +9,17 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from workflowd.api import executions, health, live, stream, workflows
-from workflowd.api.keys import HUB, INFLIGHT, SCHEDULER, SETTINGS, SOCKETS, STORE, WORKFLOWS
+from workflowd.api import delivery, executions, health, live, steps, stream, workflows
+from workflowd.api.keys import (
+    HUB,
+    INFLIGHT,
+    OUTBOX,
+    SCHEDULER,
+    SETTINGS,
+    SOCKETS,
+    STORE,
+    WORKFLOWS,
+)
 from workflowd.api.middlewares import problem_json, request_context
 from workflowd.config import Settings
 from workflowd.definitions import load_workflows
@@ -33,7 +42,8 @@ async def store_ctx(app: web.Application) -> AsyncIterator[None]:
 async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     scheduler = Scheduler(app[WORKFLOWS], app[STORE], app[HUB], settings.engine,
-                          settings.live.progress_interval)
+                          settings.live.progress_interval, app[OUTBOX],
+                          settings.server.base_url())
     app[SCHEDULER] = scheduler
     await scheduler.recover()
     sweeper = asyncio.create_task(
@@ -56,10 +66,11 @@ def create_app(settings: Settings) -> web.Application:
     app[INFLIGHT] = {}
     app[SOCKETS] = weakref.WeakSet()
     app.on_shutdown.append(stream.close_sockets)
-    app.cleanup_ctx.extend([store_ctx, scheduler_ctx])
+    app.cleanup_ctx.extend([store_ctx, delivery.outbox_ctx, scheduler_ctx])
     app.add_routes(workflows.routes)
     app.add_routes(executions.routes)
     app.add_routes(live.routes)
+    app.add_routes(steps.routes)
     app.add_routes(stream.routes)
     app.add_routes(health.routes)
     return app

@@ -10,15 +10,19 @@ from aiohttp import web
 from workflowd.config import Settings
 from workflowd.definitions import Workflow
 from workflowd.engine import Hub, Scheduler
+from workflowd.engine.outbox import Outbox
 from workflowd.store import Store
 
-__all__ = ["HUB", "INFLIGHT", "SCHEDULER", "SETTINGS", "SOCKETS", "STORE", "WORKFLOWS"]
+__all__ = [
+    "HUB", "INFLIGHT", "OUTBOX", "SCHEDULER", "SETTINGS", "SOCKETS", "STORE", "WORKFLOWS",
+]
 
 SETTINGS = web.AppKey("settings", Settings)
 WORKFLOWS = web.AppKey("workflows", dict[str, Workflow])
 HUB = web.AppKey("hub", Hub)
 STORE = web.AppKey("store", Store)
 SCHEDULER = web.AppKey("scheduler", Scheduler)
+OUTBOX = web.AppKey("outbox", Outbox)
 # Requests carrying an Idempotency-Key that are being answered now: repeats wait for them.
 INFLIGHT = web.AppKey("inflight", dict[tuple[str, str], asyncio.Future[None]])
 # Open WebSockets, closed with 1001 at shutdown.

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from workflowd.engine.hub import Hub
+from workflowd.engine.outbox import Outbox
 from workflowd.models import (
     Event,
     ExecutionRecord,
@@ -22,7 +23,7 @@ from workflowd.models import (
     Progress,
     StepRecord,
 )
-from workflowd.store import Store, Write
+from workflowd.store import Delivery, Store, Write
 
 __all__ = ["Ledger", "make_events", "progress_of"]
 
@@ -46,9 +47,10 @@ def make_events(rec: ExecutionRecord, *items: tuple[str, dict[str, Any]]) -> lis
 
 
 class Ledger:
-    def __init__(self, store: Store, hub: Hub) -> None:
+    def __init__(self, store: Store, hub: Hub, outbox: Outbox | None = None) -> None:
         self.store = store
         self.hub = hub
+        self.outbox = outbox
         # The committed record of every unfinished execution, so live status needs no query.
         self.active: dict[str, ExecutionRecord] = {}
         self.events_by_type: Counter[str] = Counter()
@@ -61,8 +63,15 @@ class Ledger:
         events: Sequence[Event] = (),
         logs: Sequence[LogLine] = (),
         idempotency: IdempotencyRecord | None = None,
+        deliveries: Sequence[Delivery] = (),
     ) -> asyncio.Future[None]:
-        """Queue the change; the future resolves once it is committed and published."""
+        """Queue the change; the future resolves once it is committed and published.
+
+        Webhook deliveries for the events join the same transaction, so none is lost.
+        """
+        outbox = self.outbox
+        if outbox is not None and events:
+            deliveries = [*deliveries, *outbox.for_events(rec, events)]
 
         def committed() -> None:
             if rec.is_terminal:
@@ -72,10 +81,12 @@ class Ledger:
             for event in events:
                 self.events_by_type[event.type] += 1
             self.hub.publish(events)
+            if deliveries and outbox is not None:
+                outbox.wake()
 
         return self.store.writer.submit(
             Write(execution=rec, steps=steps, events=events, logs=logs,
-                  idempotency=idempotency, on_commit=committed)
+                  idempotency=idempotency, deliveries=deliveries, on_commit=committed)
         )
 
     async def get(self, execution_id: str) -> ExecutionRecord | None:

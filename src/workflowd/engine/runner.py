@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import copy
 import json
+import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -21,22 +22,27 @@ import structlog
 from workflowd.config import EngineSettings
 from workflowd.context import Context, ProgressReport
 from workflowd.definitions import Done, Goto, StepDef, Workflow
+from workflowd.engine.coalesce import Coalescer
 from workflowd.engine.ledger import Ledger, make_events, progress_of
 from workflowd.models import (
+    API_PREFIX,
     Approval,
     CurrentStep,
     Decision,
     ErrorInfo,
     ExecutionRecord,
+    ExternalWait,
     IdempotencyRecord,
     LogLine,
     Progress,
     StepRecord,
     dumps,
     format_ts,
+    ms_between,
     parse_ts,
     utcnow,
 )
+from workflowd.store import Delivery
 
 __all__ = ["Runner"]
 
@@ -70,15 +76,16 @@ class Runner:
         limits: EngineSettings,
         stopping: Callable[[], bool],
         progress_interval: float = 0.1,
+        base_url: str = "",
     ) -> None:
         self.wf = wf
         self.rec = rec
         self.ledger = ledger
         self.limits = limits
         self.progress_interval = progress_interval
-        self._last_progress = float("-inf")
-        self._held_progress: ProgressReport | None = None
-        self._flush_handle: asyncio.TimerHandle | None = None
+        self.base_url = base_url
+        self._reports: Coalescer[ProgressReport] = Coalescer(progress_interval,
+                                                             self._store_progress)
         self.stopping = stopping
         self.cancel_requested = False
         self.cancel_remember: Callable[[ExecutionRecord], IdempotencyRecord] | None = None
@@ -122,6 +129,8 @@ class Runner:
     async def _cycle(self) -> bool:
         """Run one cycle; answer whether the task is over (terminal, or waiting at a gate)."""
         rec = self.rec
+        if rec.external is not None:
+            return await self._finish_external(rec.external)
         if rec.next_step is None:
             await self._complete(rec.state, [])
             return True
@@ -144,15 +153,18 @@ class Runner:
         record = StepRecord(
             step_id=f"{rec.execution_id}:{cycle}", name=step.name, kind=step.kind,
             agent_name=step.agent, tool_name=step.tool,
-            status="waiting" if step.is_gate else "running",
+            status="waiting" if step.is_gate or step.external else "running",
             cycle=cycle, attempt=1, started_at=started, progress=0.0,
         )
         current = CurrentStep(name=step.name, kind=step.kind, index=step.index, started_at=started)
         if step.is_gate:
             await self._enter_gate(step, cycle, record, current)
             return True
+        if step.external:
+            await self._enter_external(step, cycle, record, current)
+            return True
         self._step = record
-        self._last_progress = float("-inf")
+        self._reports = Coalescer(self.progress_interval, self._store_progress)
         self._logs = []
         self._commit({"current_step": current},
                      [("step_started", {"step": step.name, "cycle": cycle, "kind": step.kind,
@@ -163,7 +175,7 @@ class Runner:
         try:
             outcome = await self._attempts(step, cycle)
         finally:
-            self._flush_progress()
+            self._reports.flush()
         duration_ms = int((loop.time() - began) * 1000)
         return await self._finish_cycle(step, outcome, duration_ms)
 
@@ -231,32 +243,13 @@ class Runner:
         )
 
     def _progress(self, report: ProgressReport) -> None:
-        """Keep at most one stored report per `progress_interval` per step, always the latest:
-        a step reporting in a tight loop must not flood the store or the followers."""
-        if self._step is None:
-            return  # a late report from a step that has already finished
-        loop = asyncio.get_running_loop()
-        due = self._last_progress + self.progress_interval
-        if loop.time() >= due:
-            self._store_progress(report)
-            return
-        self._held_progress = report
-        if self._flush_handle is None:
-            self._flush_handle = loop.call_at(due, self._flush_progress)
-
-    def _flush_progress(self) -> None:
-        """Store the report held back by coalescing, if any (at its time, or as the step ends)."""
-        if self._flush_handle is not None:
-            self._flush_handle.cancel()
-            self._flush_handle = None
-        report, self._held_progress = self._held_progress, None
-        if report is not None and self._step is not None:
-            self._store_progress(report)
+        # Coalesced: a step reporting in a tight loop must not flood the store or followers.
+        if self._step is not None:
+            self._reports.push(report)
 
     def _store_progress(self, report: ProgressReport) -> None:
         step = self._step
         assert step is not None
-        self._last_progress = asyncio.get_running_loop().time()
         fields = {
             "step": step.name, "cycle": step.cycle, "percentage": report.percentage,
             "message": report.message, "current_task": report.current_task,
@@ -342,7 +335,8 @@ class Runner:
                                         "attempt": record.attempt}))
         items.append(("cycle_completed", {"cycle": cycle}))
         changes: dict[str, Any] = {"cycle": cycle, "state": state, "decisions": all_decisions,
-                                   "done_steps": done_steps, "current_step": None}
+                                   "done_steps": done_steps, "current_step": None,
+                                   "external": None}
         next_step = self._next_after(step, value)
         if isinstance(value, Done) or next_step is None:
             result = output if isinstance(value, Done) else state
@@ -382,7 +376,7 @@ class Runner:
         rec = self.rec
         items: list[EventItem] = []
         changes: dict[str, Any] = {"status": status, "error": error, "finished_at": utcnow(),
-                                   "current_step": None}
+                                   "current_step": None, "external": None}
         steps: list[StepRecord] = []
         if record is not None:
             step_error = (error if status == "failed"
@@ -416,6 +410,60 @@ class Runner:
         await self._commit(changes, items, steps=[record])
         log.info("approval_required", step=step.name)
 
+    async def _enter_external(self, step: StepDef, cycle: int, record: StepRecord,
+                              current: CurrentStep) -> None:
+        """Hand the step to a worker outside the process and end the task: the execution holds
+        no task while it waits; the worker's complete (or the timeout) starts a new runner."""
+        rec = self.rec
+        timeout = step.timeout or self.wf.cycle_timeout or self.limits.default_cycle_timeout
+        now = datetime.now(UTC)
+        wait = ExternalWait(step=step.name, cycle=cycle, token=secrets.token_urlsafe(24),
+                            deadline=format_ts(now + timedelta(seconds=timeout)),
+                            started_at=record.started_at or format_ts(now))
+        callback = external_callback(self.base_url, rec.execution_id, step.name, wait.token)
+        deliveries = []
+        outbox = self.ledger.outbox
+        if step.url is not None and outbox is not None:
+            body = dumps({"execution_id": rec.execution_id, "workflow_id": rec.workflow_id,
+                          "step": step.name, "cycle": cycle, "input": rec.input,
+                          "state": rec.state, "callback": callback, "deadline": wait.deadline})
+            deliveries.append(outbox.dispatch(step.url, body))
+        record = record.model_copy(update={"metadata": {"external": True, "url": step.url}})
+        await self._commit(
+            {"external": wait, "current_step": current},
+            [("step_started", {"step": step.name, "cycle": cycle, "kind": step.kind,
+                               "status": "waiting", "attempt": 1, "callback": callback})],
+            steps=[record], deliveries=deliveries)
+        log.info("external_step_waiting", step=step.name, url=step.url, timeout=timeout)
+
+    async def _finish_external(self, wait: ExternalWait) -> bool:
+        """The worker answered (or the wait timed out): finish that cycle as any other."""
+        step = self.wf.get_step(wait.step)
+        result = wait.result
+        assert step is not None
+        assert result is not None
+        structlog.contextvars.bind_contextvars(cycle=wait.cycle)
+        record = await self.ledger.store.step_at(self.execution_id, wait.cycle)
+        now = utcnow()
+        if record is None:  # pragma: no cover - written with the wait, in the same commit
+            record = StepRecord(name=step.name, kind=step.kind, cycle=wait.cycle, attempt=1)
+        record = record.model_copy(update={
+            "completed_at": now, "duration_ms": ms_between(wait.started_at, now)})
+        if self._seconds_left() <= 0:
+            await self._end("timed_out", _timed_out_error(self.wf), record)
+            return True
+        if not result.success:
+            code = "step_timeout" if result.error == EXTERNAL_TIMED_OUT else "step_failed"
+            await self._end("failed", ErrorInfo(code=code, message=result.error or "failed"),
+                            record)
+            return True
+        try:
+            output = _jsonable(result.output)
+        except Exception as exc:  # noqa: BLE001 - what a worker sends must be storable
+            await self._end("failed", ErrorInfo(code="not_serializable", message=str(exc)), record)
+            return True
+        return await self._commit_cycle(step, record, self.rec.state, [], None, output)
+
     async def _cancelled(self) -> None:
         """A user's cancel: once what was queued is committed, record the cancellation."""
         if self._pending is not None:
@@ -439,14 +487,15 @@ class Runner:
     def _commit(self, changes: dict[str, Any], items: Sequence[EventItem], *,
                 steps: Sequence[StepRecord] = (), logs: Sequence[LogLine] = (),
                 remember: Callable[[ExecutionRecord], IdempotencyRecord] | None = None,
-                ) -> asyncio.Future[None]:
+                deliveries: Sequence[Delivery] = ()) -> asyncio.Future[None]:
         """Queue the next snapshot; writes of one execution commit in the order they are made."""
         rec = self.rec
         events = make_events(rec, *items)
         self.rec = rec.model_copy(update={**changes, "seq": rec.seq + len(events),
                                           "updated_at": utcnow()})
         self._pending = self.ledger.write(self.rec, steps=steps, events=events, logs=logs,
-                                          idempotency=remember(self.rec) if remember else None)
+                                          idempotency=remember(self.rec) if remember else None,
+                                          deliveries=deliveries)
         self._pending.add_done_callback(_retrieve)
         return self._pending
 
@@ -458,6 +507,16 @@ class Runner:
         if self.rec.deadline is None:
             return float("inf")
         return (parse_ts(self.rec.deadline) - datetime.now(UTC)).total_seconds()
+
+
+EXTERNAL_TIMED_OUT = "the external step did not complete within its timeout"
+
+
+def external_callback(base_url: str, execution_id: str, step: str, token: str) -> dict[str, str]:
+    """Where an external worker reports, and the token that proves it was handed this run."""
+    base = f"{base_url}{API_PREFIX}/executions/{execution_id}/steps/{step}"
+    return {"progress_url": f"{base}/progress", "complete_url": f"{base}/complete",
+            "token": token}
 
 
 def _retrieve(future: asyncio.Future[None]) -> None:

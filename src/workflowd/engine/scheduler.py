@@ -18,8 +18,10 @@ import structlog
 
 from workflowd.config import EngineSettings
 from workflowd.definitions import Workflow
+from workflowd.engine.external import ExternalSteps
 from workflowd.engine.hub import Hub
 from workflowd.engine.ledger import Ledger, make_events, progress_of
+from workflowd.engine.outbox import Outbox
 from workflowd.engine.runner import Runner
 from workflowd.errors import (
     InvalidTransitionError,
@@ -36,7 +38,7 @@ from workflowd.models import (
     Progress,
     StepRecord,
     SubmitBody,
-    parse_ts,
+    ms_between,
     utcnow,
 )
 from workflowd.store import Store
@@ -51,12 +53,15 @@ Remember = Callable[[ExecutionRecord], IdempotencyRecord]
 
 class Scheduler:
     def __init__(self, workflows: dict[str, Workflow], store: Store, hub: Hub,
-                 settings: EngineSettings, progress_interval: float = 0.1) -> None:
+                 settings: EngineSettings, progress_interval: float = 0.1,
+                 outbox: Outbox | None = None, base_url: str = "") -> None:
         self.workflows = workflows
         self.progress_interval = progress_interval
+        self.base_url = base_url
         self.store = store
         self.hub = hub
-        self.ledger = Ledger(store, hub)
+        self.ledger = Ledger(store, hub, outbox)
+        self.external = ExternalSteps(self.ledger, workflows, self._resume, progress_interval)
         self.settings = settings
         self.runners: dict[str, tuple[Runner, asyncio.Task[None]]] = {}
         self.ready = False
@@ -67,6 +72,7 @@ class Scheduler:
         self._arrival = itertools.count()
         self._reserved = 0
         self._busy: set[str] = set()
+        self._resume_later: set[str] = set()
 
     # ---- figures --------------------------------------------------------------------------
 
@@ -85,7 +91,9 @@ class Scheduler:
         unfinished = await self.store.unfinished()
         for rec in unfinished:
             self.ledger.active[rec.execution_id] = rec
-            if rec.status in ("queued", "running"):
+            if rec.external is not None and rec.external.result is None:
+                self.external.arm(rec)
+            elif rec.status in ("queued", "running"):
                 self._enqueue(rec)
         self._accepting = True
         self.ready = True
@@ -101,6 +109,7 @@ class Scheduler:
         """
         self._accepting = False
         self._draining = True
+        self.external.close()
         tasks = [task for _, task in self.runners.values()]
         if not tasks:
             return
@@ -133,6 +142,7 @@ class Scheduler:
             progress=Progress(total_steps=len(wf.steps)),
             approval=Approval() if waiting else None,
             created_at=now, updated_at=now, next_step=wf.steps[0].name,
+            callback_url=str(body.callback_url) if body.callback_url else None,
         )
         items: list[tuple[str, dict[str, Any]]] = [("workflow_queued", {"priority": body.priority})]
         if waiting:
@@ -207,8 +217,12 @@ class Scheduler:
             if rec.status == "cancelled":
                 return rec
             # It reached a gate or an end before the cancel landed: decide from where it is.
-        async with self._deciding(execution_id, allowed=("queued", "awaiting_approval")) as rec:
+        allowed = ("queued", "awaiting_approval", "running")
+        async with self._deciding(execution_id, allowed) as rec:
+            if rec.status == "running" and rec.external is None:
+                raise InvalidTransitionError(f"execution {execution_id} is being stopped")
             self._queued.discard(execution_id)
+            self.external.disarm(execution_id)
             now = utcnow()
             gate_record = await self._gate_record(rec, "failed", now, code="cancelled")
             items: list[tuple[str, dict[str, Any]]] = []
@@ -218,11 +232,14 @@ class Scheduler:
             items.append(("workflow_cancelled", {"error": error.model_dump()}))
             try:
                 return await self._decide(rec, {"status": "cancelled", "error": error,
-                                                "current_step": None, "finished_at": now},
+                                                "current_step": None, "finished_at": now,
+                                                "external": None},
                                           items, gate_record, remember)
             except BaseException:
                 if rec.status == "queued":
                     self._enqueue(rec)
+                elif rec.external is not None:
+                    self.external.arm(rec)
                 raise
 
     async def get(self, execution_id: str) -> ExecutionRecord:
@@ -255,9 +272,14 @@ class Scheduler:
 
     async def _gate_record(self, rec: ExecutionRecord, status: str, now: str,
                            code: str | None = None) -> StepRecord | None:
-        if rec.gate is None:
+        """The record of the step the execution waits at (a gate or an external step), decided."""
+        if rec.gate is not None:
+            cycle = rec.cycle
+        elif rec.external is not None:
+            cycle = rec.external.cycle
+        else:
             return None
-        record = await self.store.step_at(rec.execution_id, rec.cycle)
+        record = await self.store.step_at(rec.execution_id, cycle)
         if record is None:
             return None
         error = ErrorInfo(code=code or "rejected", message=f"approval {code or 'rejected'}")
@@ -265,7 +287,7 @@ class Scheduler:
             "status": status, "completed_at": now,
             "progress": 100.0 if status == "completed" else record.progress,
             "error": None if status == "completed" else error,
-            "duration_ms": _ms_between(record.started_at, now),
+            "duration_ms": ms_between(record.started_at, now),
         })
 
     async def _decide(self, rec: ExecutionRecord, changes: dict[str, Any],
@@ -312,7 +334,7 @@ class Scheduler:
                       workflow_id=rec.workflow_id, cycle=rec.cycle)
             return
         runner = Runner(wf, rec, self.ledger, self.settings, lambda: self._draining,
-                        self.progress_interval)
+                        self.progress_interval, self.base_url)
         # A fresh context, so the request that submitted it leaks no log fields into the run.
         task = asyncio.create_task(runner.run(), name=f"execution:{rec.execution_id}",
                                    context=contextvars.Context())
@@ -320,18 +342,28 @@ class Scheduler:
         task.add_done_callback(functools.partial(self._reap, rec.execution_id))
 
     def _reap(self, execution_id: str, task: asyncio.Task[None]) -> None:
-        self.runners.pop(execution_id, None)
+        entry = self.runners.pop(execution_id, None)
         if not task.cancelled() and (exc := task.exception()) is not None:
             log.error("runner_crashed", execution_id=execution_id, exc_info=exc)
+        elif entry is not None and not self._draining:
+            rec = self.ledger.active.get(execution_id)
+            if rec is not None and execution_id in self._resume_later:
+                self._enqueue(rec)
+            elif rec is not None and rec.external is not None and rec.external.result is None:
+                self.external.arm(rec)  # it waits for a worker, holding no task
+        self._resume_later.discard(execution_id)
+        self._pump()
+
+    def _resume(self, rec: ExecutionRecord) -> None:
+        """Queue an execution whose external step was answered, to finish that cycle."""
+        if rec.execution_id in self.runners:
+            # Answered before the task that started the wait was reaped: queue it after.
+            self._resume_later.add(rec.execution_id)
+            return
+        self._enqueue(rec)
         self._pump()
 
 
 def _gate_finished(record: StepRecord) -> tuple[str, dict[str, Any]]:
     return ("step_finished", {"step": record.name, "cycle": record.cycle,
                               "status": record.status, "duration_ms": record.duration_ms})
-
-
-def _ms_between(start: str | None, end: str) -> int | None:
-    if start is None:
-        return None
-    return int((parse_ts(end) - parse_ts(start)).total_seconds() * 1000)

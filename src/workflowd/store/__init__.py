@@ -1,6 +1,6 @@
 """The store: the only package that speaks SQL."""
 
 from workflowd.store.store import ExecutionFilter, Store
-from workflowd.store.writer import StoreClosedError, Write
+from workflowd.store.writer import Delivery, StoreClosedError, Write
 
-__all__ = ["ExecutionFilter", "Store", "StoreClosedError", "Write"]
+__all__ = ["Delivery", "ExecutionFilter", "Store", "StoreClosedError", "Write"]

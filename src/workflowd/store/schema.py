@@ -51,6 +51,21 @@ MIGRATIONS: list[str] = [
     ) WITHOUT ROWID;
     CREATE INDEX idempotency_created ON idempotency (created_at);
     """,
+    # 2: the outbox of HTTP deliveries (webhooks, external step dispatch), kept until sent.
+    """
+    CREATE TABLE deliveries (
+        id INTEGER PRIMARY KEY,
+        url TEXT NOT NULL,
+        body TEXT NOT NULL,
+        headers TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_at TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'pending',
+        last_error TEXT,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX deliveries_due ON deliveries (status, next_at);
+    """,
 ]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +12,7 @@ import aiosqlite
 
 from workflowd.models import TERMINAL, ExecutionRecord, IdempotencyRecord, StepRecord
 from workflowd.store.schema import migrate
-from workflowd.store.writer import Write, Writer
+from workflowd.store.writer import Delivery, Write, Writer
 
 __all__ = ["ExecutionFilter", "Store"]
 
@@ -167,6 +168,31 @@ class Store:
             return None
         fingerprint, status, body, location = rows[0]
         return IdempotencyRecord(scope, key, fingerprint, int(status), body, location)
+
+    async def due_deliveries(self, now: str, limit: int) -> list[tuple[int, Delivery, int]]:
+        """Pending deliveries due by `now`: `(id, delivery, attempts so far)`, oldest first."""
+        rows = await self._rows(
+            "SELECT id, url, body, headers, attempts FROM deliveries "
+            "WHERE status = 'pending' AND next_at <= ? ORDER BY next_at, id LIMIT ?",
+            (now, limit),
+        )
+        return [(int(r[0]), Delivery(r[1], r[2], json.loads(r[3])), int(r[4])) for r in rows]
+
+    async def delivery_outcome(self, delivery_id: int, *, delivered: bool, attempts: int,
+                               next_at: str | None, error: str | None) -> None:
+        """Record an attempt: delivered rows go; others wait until `next_at`, or fail for good
+        when `next_at` is None."""
+        statement: tuple[str, tuple[Any, ...]]
+        if delivered:
+            statement = ("DELETE FROM deliveries WHERE id = ?", (delivery_id,))
+        else:
+            statement = (
+                "UPDATE deliveries SET attempts = ?, next_at = COALESCE(?, next_at), "
+                "status = CASE WHEN ? IS NULL THEN 'failed' ELSE 'pending' END, last_error = ? "
+                "WHERE id = ?",
+                (attempts, next_at, next_at, error, delivery_id),
+            )
+        await self.commit(Write(statements=[statement]))
 
     async def count_by_status(self) -> dict[str, int]:
         rows = await self._rows("SELECT status, COUNT(*) FROM executions GROUP BY status")

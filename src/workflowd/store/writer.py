@@ -16,9 +16,17 @@ from typing import Any
 import aiosqlite
 import structlog
 
-from workflowd.models import Event, ExecutionRecord, IdempotencyRecord, LogLine, StepRecord, utcnow
+from workflowd.models import (
+    Event,
+    ExecutionRecord,
+    IdempotencyRecord,
+    LogLine,
+    StepRecord,
+    dumps,
+    utcnow,
+)
 
-__all__ = ["StoreClosedError", "Write", "Writer"]
+__all__ = ["Delivery", "StoreClosedError", "Write", "Writer"]
 
 log = structlog.get_logger(__name__)
 
@@ -30,10 +38,22 @@ _UPSERT_EXECUTION = (
 _UPSERT_STEP = "INSERT OR REPLACE INTO steps (execution_id, cycle, doc) VALUES (?, ?, ?)"
 _INSERT_EVENT = "INSERT INTO events (execution_id, seq, doc) VALUES (?, ?, ?)"
 _INSERT_LOG = "INSERT INTO logs (execution_id, doc) VALUES (?, ?)"
+_INSERT_DELIVERY = (
+    "INSERT INTO deliveries (url, body, headers, next_at, created_at) VALUES (?, ?, ?, ?, ?)"
+)
 _INSERT_IDEMPOTENCY = (
     "INSERT OR REPLACE INTO idempotency "
     "(scope, key, fingerprint, status, body, location, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """An HTTP POST to make once the write commits (kept in the outbox until it succeeds)."""
+
+    url: str
+    body: str
+    headers: dict[str, str]
 
 
 class StoreClosedError(RuntimeError):
@@ -50,6 +70,7 @@ class Write:
     logs: Sequence[LogLine] = ()
     idempotency: IdempotencyRecord | None = None
     statements: Sequence[tuple[str, tuple[Any, ...]]] = ()
+    deliveries: Sequence[Delivery] = ()
     on_commit: Callable[[], None] | None = None
     future: asyncio.Future[None] | None = field(default=None, repr=False)
 
@@ -61,6 +82,7 @@ class _Rows:
     events: list[tuple[Any, ...]] = field(default_factory=list)
     logs: list[tuple[Any, ...]] = field(default_factory=list)
     idempotency: list[tuple[Any, ...]] = field(default_factory=list)
+    deliveries: list[tuple[Any, ...]] = field(default_factory=list)
     statements: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
 
     def add(self, write: Write) -> None:
@@ -80,6 +102,10 @@ class _Rows:
                 (idem.scope, idem.key, idem.fingerprint, idem.status, idem.body, idem.location,
                  utcnow())
             )
+        if write.deliveries:
+            now = utcnow()
+            self.deliveries.extend((d.url, d.body, dumps(d.headers), now, now)
+                                   for d in write.deliveries)
         self.statements.extend(write.statements)
 
 
@@ -175,6 +201,8 @@ class Writer:
                 await conn.executemany(_INSERT_LOG, rows.logs)
             if rows.idempotency:
                 await conn.executemany(_INSERT_IDEMPOTENCY, rows.idempotency)
+            if rows.deliveries:
+                await conn.executemany(_INSERT_DELIVERY, rows.deliveries)
             for sql, params in rows.statements:
                 await conn.execute(sql, params)
             await conn.execute("COMMIT")

@@ -1,0 +1,53 @@
+"""Routes an external worker calls: progress of its step, and its completion."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from workflowd.api.idempotency import Answer, answer_once
+from workflowd.api.keys import SCHEDULER
+from workflowd.api.parsing import json_response, parse_body
+from workflowd.errors import ForbiddenError
+from workflowd.models import API_PREFIX, CompleteBody, ExecutionRecord, ProgressBody, dumps
+
+__all__ = ["routes"]
+
+routes = web.RouteTableDef()
+BASE = f"{API_PREFIX}/executions/{{execution_id}}/steps/{{step}}"
+
+
+def _token(request: web.Request) -> str:
+    """The step run's token: `X-Workflowd-Token`, `Authorization: Bearer`, or `?token=`."""
+    token = request.headers.get("X-Workflowd-Token")
+    auth = request.headers.get("Authorization", "")
+    if token is None and auth.lower().startswith("bearer "):
+        token = auth[7:].strip()
+    token = token or request.query.get("token")
+    if not token:
+        raise ForbiddenError("this step run's token is required (X-Workflowd-Token)")
+    return token
+
+
+@routes.post(f"{BASE}/progress")
+async def step_progress(request: web.Request) -> web.Response:
+    body = await parse_body(request, ProgressBody)
+    rec = await request.app[SCHEDULER].external.progress(
+        request.match_info["execution_id"], request.match_info["step"], _token(request), body)
+    return json_response({"execution_id": rec.execution_id, "step": request.match_info["step"],
+                          "accepted": True}, 202)
+
+
+def _completed(rec: ExecutionRecord) -> Answer:
+    return 202, dumps({"execution_id": rec.execution_id, "accepted": True,
+                       "status": rec.status}), None
+
+
+@routes.post(f"{BASE}/complete")
+async def step_complete(request: web.Request) -> web.Response:
+    body = await parse_body(request, CompleteBody)
+    execution_id, step = request.match_info["execution_id"], request.match_info["step"]
+    token = _token(request)
+    external = request.app[SCHEDULER].external
+    return await answer_once(
+        request, f"complete:{execution_id}:{step}", _completed,
+        lambda remember: external.complete(execution_id, step, token, body, remember))
