@@ -37,10 +37,13 @@ def _fresh_test_state() -> None:
 def make_client(aiohttp_client: AiohttpClient, settings: Settings) -> MakeClient:
     """A client on a new app; `engine=` / `store=` override those settings sections."""
 
-    async def make(**sections: dict[str, Any]) -> TestClient[Any, Any]:
+    async def make(**sections: Any) -> TestClient[Any, Any]:
         data = settings.model_dump()
         for name, values in sections.items():
-            data[name].update(values)
+            if isinstance(values, dict):
+                data[name].update(values)
+            else:
+                data[name] = values
         return await aiohttp_client(create_app(Settings.model_validate(data)))
 
     return make

@@ -462,7 +462,9 @@ class Runner:
         except Exception as exc:  # noqa: BLE001 - what a worker sends must be storable
             await self._end("failed", ErrorInfo(code="not_serializable", message=str(exc)), record)
             return True
-        return await self._commit_cycle(step, record, self.rec.state, [], None, output)
+        # The worker's output is the step's output, and later steps find it in the state.
+        state = {**self.rec.state, step.name: output}
+        return await self._commit_cycle(step, record, state, [], None, output)
 
     async def _cancelled(self) -> None:
         """A user's cancel: once what was queued is committed, record the cancellation."""
