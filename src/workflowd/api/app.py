@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from workflowd.api import delivery, executions, health, live, steps, stream, workflows
+from workflowd.api import delivery, demo, executions, health, live, steps, stream, workflows
 from workflowd.api.keys import (
     HUB,
     INFLIGHT,
@@ -73,4 +73,5 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(steps.routes)
     app.add_routes(stream.routes)
     app.add_routes(health.routes)
+    app.add_routes(demo.routes)
     return app
