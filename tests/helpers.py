@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 
 API = "/api/v1"
@@ -69,3 +70,44 @@ async def events(client: TestClient[Any, Any], execution_id: str) -> list[dict[s
 
 def assert_gapless(items: list[dict[str, Any]]) -> None:
     assert [e["seq"] for e in items] == list(range(1, len(items) + 1))
+
+
+async def problem_of(resp: ClientResponse, status: int) -> dict[str, Any]:
+    """Check `resp` is an RFC 9457 problem answer with `status`; answer its body."""
+    text = await resp.text()
+    assert resp.status == status, text
+    assert resp.content_type == "application/problem+json", resp.content_type
+    assert "Traceback" not in text
+    body: dict[str, Any] = await resp.json(content_type=None)
+    assert {"type", "title", "status", "detail", "instance"} <= set(body), body
+    assert body["status"] == status
+    assert isinstance(body["title"], str)
+    assert isinstance(body["detail"], str)
+    assert body["detail"]
+    return body
+
+
+async def all_executions(client: TestClient[Any, Any]) -> list[dict[str, Any]]:
+    """Every execution `GET /executions` lists, newest first, walking all pages."""
+    items: list[dict[str, Any]] = []
+    params: dict[str, str] = {"limit": "500"}
+    while True:
+        page = await get_json(client, f"{API}/executions?" + "&".join(
+            f"{k}={v}" for k, v in params.items()))
+        items.extend(page["items"])
+        if page["next_cursor"] is None:
+            return items
+        params["cursor"] = page["next_cursor"]
+
+
+async def wait_for_step(client: TestClient[Any, Any], execution_id: str,
+                        timeout: float = 15.0) -> dict[str, Any]:
+    """Long-poll `/status/live` until the execution is inside a step (has a `current_step`)."""
+    path = f"{API}/executions/{execution_id}/status/live"
+    async with asyncio.timeout(timeout):
+        status = await live(client, execution_id)
+        while status["current_step"] is None:
+            resp = await client.get(path, params={"since": str(status["seq"]), "wait": "5"})
+            if resp.status == 200:
+                status = await resp.json()
+        return status

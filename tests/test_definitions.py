@@ -7,7 +7,6 @@ import types
 from typing import Any
 
 import pytest
-import structlog
 
 from workflowd import Context, Workflow, done, goto
 from workflowd.definitions import load_workflows
@@ -92,7 +91,8 @@ def test_bad_step_options_are_refused() -> None:
         Workflow("neg", max_cycles=0)
 
 
-def test_serve_refuses_a_bad_definition(capsys: pytest.CaptureFixture[str]) -> None:
+def test_serve_refuses_a_bad_definition(capsys: pytest.CaptureFixture[str],
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """`workflowd serve` exits 2 with the error on stderr when a definition is wrong."""
     from workflowd.cli import main
 
@@ -103,11 +103,8 @@ def test_serve_refuses_a_bad_definition(capsys: pytest.CaptureFixture[str]) -> N
         return goto("missing")
 
     name = _module("tests._bad_at_start", wf=wf)
-    monkey = pytest.MonkeyPatch()
-    monkey.setenv("WORKFLOWD_WORKFLOWS_MODULES", f'["{name}"]')
-    try:
-        assert main(["serve"]) == 2
-    finally:
-        monkey.undo()
-        structlog.reset_defaults()  # serve configured logging onto capsys' stream
+    monkeypatch.setenv("WORKFLOWD_WORKFLOWS_MODULES", f'["{name}"]')
+    # Logging set up onto capsys' stream would outlive this test in cached loggers.
+    monkeypatch.setattr("workflowd.cli.configure_logging", lambda settings: None)
+    assert main(["serve"]) == 2
     assert "unknown step 'missing'" in capsys.readouterr().err

@@ -167,3 +167,86 @@ def crunch(ctx: Context) -> None:
     time.sleep(0.05)
     ctx.log("crunched", rows=3)
     ctx.state["crunched"] = 3
+
+
+chatty = Workflow("chatty", title="Logs lines across two steps")
+
+
+@chatty.step
+async def talk(ctx: Context) -> None:
+    ctx.log("first")
+    ctx.log("second", n=2)
+
+
+@chatty.step
+async def talk_more(ctx: Context) -> None:
+    ctx.log("third", n=3, tags=["x"])
+
+
+external_job = Workflow("external-job", title="A step done by an outside worker")
+
+
+@external_job.step
+async def prepare(ctx: Context) -> None:
+    ctx.state["prepared"] = True
+
+
+external_job.external("work", timeout=30.0)
+
+
+@external_job.step
+async def wrap_up(ctx: Context) -> Any:
+    return done({"work": ctx.state.get("work"), "prepared": ctx.state["prepared"]})
+
+
+external_short = Workflow("external-short", title="An outside worker that never answers")
+external_short.external("never", timeout=0.3)
+
+
+pulse = Workflow("pulse", title="One progress report each time the test releases a beat")
+
+
+@pulse.step
+async def beat(ctx: Context) -> None:
+    beats = ctx.input.get("beats", 3)
+    for i in range(beats):
+        await release(f"{ctx.input['name']}-{i}").wait()
+        await ctx.progress(100 * (i + 1) / beats, f"beat {i}")
+
+
+chatter = Workflow("chatter", title="Cycles with a progress report each, until released",
+                   max_cycles=100_000)
+
+
+@chatter.step
+async def chat(ctx: Context) -> Any:
+    await ctx.progress(50, "chatting")
+    if release(ctx.input["name"]).is_set() and ctx.cycle >= ctx.input.get("min_cycles", 1):
+        return done({"cycles": ctx.cycle})
+    return goto("chat")
+
+
+burst = Workflow("burst", title="Once released, `cycles` quick cycles with a progress report each",
+                 max_cycles=100_000)
+
+
+@burst.step
+async def blast(ctx: Context) -> Any:
+    if ctx.cycle == 1:
+        await release(ctx.input["name"]).wait()
+    blob = "x" * (1024 * ctx.input.get("blob_kb", 0))
+    await ctx.progress(100 * ctx.cycle / ctx.input["cycles"], f"cycle {ctx.cycle}", blob=blob)
+    if ctx.cycle >= ctx.input["cycles"]:
+        return done({"cycles": ctx.cycle})
+    return goto("blast")
+
+
+flood = Workflow("flood", title="Reports progress `calls` times in a tight loop")
+
+
+@flood.step
+async def spam(ctx: Context) -> None:
+    calls = ctx.input["calls"]
+    for i in range(1, calls + 1):
+        await ctx.progress(100 * i / calls, f"call {i}", i=i)
+        await asyncio.sleep(0)

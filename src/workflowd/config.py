@@ -55,7 +55,7 @@ class ServerSettings(_Section):
 class StoreSettings(_Section):
     path: str = "workflowd.db"
     # How long the writer waits for more work to join a commit, and the most cycles per commit.
-    commit_interval: float = Field(default=0.002, ge=0.0, le=1.0)
+    commit_interval: float = Field(default=0.0, ge=0.0, le=1.0)
     max_batch: int = Field(default=512, ge=1)
 
 
@@ -124,11 +124,14 @@ class Settings(_Section):
 
 
 def _env_value(raw: str) -> Any:
-    """An environment value as JSON when it parses (numbers, lists), else the plain string."""
-    try:
-        return json.loads(raw)
-    except ValueError:
-        return raw
+    """Lists and tables as JSON; anything else as the plain string, which validation turns
+    into the key's type (so `WORKFLOWD_STORE_PATH=2026` stays a path)."""
+    if raw.lstrip()[:1] in ("[", "{"):
+        try:
+            return json.loads(raw)
+        except ValueError:
+            return raw
+    return raw
 
 
 def _apply_env(data: dict[str, Any], environ: dict[str, str]) -> None:

@@ -149,7 +149,7 @@ class ExternalSteps:
         wait: ExternalWait | None = rec.external
         if wait is None or wait.step != step or wait.result is not None:
             raise InvalidTransitionError(f"step {step!r} of {execution_id} is not running")
-        if not hmac.compare_digest(token.encode(), wait.token.encode()):
+        if not token or not hmac.compare_digest(token.encode(), wait.token.encode()):
             raise ForbiddenError("wrong or stale token for this step run")
         return rec
 

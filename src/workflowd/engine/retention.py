@@ -17,13 +17,16 @@ log = structlog.get_logger("workflowd.retention")
 
 async def sweep(store: Store, finished_after: float) -> int:
     """Delete what finished more than `finished_after` seconds ago; answer how many."""
-    cutoff = format_ts(datetime.now(UTC) - timedelta(seconds=finished_after))
+    now = datetime.now(UTC)
+    cutoff = format_ts(now - timedelta(seconds=finished_after))
+    # Idempotency answers live at least a day, so a client's retry never makes a duplicate.
+    keys_cutoff = format_ts(now - timedelta(seconds=max(finished_after, 86400.0)))
     deleted = 0
     while True:
         ids = await store.finished_before(cutoff)
         if not ids:
             break
-        await store.delete_executions(ids, idempotency_before=cutoff)
+        await store.delete_executions(ids, idempotency_before=keys_cutoff)
         deleted += len(ids)
     if deleted:
         log.info("retention_swept", deleted=deleted, cutoff=cutoff)
