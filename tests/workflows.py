@@ -250,3 +250,15 @@ async def spam(ctx: Context) -> None:
     for i in range(1, calls + 1):
         await ctx.progress(100 * i / calls, f"call {i}", i=i)
         await asyncio.sleep(0)
+
+
+gate_timeout = Workflow("gate-timeout", title="A gate outlasting the execution's timeout",
+                        timeout=0.3)
+
+
+@gate_timeout.step
+async def before_gate(ctx: Context) -> None:
+    ctx.state["before"] = True
+
+
+gate_timeout.approval("too_late")

@@ -274,3 +274,15 @@ async def test_two_slots_run_two_at_once(make_client: MakeClient) -> None:
     for execution_id in (a, b, c):
         assert (await wait_for_status(client, execution_id, *TERMINAL))["status"] == "completed"
     assert workflows.STARTED == ["a", "b", "c"]
+
+
+async def test_execution_timeout_ends_a_wait_at_a_gate(client: TestClient[Any, Any]) -> None:
+    """A gate holds no task, yet the workflow's timeout still ends the execution timed_out."""
+    execution_id = (await submit(client, "gate-timeout"))["execution_id"]
+    await wait_for_status(client, execution_id, "timed_out")
+    steps = await get_json(client, f"{API}/executions/{execution_id}/steps")
+    gate = next(s for s in steps["items"] if s["name"] == "too_late")
+    assert gate["status"] == "failed"
+    assert gate["error"]["code"] == "timed_out"
+    resp = await client.post(f"{API}/executions/{execution_id}/approve", json={})
+    assert resp.status == 409

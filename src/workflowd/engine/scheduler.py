@@ -39,6 +39,7 @@ from workflowd.models import (
     StepRecord,
     SubmitBody,
     ms_between,
+    parse_ts,
     utcnow,
 )
 from workflowd.store import Store
@@ -73,6 +74,8 @@ class Scheduler:
         self._reserved = 0
         self._busy: set[str] = set()
         self._resume_later: set[str] = set()
+        self._gate_timers: dict[str, asyncio.TimerHandle] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
 
     # ---- figures --------------------------------------------------------------------------
 
@@ -95,6 +98,8 @@ class Scheduler:
                 self.external.arm(rec)
             elif rec.status in ("queued", "running"):
                 self._enqueue(rec)
+            else:
+                self._arm_gate_deadline(rec)
         self._accepting = True
         self.ready = True
         log.info("recovered", executions=len(unfinished), queued=self.queued)
@@ -110,6 +115,8 @@ class Scheduler:
         self._accepting = False
         self._draining = True
         self.external.close()
+        for timer in self._gate_timers.values():
+            timer.cancel()
         tasks = [task for _, task in self.runners.values()]
         if not tasks:
             return
@@ -351,8 +358,48 @@ class Scheduler:
                 self._enqueue(rec)
             elif rec is not None and rec.external is not None and rec.external.result is None:
                 self.external.arm(rec)  # it waits for a worker, holding no task
+            elif rec is not None:
+                self._arm_gate_deadline(rec)
         self._resume_later.discard(execution_id)
         self._pump()
+
+    def _arm_gate_deadline(self, rec: ExecutionRecord) -> None:
+        """An execution at a gate holds no task, so its whole-execution timeout needs a timer."""
+        if rec.status != "awaiting_approval" or rec.deadline is None:
+            return
+        delay = (parse_ts(rec.deadline) - parse_ts(utcnow())).total_seconds()
+        old = self._gate_timers.pop(rec.execution_id, None)
+        if old is not None:
+            old.cancel()
+        self._gate_timers[rec.execution_id] = asyncio.get_running_loop().call_later(
+            max(0.0, delay), self._expire_gate, rec.execution_id)
+
+    def _expire_gate(self, execution_id: str) -> None:
+        self._gate_timers.pop(execution_id, None)
+        task = asyncio.get_running_loop().create_task(self._time_out_gate(execution_id))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _time_out_gate(self, execution_id: str) -> None:
+        rec = self.ledger.active.get(execution_id)
+        if (rec is None or rec.status != "awaiting_approval" or rec.deadline is None
+                or parse_ts(rec.deadline) > parse_ts(utcnow())):
+            return  # decided meanwhile
+        try:
+            async with self._deciding(execution_id) as rec:
+                now = utcnow()
+                gate_record = await self._gate_record(rec, "failed", now, code="timed_out")
+                error = ErrorInfo(code="timed_out",
+                                  message="the execution ran past its timeout at an approval")
+                items: list[tuple[str, dict[str, Any]]] = []
+                if gate_record is not None:
+                    items.append(_gate_finished(gate_record))
+                items.append(("workflow_timed_out", {"error": error.model_dump()}))
+                await self._decide(rec, {"status": "timed_out", "error": error,
+                                         "current_step": None, "finished_at": now},
+                                   items, gate_record, None)
+        except InvalidTransitionError:
+            return  # someone is deciding it right now
 
     def _resume(self, rec: ExecutionRecord) -> None:
         """Queue an execution whose external step was answered, to finish that cycle."""
