@@ -12,7 +12,8 @@ from pytest_aiohttp import AiohttpClient
 
 from tests import workflows
 from workflowd.api import create_app
-from workflowd.config import Settings
+from workflowd.config import LoggingSettings, Settings
+from workflowd.log import configure_logging
 
 MakeClient = Callable[..., Awaitable[TestClient[Any, Any]]]
 
@@ -25,6 +26,11 @@ def settings(tmp_path: Path) -> Settings:
         "engine": {"shutdown_grace": 1.0},
         "logging": {"level": "warning"},
     })
+
+
+@pytest.fixture(autouse=True)
+def _quiet_logs() -> None:
+    configure_logging(LoggingSettings(level="warning"), cache=False)
 
 
 @pytest.fixture(autouse=True)

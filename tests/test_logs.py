@@ -16,6 +16,7 @@ from tests.helpers import API, submit, wait_for_status
 @pytest.fixture
 def captured() -> Iterator[LogCapture]:
     capture = LogCapture()
+    structlog.reset_defaults()
     structlog.configure(processors=[structlog.contextvars.merge_contextvars, capture])
     try:
         yield capture

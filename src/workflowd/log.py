@@ -12,7 +12,8 @@ from workflowd.config import LoggingSettings
 __all__ = ["configure_logging"]
 
 
-def configure_logging(settings: LoggingSettings) -> None:
+def configure_logging(settings: LoggingSettings, *, cache: bool = True) -> None:
+    """Set up structlog; `cache=False` lets a later `structlog.configure` (tests) take effect."""
     level = logging.getLevelNamesMapping()[settings.level.upper()]
     renderer: structlog.types.Processor = (
         structlog.processors.JSONRenderer() if settings.format == "json"
@@ -29,7 +30,7 @@ def configure_logging(settings: LoggingSettings) -> None:
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-        cache_logger_on_first_use=True,
+        cache_logger_on_first_use=cache,
     )
     logging.basicConfig(level=max(level, logging.WARNING), stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")

@@ -34,8 +34,22 @@ class AllQuery(BaseModel):
     type: list[str] = Field(default_factory=list)
 
 
-async def _close(ws: web.WebSocketResponse, code: int, message: str = "") -> None:
+def _close(ws: web.WebSocketResponse, code: int, message: str = "") -> asyncio.Future[None]:
+    """Close with `code`, once: the first caller's code wins, later callers wait for that close."""
+    closing = _CLOSINGS.get(ws)
+    if closing is None:
+        closing = _CLOSINGS[ws] = asyncio.ensure_future(_close_now(ws, code, message))
+    return asyncio.shield(closing)
+
+
+async def _close_now(ws: web.WebSocketResponse, code: int, message: str) -> None:
     """Close with `code`; a peer that does not read gets its connection dropped after 2 s."""
+    reader = _READERS.pop(ws, None)
+    if reader is not None and reader is not asyncio.current_task():
+        # With a receive() pending in another task, aiohttp's close() drops the connection
+        # without waiting for the peer's close frame: stop the reader first.
+        reader.cancel()
+        await asyncio.wait({reader})
     try:
         async with asyncio.timeout(2.0):
             await ws.close(code=code, message=message.encode())
@@ -43,10 +57,21 @@ async def _close(ws: web.WebSocketResponse, code: int, message: str = "") -> Non
         transport = _TRANSPORTS.get(ws)
         if transport is not None:
             transport.abort()
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
+        # Not a cancel of ours: a sender cancelled while waiting to drain leaves aiohttp's drain
+        # waiter cancelled. The close frame is queued; aiohttp closes the transport after it.
 
 
-# The connection under each open socket, to drop a peer that stops reading.
+# The connection under each open socket, to drop a peer that stops reading; the task reading
+# it; and the close under way, if any.
 _TRANSPORTS: weakref.WeakKeyDictionary[web.WebSocketResponse, asyncio.Transport] = (
+    weakref.WeakKeyDictionary())
+_READERS: weakref.WeakKeyDictionary[web.WebSocketResponse, asyncio.Task[None]] = (
+    weakref.WeakKeyDictionary())
+_CLOSINGS: weakref.WeakKeyDictionary[web.WebSocketResponse, asyncio.Future[None]] = (
     weakref.WeakKeyDictionary())
 
 
@@ -65,7 +90,7 @@ async def _serve_socket(request: web.Request, ws: web.WebSocketResponse,
     sockets.add(ws)
     if isinstance(request.transport, asyncio.Transport):
         _TRANSPORTS[ws] = request.transport
-    reader = asyncio.create_task(_answer_pings(ws))
+    reader = _READERS[ws] = asyncio.create_task(_answer_pings(ws))
     try:
         await asyncio.wait({reader, send}, return_when=asyncio.FIRST_COMPLETED)
     finally:
@@ -73,8 +98,7 @@ async def _serve_socket(request: web.Request, ws: web.WebSocketResponse,
         for task in (reader, send):
             task.cancel()
         await asyncio.gather(reader, send, return_exceptions=True)
-        if not ws.closed:
-            await _close(ws, WSCloseCode.OK)
+        await _close(ws, WSCloseCode.OK)  # or wait for the close already under way
 
 
 @routes.get(f"{API_PREFIX}/executions/{{execution_id}}/ws")
@@ -113,12 +137,7 @@ async def follow_ws(request: web.Request) -> web.StreamResponse:
 def _lagged(ws: web.WebSocketResponse, sender: asyncio.Task[None]) -> None:
     # The sender may be stuck writing to a peer that does not read: stop it and close here.
     sender.cancel()
-    task = asyncio.get_running_loop().create_task(_close(ws, WSCloseCode.TRY_AGAIN_LATER, LAGGING))
-    _BACKGROUND.add(task)
-    task.add_done_callback(_BACKGROUND.discard)
-
-
-_BACKGROUND: set[asyncio.Task[None]] = set()
+    _close(ws, WSCloseCode.TRY_AGAIN_LATER, LAGGING)
 
 
 @routes.get(f"{API_PREFIX}/ws")
