@@ -14,7 +14,7 @@ from workflowd.api.keys import HUB, SCHEDULER, SETTINGS, SOCKETS
 from workflowd.api.parsing import parse_query
 from workflowd.engine.follow import Follow, Lagging
 from workflowd.errors import BadRequestError
-from workflowd.models import API_PREFIX, Event, dumps
+from workflowd.models import API_PREFIX, Event, ExecutionRecord, dumps
 
 __all__ = ["close_sockets", "routes"]
 
@@ -104,18 +104,12 @@ async def _serve_socket(request: web.Request, ws: web.WebSocketResponse,
 @routes.get(f"{API_PREFIX}/executions/{{execution_id}}/ws")
 async def follow_ws(request: web.Request) -> web.StreamResponse:
     q = parse_query(request, FollowQuery)
-    scheduler = request.app[SCHEDULER]
-    settings = request.app[SETTINGS].live
-    execution_id = request.match_info["execution_id"]
-    await scheduler.get(execution_id)  # 404 before the upgrade
-    follow = Follow(scheduler.ledger, request.app[HUB], execution_id, settings.queue_size)
-    rec = await follow.open(q.after)
-    ws = web.WebSocketResponse(heartbeat=settings.heartbeat)
+    follow, rec = await _follow(request, q.after)  # 404 before the upgrade
+    ws = web.WebSocketResponse(heartbeat=request.app[SETTINGS].live.heartbeat)
     await ws.prepare(request)
 
     async def send() -> None:
-        await ws.send_str(dumps({"type": "snapshot", "seq": rec.seq,
-                                 "status": rec.live().model_dump()}))
+        await ws.send_str(_snapshot(rec))
         try:
             async for item in follow.events():
                 await ws.send_str(item.json)
@@ -132,6 +126,17 @@ async def follow_ws(request: web.Request) -> web.StreamResponse:
     finally:
         follow.close()
     return ws
+
+
+async def _follow(request: web.Request, after: int | None) -> tuple[Follow, ExecutionRecord]:
+    """Subscribe to the execution named in the path, then read its snapshot."""
+    follow = Follow(request.app[SCHEDULER].ledger, request.app[HUB],
+                    request.match_info["execution_id"], request.app[SETTINGS].live.queue_size)
+    return follow, await follow.open(after)
+
+
+def _snapshot(rec: ExecutionRecord) -> str:
+    return dumps({"type": "snapshot", "seq": rec.seq, "status": rec.live().model_dump()})
 
 
 def _lagged(ws: web.WebSocketResponse, sender: asyncio.Task[None]) -> None:
@@ -178,22 +183,17 @@ async def follow_sse(request: web.Request) -> web.StreamResponse:
         if not last_id.strip().isdigit():
             raise BadRequestError("Last-Event-ID must be an event seq")
         after = int(last_id)
-    scheduler = request.app[SCHEDULER]
-    settings = request.app[SETTINGS].live
-    execution_id = request.match_info["execution_id"]
-    await scheduler.get(execution_id)
-    follow = Follow(scheduler.ledger, request.app[HUB], execution_id, settings.queue_size)
-    rec = await follow.open(after)
+    follow, rec = await _follow(request, after)
+    heartbeat = request.app[SETTINGS].live.heartbeat
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                        "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     await resp.prepare(request)
     try:
-        snapshot = dumps({"type": "snapshot", "seq": rec.seq, "status": rec.live().model_dump()})
-        await resp.write(f"retry: 2000\ndata: {snapshot}\n\n".encode())
+        await resp.write(f"retry: 2000\ndata: {_snapshot(rec)}\n\n".encode())
         events = follow.events().__aiter__()
         while True:
             try:
-                async with asyncio.timeout(settings.heartbeat):
+                async with asyncio.timeout(heartbeat):
                     item = await anext(events)
             except TimeoutError:
                 await resp.write(b": keep-alive\n\n")
