@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -52,8 +53,27 @@ def format_ts(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
-def utcnow() -> str:
-    return format_ts(datetime.now(UTC))
+class _Clock:
+    """`utcnow` is called for every event and snapshot; the date part changes once a second, so
+    it is formatted once a second and only the milliseconds are added per call."""
+
+    __slots__ = ("prefix", "second")
+
+    def __init__(self) -> None:
+        self.second = -1
+        self.prefix = ""
+
+    def now(self) -> str:
+        moment = time.time()
+        second = int(moment)
+        if second != self.second:
+            self.prefix = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second))
+            self.second = second
+        return f"{self.prefix}{int((moment - second) * 1000):03d}Z"
+
+
+_clock = _Clock()
+utcnow = _clock.now
 
 
 def parse_ts(text: str) -> datetime:

@@ -13,7 +13,7 @@ import copy
 import json
 import secrets
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -30,6 +30,7 @@ from workflowd.models import (
     CurrentStep,
     Decision,
     ErrorInfo,
+    Event,
     ExecutionRecord,
     ExternalWait,
     IdempotencyRecord,
@@ -49,6 +50,19 @@ __all__ = ["Runner"]
 log = structlog.get_logger("workflowd.runner")
 
 EventItem = tuple[str, dict[str, Any]]
+
+
+@dataclass(slots=True)
+class _Unwritten:
+    """Events and step records made since the runner's last write, to go with its next one."""
+
+    events: list[Event] = field(default_factory=list)
+    steps: dict[int, StepRecord] = field(default_factory=dict)
+
+    def add(self, events: Sequence[Event], steps: Sequence[StepRecord]) -> None:
+        self.events.extend(events)
+        for step in steps:
+            self.steps[step.cycle or 0] = step  # a later record of a cycle replaces the earlier
 
 
 @dataclass(slots=True)
@@ -90,6 +104,8 @@ class Runner:
         self.cancel_requested = False
         self.cancel_remember: Callable[[ExecutionRecord], IdempotencyRecord] | None = None
         self._pending: asyncio.Future[None] | None = None
+        self._unwritten = _Unwritten()
+        self._flush_handle: asyncio.Handle | None = None
         self._step: StepRecord | None = None
         self._logs: list[LogLine] = []
 
@@ -124,7 +140,8 @@ class Runner:
             changes["started_at"] = format_ts(now)
             if self.wf.timeout is not None:
                 changes["deadline"] = format_ts(now + timedelta(seconds=self.wf.timeout))
-        self._commit(changes, [("workflow_started", {"resumed": rec.started_at is not None})])
+        self._commit_soon(changes,
+                          [("workflow_started", {"resumed": rec.started_at is not None})])
 
     async def _cycle(self) -> bool:
         """Run one cycle; answer whether the task is over (terminal, or waiting at a gate)."""
@@ -166,10 +183,10 @@ class Runner:
         self._step = record
         self._reports = Coalescer(self.progress_interval, self._store_progress)
         self._logs = []
-        self._commit({"current_step": current},
-                     [("step_started", {"step": step.name, "cycle": cycle, "kind": step.kind,
-                                        "attempt": 1})],
-                     steps=[record])
+        self._commit_soon({"current_step": current},
+                          [("step_started", {"step": step.name, "cycle": cycle,
+                                             "kind": step.kind, "attempt": 1})],
+                          steps=[record])
         loop = asyncio.get_running_loop()
         began = loop.time()
         try:
@@ -490,12 +507,39 @@ class Runner:
                 steps: Sequence[StepRecord] = (), logs: Sequence[LogLine] = (),
                 remember: Callable[[ExecutionRecord], IdempotencyRecord] | None = None,
                 deliveries: Sequence[Delivery] = ()) -> asyncio.Future[None]:
-        """Queue the next snapshot; writes of one execution commit in the order they are made."""
+        """Make the next snapshot and queue it; writes of one execution commit in order."""
+        self._stage(changes, items, steps)
+        return self._flush(remember, deliveries, logs)
+
+    def _commit_soon(self, changes: dict[str, Any], items: Sequence[EventItem], *,
+                     steps: Sequence[StepRecord] = ()) -> None:
+        """Make the next snapshot; write it once the task yields to the loop.
+
+        A step that finishes without yielding has its start committed with its end (one write
+        per cycle); one that awaits anything has its start committed, and followed, at once.
+        """
+        self._stage(changes, items, steps)
+        if self._flush_handle is None:
+            self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
+
+    def _stage(self, changes: dict[str, Any], items: Sequence[EventItem],
+               steps: Sequence[StepRecord]) -> None:
         rec = self.rec
         events = make_events(rec, *items)
         self.rec = rec.model_copy(update={**changes, "seq": rec.seq + len(events),
                                           "updated_at": utcnow()})
-        self._pending = self.ledger.write(self.rec, steps=steps, events=events, logs=logs,
+        self._unwritten.add(events, steps)
+
+    def _flush(self, remember: Callable[[ExecutionRecord], IdempotencyRecord] | None = None,
+               deliveries: Sequence[Delivery] = (), logs: Sequence[LogLine] = (),
+               ) -> asyncio.Future[None]:
+        """Queue the latest snapshot with every event and step record made since the last."""
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        unwritten, self._unwritten = self._unwritten, _Unwritten()
+        self._pending = self.ledger.write(self.rec, steps=list(unwritten.steps.values()),
+                                          events=unwritten.events, logs=logs,
                                           idempotency=remember(self.rec) if remember else None,
                                           deliveries=deliveries)
         self._pending.add_done_callback(_retrieve)

@@ -35,7 +35,10 @@ _UPSERT_EXECUTION = (
     "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET "
     "status = excluded.status, finished_at = excluded.finished_at, doc = excluded.doc"
 )
-_UPSERT_STEP = "INSERT OR REPLACE INTO steps (execution_id, cycle, doc) VALUES (?, ?, ?)"
+_UPSERT_STEP = (
+    "INSERT INTO steps (execution_id, cycle, doc) VALUES (?, ?, ?) "
+    "ON CONFLICT (execution_id, cycle) DO UPDATE SET doc = excluded.doc"
+)
 _INSERT_EVENT = "INSERT INTO events (execution_id, seq, doc) VALUES (?, ?, ?)"
 _INSERT_LOG = "INSERT INTO logs (execution_id, doc) VALUES (?, ?)"
 _INSERT_DELIVERY = (
