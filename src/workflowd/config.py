@@ -44,6 +44,8 @@ class ServerSettings(_Section):
     # The address workers reach this service at (external step callbacks); default from
     # host and port.
     public_url: str = ""
+    # Run on uvloop when it is installed (`pip install 'workflowd[speed]'`): a faster loop.
+    uvloop: bool = True
 
     def base_url(self) -> str:
         if self.public_url:

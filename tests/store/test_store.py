@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from pathlib import Path
 
 import aiosqlite
@@ -39,6 +40,31 @@ async def test_open_twice_migrates_once(tmp_path: Path) -> None:
             assert [row[0] for row in await cur.fetchall()] == list(range(1, len(MIGRATIONS) + 1))
         async with aiosqlite.connect(path) as conn, conn.execute("PRAGMA journal_mode") as cur:
             assert (await cur.fetchone()) == ("wal",)
+    finally:
+        await store.close()
+
+
+async def test_a_version_2_file_keeps_its_events_and_steps(tmp_path: Path) -> None:
+    """Migration 3 rebuilds the events and steps tables without losing a row."""
+    path = str(tmp_path / "old.db")
+    conn = sqlite3.connect(path, isolation_level=None)
+    for version, script in enumerate(MIGRATIONS[:2], start=1):
+        conn.executescript(f"{script}\nCREATE TABLE IF NOT EXISTS schema_version "
+                           f"(version INTEGER NOT NULL);\n"
+                           f"INSERT INTO schema_version VALUES ({version});")
+    doc = _record(1).model_dump_json()
+    conn.execute("INSERT INTO executions (id, workflow_id, status, created_at, doc) "
+                 "VALUES ('e1', 'wf', 'queued', '2026', ?)", (doc,))
+    conn.execute("INSERT INTO events VALUES ('e1', 1, '{\"seq\": 1}')")
+    conn.execute("INSERT INTO steps VALUES ('e1', 1, ?)",
+                 ('{"name": "a", "kind": "step", "cycle": 1}',))
+    conn.close()
+    store = await Store.open(path)
+    try:
+        assert await store.events("e1") == ['{"seq": 1}']
+        assert [s.name for s in await store.steps("e1")] == ["a"]
+        await store.commit(_write(1, seq=2))
+        assert len(await store.events("e1")) == 2
     finally:
         await store.close()
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import aiosqlite
+import sqlite3
 
 __all__ = ["MIGRATIONS", "migrate"]
 
@@ -97,18 +97,17 @@ MIGRATIONS: list[str] = [
 ]
 
 
-async def migrate(conn: aiosqlite.Connection) -> int:
+def migrate(conn: sqlite3.Connection) -> int:
     """Bring the schema up to date; answer the version it is at."""
-    await conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-    async with conn.execute("SELECT MAX(version) FROM schema_version") as cur:
-        row = await cur.fetchone()
+    conn.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+    row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
     current = int(row[0]) if row and row[0] is not None else 0
     if current > len(MIGRATIONS):
         raise RuntimeError(
             f"database schema version {current} is newer than this workflowd ({len(MIGRATIONS)})"
         )
     for version in range(current + 1, len(MIGRATIONS) + 1):
-        await conn.executescript(
+        conn.executescript(
             "BEGIN IMMEDIATE;\n"
             + MIGRATIONS[version - 1]
             + f"\nINSERT INTO schema_version (version) VALUES ({version});\nCOMMIT;"

@@ -41,10 +41,8 @@ class ExecutionFilter:
 class Store:
     """One file: a write connection for the writer task, a read connection for the rest."""
 
-    def __init__(self, path: str, writer_conn: aiosqlite.Connection,
-                 reader: aiosqlite.Connection, writer: Writer) -> None:
+    def __init__(self, path: str, reader: aiosqlite.Connection, writer: Writer) -> None:
         self.path = path
-        self._writer_conn = writer_conn
         self._reader = reader
         self.writer = writer
 
@@ -52,21 +50,16 @@ class Store:
     async def open(cls, path: str, *, max_batch: int = 512, commit_interval: float = 0.0) -> Store:
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        writer_conn = await aiosqlite.connect(path, isolation_level=None)
-        for pragma in _PRAGMAS:
-            await writer_conn.execute(pragma)
-        await migrate(writer_conn)
+        writer = Writer(path, _PRAGMAS, max_batch=max_batch, commit_interval=commit_interval)
+        await writer.open(migrate)
         reader = await aiosqlite.connect(path, isolation_level=None)
         for pragma in _PRAGMAS[1:]:
             await reader.execute(pragma)
-        writer = Writer(writer_conn, max_batch=max_batch, commit_interval=commit_interval)
-        writer.start()
-        return cls(path, writer_conn, reader, writer)
+        return cls(path, reader, writer)
 
     async def close(self) -> None:
         await self.writer.stop()
         await self._reader.close()
-        await self._writer_conn.close()
 
     # ---- writes ---------------------------------------------------------------------------
 
