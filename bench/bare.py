@@ -12,6 +12,8 @@ import sys
 
 from aiohttp import web
 
+from workflowd.cli import new_loop
+
 PAYLOAD = {"status": "ok", "service": "bare"}
 
 
@@ -38,7 +40,10 @@ def make_app() -> web.Application:
 
 def main() -> None:
     port = int(sys.argv[1])
-    web.run_app(make_app(), host="127.0.0.1", port=port, access_log=None, print=None)
+    # The same event loop as the service under test (uvloop when installed), so the ratios
+    # compare the routes, not the loops.
+    web.run_app(make_app(), host="127.0.0.1", port=port, access_log=None, print=None,
+                loop=new_loop(True))
 
 
 if __name__ == "__main__":

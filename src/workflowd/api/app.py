@@ -13,6 +13,7 @@ from workflowd.api import delivery, demo, executions, health, live, steps, strea
 from workflowd.api.keys import (
     HUB,
     INFLIGHT,
+    LIVE_BODIES,
     OUTBOX,
     SCHEDULER,
     SETTINGS,
@@ -21,6 +22,7 @@ from workflowd.api.keys import (
     WORKFLOWS,
 )
 from workflowd.api.middlewares import problem_json, request_context
+from workflowd.api.views import LiveBodies
 from workflowd.config import Settings
 from workflowd.definitions import load_workflows
 from workflowd.engine import Hub, Scheduler
@@ -64,12 +66,14 @@ def create_app(settings: Settings) -> web.Application:
     app[WORKFLOWS] = load_workflows(settings.workflows.modules)
     app[HUB] = Hub()
     app[INFLIGHT] = {}
+    app[LIVE_BODIES] = LiveBodies()
     app[SOCKETS] = weakref.WeakSet()
     app.on_shutdown.append(stream.close_sockets)
     app.cleanup_ctx.extend([store_ctx, delivery.outbox_ctx, scheduler_ctx])
+    # Routes under one prefix are tried in the order they were added: the most polled first.
+    app.add_routes(live.routes)
     app.add_routes(workflows.routes)
     app.add_routes(executions.routes)
-    app.add_routes(live.routes)
     app.add_routes(steps.routes)
     app.add_routes(stream.routes)
     app.add_routes(health.routes)

@@ -7,6 +7,7 @@ import weakref
 
 from aiohttp import web
 
+from workflowd.api.views import LiveBodies
 from workflowd.config import Settings
 from workflowd.definitions import Workflow
 from workflowd.engine import Hub, Scheduler
@@ -14,7 +15,8 @@ from workflowd.engine.outbox import Outbox
 from workflowd.store import Store
 
 __all__ = [
-    "HUB", "INFLIGHT", "OUTBOX", "SCHEDULER", "SETTINGS", "SOCKETS", "STORE", "WORKFLOWS",
+    "HUB", "INFLIGHT", "LIVE_BODIES", "OUTBOX", "SCHEDULER", "SETTINGS", "SOCKETS", "STORE",
+    "WORKFLOWS",
 ]
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -23,6 +25,7 @@ HUB = web.AppKey("hub", Hub)
 STORE = web.AppKey("store", Store)
 SCHEDULER = web.AppKey("scheduler", Scheduler)
 OUTBOX = web.AppKey("outbox", Outbox)
+LIVE_BODIES = web.AppKey("live_bodies", LiveBodies)
 # Requests carrying an Idempotency-Key that are being answered now: repeats wait for them.
 INFLIGHT = web.AppKey("inflight", dict[tuple[str, str], asyncio.Future[None]])
 # Open WebSockets, closed with 1001 at shutdown.

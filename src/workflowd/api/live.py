@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from workflowd.api.keys import HUB, SCHEDULER
+from workflowd.api.keys import HUB, LIVE_BODIES, SCHEDULER
 from workflowd.api.parsing import json_response, parse_query
 from workflowd.models import API_PREFIX, ExecutionRecord
 
@@ -20,6 +20,9 @@ class LiveQuery(BaseModel):
     wait: float = Field(default=0.0, ge=0.0, le=300.0)
 
 
+_PLAIN_POLL = LiveQuery()
+
+
 def _etag(rec: ExecutionRecord) -> str:
     # Every change to an execution comes with an event, so its last seq names its state.
     return f'"{rec.seq}"'
@@ -27,7 +30,7 @@ def _etag(rec: ExecutionRecord) -> str:
 
 @routes.get(f"{API_PREFIX}/executions/{{execution_id}}/status/live")
 async def live_status(request: web.Request) -> web.StreamResponse:
-    q = parse_query(request, LiveQuery)
+    q = parse_query(request, LiveQuery) if request.query_string else _PLAIN_POLL
     scheduler = request.app[SCHEDULER]
     execution_id = request.match_info["execution_id"]
     rec = await scheduler.get(execution_id)
@@ -45,5 +48,5 @@ async def live_status(request: web.Request) -> web.StreamResponse:
     etag = _etag(rec)
     if q.since is None and etag in request.headers.get("If-None-Match", ""):
         return web.Response(status=304, headers={"ETag": etag})
-    return json_response(rec.live().model_dump_json(), headers={"ETag": etag,
-                                                              "Cache-Control": "no-cache"})
+    return json_response(request.app[LIVE_BODIES].body(rec),
+                         headers={"ETag": etag, "Cache-Control": "no-cache"})

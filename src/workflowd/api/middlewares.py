@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import uuid
-
 import structlog
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from workflowd.api.problems import problem
 from workflowd.errors import QueueFullError, WorkflowdError
+from workflowd.ids import new_request_id
 
 __all__ = ["problem_json", "request_context"]
 
@@ -20,7 +19,7 @@ log = structlog.get_logger("workflowd.api")
 async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(request_id=request.headers.get("X-Request-Id")
-                                           or uuid.uuid4().hex[:16])
+                                           or new_request_id())
     return await handler(request)
 
 

@@ -1,4 +1,4 @@
-"""Views built from stored records: the steps list and the trace."""
+"""Views built from stored records: the steps list, the trace, and live status bodies."""
 
 from __future__ import annotations
 
@@ -7,7 +7,26 @@ from typing import Any
 from workflowd.definitions import Workflow
 from workflowd.models import ExecutionRecord, StepRecord
 
-__all__ = ["steps_view", "trace_view", "workflow_view"]
+__all__ = ["LiveBodies", "steps_view", "trace_view", "workflow_view"]
+
+
+class LiveBodies:
+    """The live status JSON of each execution at its last `seq`, encoded once for every poller
+    (a record's `seq` names its state, as the ETag says). Bounded: emptied when full."""
+
+    def __init__(self, size: int = 10_000) -> None:
+        self.size = size
+        self._bodies: dict[str, tuple[int, str]] = {}
+
+    def body(self, rec: ExecutionRecord) -> str:
+        kept = self._bodies.get(rec.execution_id)
+        if kept is not None and kept[0] == rec.seq:
+            return kept[1]
+        body = rec.live().model_dump_json()
+        if len(self._bodies) >= self.size:
+            self._bodies.clear()
+        self._bodies[rec.execution_id] = (rec.seq, body)
+        return body
 
 
 def workflow_view(wf: Workflow) -> dict[str, Any]:
