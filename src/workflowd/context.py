@@ -33,7 +33,7 @@ class _Reported:
 _REPORTED = _Reported()
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class Context:
     """Given to every step call; `state` is persisted at the end of each cycle."""
 

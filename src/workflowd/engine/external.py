@@ -100,7 +100,7 @@ class ExternalSteps:
         rec = await self._waiting(execution_id, step, token)
         assert rec.external is not None
         self.disarm(execution_id)  # flushes held progress first, so it commits before this
-        new = rec.model_copy(update={"external": rec.external.model_copy(update={"result": body}),
+        new = rec.evolve({"external": rec.external.evolve({"result": body}),
                                      "updated_at": utcnow()})
         await self.ledger.write(new, idempotency=remember(new) if remember else None)
         log.info("external_step_answered", execution_id=execution_id,
@@ -134,7 +134,7 @@ class ExternalSteps:
                       "current_task": body.current_task, "custom_data": body.custom_data})
         events = make_events(rec, ("step_progress", fields))
         progress = progress_of(rec, len(wf.steps), rec.done_steps, body.percentage, body.message)
-        new = rec.model_copy(update={"progress": progress, "seq": rec.seq + len(events),
+        new = rec.evolve({"progress": progress, "seq": rec.seq + len(events),
                                      "updated_at": utcnow()})
         self.ledger.write(new, steps=[record], events=events).add_done_callback(_retrieve)
 

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
-import json
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -39,6 +37,7 @@ from workflowd.models import (
     StepRecord,
     dumps,
     format_ts,
+    json_copy,
     ms_between,
     parse_ts,
     utcnow,
@@ -76,12 +75,12 @@ class _Outcome:
     timed_out: bool = False
 
 
-def _jsonable(value: Any) -> Any:
-    """A plain-JSON copy of `value` (raises for what cannot be stored)."""
-    return json.loads(dumps(value))
-
-
 class Runner:
+    # Slots: thousands of runners wait at once, and a dict each costs more than their fields.
+    __slots__ = ("_flush_handle", "_logs", "_pending", "_reports", "_step", "_unwritten",
+                 "base_url", "cancel_remember", "cancel_requested", "ledger", "limits",
+                 "progress_interval", "rec", "stopping", "wf")
+
     def __init__(
         self,
         wf: Workflow,
@@ -181,7 +180,7 @@ class Runner:
             await self._enter_external(step, cycle, record, current)
             return True
         self._step = record
-        self._reports = Coalescer(self.progress_interval, self._store_progress)
+        self._reports.reset()
         self._logs = []
         self._commit_soon({"current_step": current},
                           [("step_started", {"step": step.name, "cycle": cycle,
@@ -211,7 +210,7 @@ class Runner:
             timer = asyncio.timeout_at(limit)
             try:
                 async with timer:
-                    value = await self._call(step, ctx)
+                    value = await _call(step, ctx)
                 if self.cancel_requested:
                     raise asyncio.CancelledError  # the step swallowed the cancel; honour it
                 return _Outcome(attempt=attempt, value=value, ctx=ctx)
@@ -234,7 +233,7 @@ class Runner:
     async def _retry_pause(self, step: StepDef, cycle: int, attempt: int, error: ErrorInfo,
                            exec_end: float) -> None:
         assert self._step is not None
-        self._step = self._step.model_copy(update={"attempt": attempt + 1, "error": error})
+        self._step = self._step.evolve({"attempt": attempt + 1, "error": error})
         log.info("step_retrying", step=step.name, attempt=attempt, error=error.message)
         self._commit({}, [("step_retrying", {"step": step.name, "cycle": cycle,
                                              "attempt": attempt, "error": error.message})],
@@ -243,18 +242,11 @@ class Runner:
         delay = step.backoff * (2 ** (attempt - 1))
         await asyncio.sleep(max(0.0, min(delay, exec_end - loop.time())))
 
-    async def _call(self, step: StepDef, ctx: Context) -> Any:
-        assert step.fn is not None
-        if step.is_async:
-            return await step.fn(ctx)
-        # A plain `def` step may block; a worker thread keeps the loop free.
-        return await asyncio.to_thread(step.fn, ctx)
-
     def _context(self, step: StepDef, cycle: int, attempt: int) -> Context:
         rec = self.rec
         return Context(
             execution_id=rec.execution_id, workflow_id=rec.workflow_id, input=rec.input,
-            state=copy.deepcopy(rec.state), cycle=cycle, attempt=attempt, step=step.name,
+            state=json_copy(rec.state), cycle=cycle, attempt=attempt, step=step.name,
             _on_progress=self._progress, _on_log=self._log_line,
             _loop=asyncio.get_running_loop(),
         )
@@ -278,14 +270,14 @@ class Runner:
         except Exception:  # noqa: BLE001 - a bad custom field must not kill the run
             fields["custom_data"] = {"error": "custom_data is not JSON-able"}
         metadata = {k: fields[k] for k in ("message", "current_task", "custom_data")}
-        self._step = step.model_copy(update={"progress": report.percentage, "metadata": metadata})
+        self._step = step.evolve({"progress": report.percentage, "metadata": metadata})
         self._commit({"progress": self._overall(report.percentage, report.message)},
                      [("step_progress", fields)], steps=[self._step])
 
     def _log_line(self, message: str, fields: dict[str, Any]) -> None:
         step = self._step
         try:
-            extra = _jsonable(fields)
+            extra = json_copy(fields)
         except Exception:  # noqa: BLE001 - keep the line, drop what cannot be stored
             extra = {k: repr(v) for k, v in fields.items()}
         line = {"ts": utcnow(), "cycle": step.cycle if step else self.rec.cycle,
@@ -303,7 +295,7 @@ class Runner:
 
     async def _finish_cycle(self, step: StepDef, outcome: _Outcome, duration_ms: int) -> bool:
         assert self._step is not None
-        record = self._step.model_copy(update={
+        record = self._step.evolve({
             "attempt": outcome.attempt, "completed_at": utcnow(), "duration_ms": duration_ms,
         })
         self._step = None
@@ -316,10 +308,10 @@ class Runner:
         ctx = outcome.ctx
         assert ctx is not None
         try:
-            state = _jsonable(ctx.state)
-            decisions = [(name, _jsonable(outcome_)) for name, outcome_ in ctx.decisions]
+            state = json_copy(ctx.state)
+            decisions = [(name, json_copy(outcome_)) for name, outcome_ in ctx.decisions]
             value = outcome.value
-            output = None if isinstance(value, Goto) else _jsonable(
+            output = None if isinstance(value, Goto) else json_copy(
                 value.result if isinstance(value, Done) else value)
         except Exception as exc:  # noqa: BLE001 - what a step leaves must be storable
             await self._end("failed", ErrorInfo(code="not_serializable", message=str(exc)), record)
@@ -334,11 +326,11 @@ class Runner:
                             decisions: list[tuple[str, Any]], value: Any, output: Any) -> bool:
         rec = self.rec
         cycle = record.cycle or rec.cycle + 1
-        record = record.model_copy(update={"status": "completed", "progress": 100.0,
+        record = record.evolve({"status": "completed", "progress": 100.0,
                                            "error": None, "output": output})
         if isinstance(value, Goto):
             metadata = {**record.metadata, "goto": value.target}
-            record = record.model_copy(update={"metadata": metadata})
+            record = record.evolve({"metadata": metadata})
         now = utcnow()
         done_steps = rec.done_steps if step.name in rec.done_steps else [*rec.done_steps, step.name]
         all_decisions = dict(rec.decisions)
@@ -398,7 +390,7 @@ class Runner:
         if record is not None:
             step_error = (error if status == "failed"
                           else ErrorInfo(code=status, message=error.message))
-            record = record.model_copy(update={"status": "failed", "error": step_error,
+            record = record.evolve({"status": "failed", "error": step_error,
                                                "completed_at": record.completed_at or utcnow()})
             steps.append(record)
             changes["cycle"] = record.cycle
@@ -445,7 +437,7 @@ class Runner:
                           "step": step.name, "cycle": cycle, "input": rec.input,
                           "state": rec.state, "callback": callback, "deadline": wait.deadline})
             deliveries.append(outbox.dispatch(step.url, body))
-        record = record.model_copy(update={"metadata": {"external": True, "url": step.url}})
+        record = record.evolve({"metadata": {"external": True, "url": step.url}})
         await self._commit(
             {"external": wait, "current_step": current},
             [("step_started", {"step": step.name, "cycle": cycle, "kind": step.kind,
@@ -464,7 +456,7 @@ class Runner:
         now = utcnow()
         if record is None:  # pragma: no cover - written with the wait, in the same commit
             record = StepRecord(name=step.name, kind=step.kind, cycle=wait.cycle, attempt=1)
-        record = record.model_copy(update={
+        record = record.evolve({
             "completed_at": now, "duration_ms": ms_between(wait.started_at, now)})
         if self._seconds_left() <= 0:
             await self._end("timed_out", _timed_out_error(self.wf), record)
@@ -475,7 +467,7 @@ class Runner:
                             record)
             return True
         try:
-            output = _jsonable(result.output)
+            output = json_copy(result.output)
         except Exception as exc:  # noqa: BLE001 - what a worker sends must be storable
             await self._end("failed", ErrorInfo(code="not_serializable", message=str(exc)), record)
             return True
@@ -495,7 +487,7 @@ class Runner:
             # The cut-off step's record and its step_finished carry how long it ran.
             now = utcnow()
             elapsed = parse_ts(now) - parse_ts(record.started_at or now)
-            record = record.model_copy(update={
+            record = record.evolve({
                 "completed_at": now, "duration_ms": int(elapsed.total_seconds() * 1000)})
             self._step = None
         await self._end("cancelled", ErrorInfo(code="cancelled", message="cancelled by request"),
@@ -526,7 +518,7 @@ class Runner:
                steps: Sequence[StepRecord]) -> None:
         rec = self.rec
         events = make_events(rec, *items)
-        self.rec = rec.model_copy(update={**changes, "seq": rec.seq + len(events),
+        self.rec = rec.evolve({**changes, "seq": rec.seq + len(events),
                                           "updated_at": utcnow()})
         self._unwritten.add(events, steps)
 
@@ -563,6 +555,15 @@ def external_callback(base_url: str, execution_id: str, step: str, token: str) -
     base = f"{base_url}{API_PREFIX}/executions/{execution_id}/steps/{step}"
     return {"progress_url": f"{base}/progress", "complete_url": f"{base}/complete",
             "token": token}
+
+
+def _call(step: StepDef, ctx: Context) -> Awaitable[Any]:
+    """The step's awaitable, awaited by the caller itself (no frame of its own in between)."""
+    assert step.fn is not None
+    if step.is_async:
+        return step.fn(ctx)
+    # A plain `def` step may block; a worker thread keeps the loop free.
+    return asyncio.to_thread(step.fn, ctx)
 
 
 def _retrieve(future: asyncio.Future[None]) -> None:

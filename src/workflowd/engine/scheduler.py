@@ -292,7 +292,7 @@ class Scheduler:
         if record is None:
             return None
         error = ErrorInfo(code=code or "rejected", message=f"approval {code or 'rejected'}")
-        return record.model_copy(update={
+        return record.evolve({
             "status": status, "completed_at": now,
             "progress": 100.0 if status == "completed" else record.progress,
             "error": None if status == "completed" else error,
@@ -303,13 +303,16 @@ class Scheduler:
                       items: list[tuple[str, dict[str, Any]]], gate_record: StepRecord | None,
                       remember: Remember | None) -> ExecutionRecord:
         events = make_events(rec, *items)
-        new = rec.model_copy(update={**changes, "seq": rec.seq + len(events),
+        new = rec.evolve({**changes, "seq": rec.seq + len(events),
                                      "updated_at": utcnow()})
         await self.ledger.write(new, steps=[gate_record] if gate_record else [], events=events,
                                 idempotency=remember(new) if remember else None)
         log.info("execution_decided", execution_id=new.execution_id,
                  workflow_id=new.workflow_id, cycle=new.cycle, status=new.status)
         return new
+
+    def _is_draining(self) -> bool:
+        return self._draining
 
     def _check_accepting(self) -> None:
         if not self._accepting:
@@ -342,7 +345,7 @@ class Scheduler:
             log.error("workflow_missing", execution_id=rec.execution_id,
                       workflow_id=rec.workflow_id, cycle=rec.cycle)
             return
-        runner = Runner(wf, rec, self.ledger, self.settings, lambda: self._draining,
+        runner = Runner(wf, rec, self.ledger, self.settings, self._is_draining,
                         self.progress_interval, self.base_url)
         # A fresh context, so the request that submitted it leaks no log fields into the run.
         task = asyncio.create_task(runner.run(), name=f"execution:{rec.execution_id}",
