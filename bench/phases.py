@@ -484,7 +484,7 @@ def _start_py_spy(pid: int, out: Path) -> subprocess.Popen[bytes] | None:
     if not exe.exists():
         return None
     return subprocess.Popen(  # noqa: S603 - our own venv's py-spy on our own server PID
-        [str(exe), "record", "--nonblocking", "--format", "raw", "-r", "200", "-d", "300",
+        [str(exe), "record", "--gil", "--nonblocking", "--format", "raw", "-r", "200", "-d", "300",
          "-o", str(out), "--pid", str(pid)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=str(ROOT))
 

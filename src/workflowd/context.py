@@ -50,7 +50,8 @@ class Context:
     decisions: list[tuple[str, Any]] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
-        self.input = MappingProxyType(dict(self.input))
+        # A read-only view of the execution's input (shared, not copied: it never changes).
+        self.input = MappingProxyType(self.input)
 
     @property
     def idempotency_key(self) -> str:

@@ -385,9 +385,10 @@ class LiveStatus(_Record):
 # ---- what the store appends ---------------------------------------------------------------
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class Event:
-    """One committed change; `json` is the whole event, encoded once."""
+    """One committed change; `json` is the whole event, encoded once. Never changed once made
+    (not `frozen`: a frozen dataclass takes five times as long to make, a dozen per execution)."""
 
     execution_id: str
     seq: int

@@ -103,7 +103,7 @@ class Runner:
         self.cancel_requested = False
         self.cancel_remember: Callable[[ExecutionRecord], IdempotencyRecord] | None = None
         self._pending: asyncio.Future[None] | None = None
-        self._unwritten = _Unwritten()
+        self._unwritten: _Unwritten | None = None  # made when something waits to be written
         self._flush_handle: asyncio.Handle | None = None
         self._step: StepRecord | None = None
         self._logs: list[LogLine] = []
@@ -520,6 +520,8 @@ class Runner:
         events = make_events(rec, *items)
         self.rec = rec.evolve({**changes, "seq": rec.seq + len(events),
                                           "updated_at": utcnow()})
+        if self._unwritten is None:
+            self._unwritten = _Unwritten()
         self._unwritten.add(events, steps)
 
     def _flush(self, remember: Callable[[ExecutionRecord], IdempotencyRecord] | None = None,
@@ -529,7 +531,7 @@ class Runner:
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
-        unwritten, self._unwritten = self._unwritten, _Unwritten()
+        unwritten, self._unwritten = self._unwritten or _Unwritten(), None
         self._pending = self.ledger.write(self.rec, steps=list(unwritten.steps.values()),
                                           events=unwritten.events, logs=logs,
                                           idempotency=remember(self.rec) if remember else None,
