@@ -17,10 +17,14 @@ log = structlog.get_logger("workflowd.api")
 
 @web.middleware
 async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
-    structlog.contextvars.clear_contextvars()
-    structlog.contextvars.bind_contextvars(request_id=request.headers.get("X-Request-Id")
-                                           or new_request_id())
-    return await handler(request)
+    # Bound for this request only: requests on one keep-alive connection share a task, and
+    # resetting the one variable set here is cheaper than clearing the whole context.
+    tokens = structlog.contextvars.bind_contextvars(
+        request_id=request.headers.get("X-Request-Id") or new_request_id())
+    try:
+        return await handler(request)
+    finally:
+        structlog.contextvars.reset_contextvars(**tokens)
 
 
 @web.middleware
