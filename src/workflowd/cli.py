@@ -52,8 +52,6 @@ def tune_runtime() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
-    import os
-    if os.environ.get('GCT'): gc.set_threshold(*map(int, os.environ['GCT'].split(',')))
     sys.setswitchinterval(0.001)
 
 

@@ -145,7 +145,9 @@ class Writer:
         self._interval = commit_interval
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="workflowd-writer")
         self._conn: sqlite3.Connection | None = None
-        self._queue: asyncio.Queue[Write | None] = asyncio.Queue()
+        # Writes waiting for the next commit, and what the idle loop waits on.
+        self._queued: list[Write] = []
+        self._wakeup: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self.commits = 0
@@ -161,7 +163,8 @@ class Writer:
         if self._closed:
             raise StoreClosedError("the store is closed")
         write.future = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(write)
+        self._queued.append(write)
+        self._wake()
         return write.future
 
     async def stop(self) -> None:
@@ -169,7 +172,7 @@ class Writer:
         if self._closed:
             return
         self._closed = True
-        self._queue.put_nowait(None)
+        self._wake()
         if self._task is not None:
             await self._task
         if self._conn is not None:
@@ -190,31 +193,29 @@ class Writer:
             raise
         self._conn = conn
 
+    def _wake(self) -> None:
+        wakeup = self._wakeup
+        if wakeup is not None and not wakeup.done():
+            wakeup.set_result(None)
+
     async def _loop(self) -> None:
-        stopping = False
-        while not stopping:
-            first = await self._queue.get()
-            if first is None:
-                break
-            batch = [first]
-            stopping = self._drain_into(batch)
-            if self._interval and not stopping and len(batch) < self._max_batch:
-                await asyncio.sleep(self._interval)
-                stopping = self._drain_into(batch)
+        """Commit what is queued, up to `max_batch` at a time, until closed and drained."""
+        loop = asyncio.get_running_loop()
+        while self._queued or not self._closed:
+            if not self._queued:
+                self._wakeup = loop.create_future()
+                await self._wakeup
+                self._wakeup = None
+                continue
+            if self._interval and not self._closed and len(self._queued) < self._max_batch:
+                await asyncio.sleep(self._interval)  # let more join this commit
+            batch = self._queued[:self._max_batch]
+            del self._queued[:self._max_batch]
             try:
                 await self._commit(batch)
             except Exception as exc:  # noqa: BLE001 - the writer must outlive any one failure
                 for write in batch:
                     _settle(write, exc)
-
-    def _drain_into(self, batch: list[Write]) -> bool:
-        """Take what is queued now, up to the batch size; answer whether the stop mark came."""
-        while len(batch) < self._max_batch and not self._queue.empty():
-            item = self._queue.get_nowait()
-            if item is None:
-                return True
-            batch.append(item)
-        return False
 
     async def _commit(self, batch: list[Write]) -> None:
         try:
