@@ -34,6 +34,12 @@ class AllQuery(BaseModel):
     type: list[str] = Field(default_factory=list)
 
 
+def _socket(heartbeat: float) -> web.WebSocketResponse:
+    # No permessage-deflate, which browsers offer: events are small, and a compressor per
+    # follower would make fan-out to many followers cost a compression each.
+    return web.WebSocketResponse(heartbeat=heartbeat, compress=False)
+
+
 def _close(ws: web.WebSocketResponse, code: int, message: str = "") -> asyncio.Future[None]:
     """Close with `code`, once: the first caller's code wins, later callers wait for that close."""
     closing = _CLOSINGS.get(ws)
@@ -105,7 +111,7 @@ async def _serve_socket(request: web.Request, ws: web.WebSocketResponse,
 async def follow_ws(request: web.Request) -> web.StreamResponse:
     q = parse_query(request, FollowQuery)
     follow, rec = await _follow(request, q.after)  # 404 before the upgrade
-    ws = web.WebSocketResponse(heartbeat=request.app[SETTINGS].live.heartbeat)
+    ws = _socket(request.app[SETTINGS].live.heartbeat)
     await ws.prepare(request)
 
     async def send() -> None:
@@ -157,7 +163,7 @@ async def all_ws(request: web.Request) -> web.StreamResponse:
     settings = request.app[SETTINGS].live
     hub = request.app[HUB]
     sub = hub.subscribe(None, settings.queue_size, accept)
-    ws = web.WebSocketResponse(heartbeat=settings.heartbeat)
+    ws = _socket(settings.heartbeat)
     await ws.prepare(request)
 
     async def send() -> None:
