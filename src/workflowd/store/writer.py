@@ -104,6 +104,7 @@ class _Rows:
 
     # The latest snapshot of each execution in the batch: only that one is encoded and written.
     latest: dict[str, ExecutionRecord] = field(default_factory=dict)
+    encoded: list[tuple[str, str]] = field(default_factory=list)
 
     def add(self, write: Write) -> None:
         rec = write.execution
@@ -126,11 +127,16 @@ class _Rows:
         self.statements.extend(write.statements)
 
     def seal(self) -> _Rows:
+        """Encode the hot tables' rows, each as one JSON array, before the hand-over: the
+        writer's thread then needs the GIL only between statements."""
         self.executions.extend(
             (rec.execution_id, rec.workflow_id, rec.status, rec.created_at, rec.finished_at,
              rec.model_dump_json())
             for rec in self.latest.values())
         self.latest.clear()
+        self.encoded = [(sql, dumps(rows)) for sql, rows in (
+            (_UPSERT_EXECUTION, self.executions), (_UPSERT_STEP, self.steps),
+            (_INSERT_EVENT, self.events)) if rows]
         return self
 
 
@@ -242,10 +248,8 @@ class Writer:
         assert conn is not None
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for sql, batch in ((_UPSERT_EXECUTION, rows.executions), (_UPSERT_STEP, rows.steps),
-                               (_INSERT_EVENT, rows.events)):
-                if batch:
-                    conn.execute(sql, (dumps(batch),))
+            for sql, batch in rows.encoded:
+                conn.execute(sql, (batch,))
             for sql, params in ((_INSERT_LOG, rows.logs), (_INSERT_IDEMPOTENCY, rows.idempotency),
                                 (_INSERT_DELIVERY, rows.deliveries)):
                 if params:
