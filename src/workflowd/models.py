@@ -398,8 +398,9 @@ class Event:
 
     @classmethod
     def make(cls, execution_id: str, seq: int, type_: str, fields: dict[str, Any],
-             workflow_id: str = "") -> Event:
-        body = {"seq": seq, "type": type_, "execution_id": execution_id, "ts": utcnow(), **fields}
+             workflow_id: str = "", ts: str | None = None) -> Event:
+        body = {"seq": seq, "type": type_, "execution_id": execution_id, "ts": ts or utcnow(),
+                **fields}
         return cls(execution_id, seq, type_, dumps(body), workflow_id)
 
     @property

@@ -22,6 +22,7 @@ from workflowd.models import (
     LogLine,
     Progress,
     StepRecord,
+    utcnow,
 )
 from workflowd.store import Delivery, Store, Write
 
@@ -39,9 +40,11 @@ def progress_of(rec: ExecutionRecord, total: int, done_steps: Sequence[str],
 
 
 def make_events(rec: ExecutionRecord, *items: tuple[str, dict[str, Any]]) -> list[Event]:
-    """Events numbered on from the record's last `seq`, without gaps."""
+    """Events numbered on from the record's last `seq`, without gaps; made together, they carry
+    one timestamp."""
+    ts = utcnow()
     return [
-        Event.make(rec.execution_id, rec.seq + n, type_, fields, rec.workflow_id)
+        Event.make(rec.execution_id, rec.seq + n, type_, fields, rec.workflow_id, ts)
         for n, (type_, fields) in enumerate(items, start=1)
     ]
 
