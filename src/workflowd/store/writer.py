@@ -129,8 +129,7 @@ class _Rows:
         self.statements.extend(write.statements)
 
     def seal(self) -> _Rows:
-        """Encode the hot tables' rows, each as one JSON array, before the hand-over: the
-        writer's thread then needs the GIL only between statements."""
+        """Encode the hot tables' rows, each table's as one JSON array (one statement)."""
         self.executions.extend(
             (rec.execution_id, rec.workflow_id, rec.status, rec.created_at, rec.finished_at,
              rec.model_dump_json())
