@@ -104,3 +104,19 @@ async def test_closed_store_refuses_writes(tmp_path: Path) -> None:
     await store.close()
     with pytest.raises(StoreClosedError):
         store.writer.submit(_write(1))
+
+
+async def test_a_file_from_a_newer_version_is_refused(tmp_path: Path) -> None:
+    """Opening a file whose schema is newer than this code fails at open, changing nothing."""
+    path = str(tmp_path / "new.db")
+    store = await Store.open(path)
+    await store.close()
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("INSERT INTO schema_version VALUES (?)", (len(MIGRATIONS) + 1,))
+    conn.close()
+    with pytest.raises(RuntimeError, match="newer"):
+        await Store.open(path)
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT MAX(version) FROM schema_version").fetchone() == (
+        len(MIGRATIONS) + 1,)
+    conn.close()

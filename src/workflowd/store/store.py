@@ -52,9 +52,13 @@ class Store:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         writer = Writer(path, _PRAGMAS, max_batch=max_batch, commit_interval=commit_interval)
         await writer.open(migrate)
-        reader = await aiosqlite.connect(path, isolation_level=None)
-        for pragma in _PRAGMAS[1:]:
-            await reader.execute(pragma)
+        try:
+            reader = await aiosqlite.connect(path, isolation_level=None)
+            for pragma in _PRAGMAS[1:]:
+                await reader.execute(pragma)
+        except BaseException:
+            await writer.stop()
+            raise
         return cls(path, reader, writer)
 
     async def close(self) -> None:
