@@ -299,10 +299,4 @@ def _settle(write: Write, error: BaseException | None) -> None:
             write.on_commit()
         except Exception:
             log.exception("on_commit_failed")
-    future = write.future
-    if future is None or future.done():
-        return
-    if error is None:
-        future.set_result(None)
-    else:
-        future.set_exception(error)
+    _resolve(write.future, error)
