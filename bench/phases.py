@@ -219,7 +219,7 @@ class Bench:
                                               pid=svc.pid),
             }
             out["live_rounds"].append(row)
-        # A finished execution is not held in memory: its live status is read from the store.
+        # Just-finished executions: the ledger keeps the last 1,000 finished records in memory.
         finished = locations[64:128]
         for loc in finished:
             async with self.session.post(svc.url + f"{loc}/cancel") as resp:

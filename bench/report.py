@@ -130,7 +130,7 @@ def _http_rows(http: dict[str, Any]) -> list[Row]:
         if finished is not None:
             bare_get = _median([r["bare_get"]["rps"] for r in live_rounds])
             ratio = finished["rps"] / bare_get if bare_get else None
-            rows.append(Row("c", "GET .../status/live of a finished execution (store read)",
+            rows.append(Row("c", "GET .../status/live of a just-finished execution",
                             _rate(finished["rps"]), _ms(_lat(finished, "p50")),
                             _ms(_lat(finished, "p99")), _x(ratio, "bare GET"),
                             cpu=_cpu(finished.get("server_cpu"))))

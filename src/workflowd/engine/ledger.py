@@ -50,13 +50,19 @@ def make_events(rec: ExecutionRecord, *items: tuple[str, dict[str, Any]]) -> lis
 
 
 class Ledger:
-    def __init__(self, store: Store, hub: Hub, outbox: Outbox | None = None) -> None:
+    def __init__(self, store: Store, hub: Hub, outbox: Outbox | None = None,
+                 keep_finished: int = 1000) -> None:
         self.store = store
         self.hub = hub
         self.outbox = outbox
         # The committed record of every unfinished execution, so live status needs no query.
         self.active: dict[str, ExecutionRecord] = {}
+        # The most recently finished ones too (oldest dropped first): a client polling an
+        # execution that just ended, or a list refreshing, gets them without a read either.
+        self.finished: dict[str, ExecutionRecord] = {}
+        self.keep_finished = keep_finished
         self.events_by_type: Counter[str] = Counter()
+        store.on_deleted.append(self.forget)
 
     def write(
         self,
@@ -79,6 +85,7 @@ class Ledger:
         def committed() -> None:
             if rec.is_terminal:
                 self.active.pop(rec.execution_id, None)
+                self._keep_finished(rec)
             else:
                 self.active[rec.execution_id] = rec
             for event in events:
@@ -93,7 +100,19 @@ class Ledger:
         )
 
     async def get(self, execution_id: str) -> ExecutionRecord | None:
-        rec = self.active.get(execution_id)
+        rec = self.active.get(execution_id) or self.finished.get(execution_id)
         if rec is not None:
             return rec
         return await self.store.get_execution(execution_id)
+
+    def forget(self, execution_ids: Sequence[str]) -> None:
+        """Drop deleted executions from what is kept in memory."""
+        for execution_id in execution_ids:
+            self.finished.pop(execution_id, None)
+
+    def _keep_finished(self, rec: ExecutionRecord) -> None:
+        finished = self.finished
+        finished.pop(rec.execution_id, None)
+        finished[rec.execution_id] = rec
+        if len(finished) > self.keep_finished:
+            del finished[next(iter(finished))]

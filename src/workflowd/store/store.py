@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,9 @@ class Store:
         self.path = path
         self._reader = reader
         self.writer = writer
+        # Called with the ids of deleted executions once the delete is committed, so that
+        # whoever keeps copies (the ledger's recently finished records) drops them.
+        self.on_deleted: list[Callable[[Sequence[str]], None]] = []
 
     @classmethod
     async def open(cls, path: str, *, max_batch: int = 512, commit_interval: float = 0.0) -> Store:
@@ -210,3 +213,5 @@ class Store:
             statements.extend((f"DELETE FROM {table} WHERE {column} = ?", (i,)) for i in ids)  # noqa: S608
         statements.append(("DELETE FROM idempotency WHERE created_at < ?", (idempotency_before,)))
         await self.commit(Write(statements=statements))
+        for forget in self.on_deleted:
+            forget(ids)
