@@ -59,19 +59,21 @@ class _Clock:
     """`utcnow` is called for every event and snapshot; the date part changes once a second, so
     it is formatted once a second and only the milliseconds are added per call."""
 
-    __slots__ = ("prefix", "second")
+    __slots__ = ("cached",)
 
     def __init__(self) -> None:
-        self.second = -1
-        self.prefix = ""
+        # (second, its formatted prefix), replaced whole so that the writer's thread and the
+        # loop never see one without the other.
+        self.cached = (-1, "")
 
     def now(self) -> str:
         moment = time.time()
         second = int(moment)
-        if second != self.second:
-            self.prefix = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second))
-            self.second = second
-        return f"{self.prefix}{int((moment - second) * 1000):03d}Z"
+        cached = self.cached
+        if cached[0] != second:
+            cached = (second, time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second)))
+            self.cached = cached
+        return f"{cached[1]}{int((moment - second) * 1000):03d}Z"
 
 
 _clock = _Clock()

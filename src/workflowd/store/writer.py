@@ -1,7 +1,8 @@
-"""The single writer: every change goes through one task that commits many at once (group commit).
+"""The single writer: every change goes through one thread that commits many at once (group
+commit).
 
 Callers hand over a `Write` and get a future that resolves once it is durable. Whatever queued
-up while the previous transaction was committing joins the next one, so under load one fsync
+up while the previous transaction was committing joins the next one, so under load one commit
 covers many executions' cycles; alone, a write commits at once.
 
 The write connection lives in a thread of its own, which takes queued writes in batches and
