@@ -20,9 +20,6 @@ class LiveQuery(BaseModel):
     wait: float = Field(default=0.0, ge=0.0, le=300.0)
 
 
-_PLAIN_POLL = LiveQuery()
-
-
 def _etag(rec: ExecutionRecord) -> str:
     # Every change to an execution comes with an event, so its last seq names its state.
     return f'"{rec.seq}"'
@@ -30,7 +27,7 @@ def _etag(rec: ExecutionRecord) -> str:
 
 @routes.get(f"{API_PREFIX}/executions/{{execution_id}}/status/live")
 async def live_status(request: web.Request) -> web.StreamResponse:
-    q = parse_query(request, LiveQuery) if request.query_string else _PLAIN_POLL
+    q = parse_query(request, LiveQuery)
     scheduler = request.app[SCHEDULER]
     execution_id = request.match_info["execution_id"]
     rec = await scheduler.get(execution_id)

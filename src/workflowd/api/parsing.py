@@ -36,17 +36,29 @@ async def parse_body(request: web.Request, model: type[M]) -> M:
         raise _problem_from(exc, "body") from None
 
 
+# Each model's answer to an empty query string (the common poll), validated once and shared:
+# handlers read queries, never change them.
+_EMPTY: dict[type[BaseModel], BaseModel] = {}
+
+
 def parse_query(request: web.Request, model: type[M], multi: tuple[str, ...] = ()) -> M:
     """The query string as `model`; keys named in `multi` may repeat and arrive as lists."""
+    if not request.query_string:
+        empty = _EMPTY.get(model)
+        if isinstance(empty, model):
+            return empty
     data: dict[str, Any] = {}
     for key in request.query:
         if key in data:
             continue
         data[key] = request.query.getall(key) if key in multi else request.query[key]
     try:
-        return model.model_validate(data)
+        parsed = model.model_validate(data)
     except ValidationError as exc:
         raise _problem_from(exc, "query") from None
+    if not data:
+        _EMPTY[model] = parsed
+    return parsed
 
 
 def json_response(body: Any, status: int = 200,

@@ -22,9 +22,6 @@ class SubmitQuery(BaseModel):
     wait: float = Field(default=0.0, ge=0.0, le=300.0)
 
 
-_NO_WAIT = SubmitQuery()
-
-
 @routes.get(f"{API_PREFIX}/workflows")
 async def list_workflows(request: web.Request) -> web.Response:
     items = [workflow_view(wf) for wf in request.app[WORKFLOWS].values()]
@@ -48,7 +45,7 @@ def _submitted(rec: ExecutionRecord) -> Answer:
 @routes.post(f"{API_PREFIX}/workflows/{{workflow_id}}/executions")
 async def submit(request: web.Request) -> web.Response:
     workflow_id = request.match_info["workflow_id"]
-    query = parse_query(request, SubmitQuery) if request.query_string else _NO_WAIT
+    query = parse_query(request, SubmitQuery)
     if workflow_id not in request.app[WORKFLOWS]:
         raise UnknownWorkflowError(f"no workflow with id {workflow_id!r}")
     body = await parse_body(request, SubmitBody)

@@ -33,7 +33,6 @@ from workflowd.ids import new_execution_id
 from workflowd.models import (
     Approval,
     ErrorInfo,
-    Event,
     ExecutionRecord,
     IdempotencyRecord,
     Progress,
@@ -142,11 +141,6 @@ class Scheduler:
             self._check_room()
         now = utcnow()
         execution_id = new_execution_id()
-        items: list[tuple[str, dict[str, Any]]] = [("workflow_queued", {"priority": body.priority})]
-        if waiting:
-            items = [("approval_required", {"step": None, "cycle": 0, "prompt": None})]
-        events = [Event.make(execution_id, seq, type_, fields, wf.id)
-                  for seq, (type_, fields) in enumerate(items, start=1)]
         rec = ExecutionRecord(
             execution_id=execution_id, workflow_id=wf.id, workflow_version=wf.version,
             status="awaiting_approval" if waiting else "queued", input=body.input,
@@ -156,8 +150,12 @@ class Scheduler:
             approval=Approval() if waiting else None,
             created_at=now, updated_at=now, next_step=wf.steps[0].name,
             callback_url=str(body.callback_url) if body.callback_url else None,
-            seq=len(events),
         )
+        items: list[tuple[str, dict[str, Any]]] = [("workflow_queued", {"priority": body.priority})]
+        if waiting:
+            items = [("approval_required", {"step": None, "cycle": 0, "prompt": None})]
+        events = make_events(rec, *items)
+        rec = rec.evolve({"seq": len(events)})
         self._reserved += 0 if waiting else 1
         try:
             await self.ledger.write(rec, events=events,
