@@ -487,3 +487,17 @@ async def test_progress_flood_is_coalesced_and_keeps_the_latest(
     # The step's record keeps the latest report too.
     steps = await get_json(client, f"{API}/executions/{execution_id}/steps")
     assert steps["items"][0]["metadata"]["message"] == f"call {calls}"
+
+
+async def test_the_socket_does_not_negotiate_compression(client: TestClient[Any, Any]) -> None:
+    """A client offering permessage-deflate (as browsers do) gets plain frames: no compressor
+    per follower."""
+    execution_id = (await submit(client, "pulse", input={"name": "z", "beats": 1}))[
+        "execution_id"]
+    ws = await client.ws_connect(ws_path(execution_id), compress=15)
+    try:
+        assert ws.compress == 0
+        assert (await snapshot_of(ws))["type"] == "snapshot"
+    finally:
+        await ws.close()
+

@@ -17,6 +17,7 @@ from tests.helpers import (
     wait_for_event,
     wait_for_status,
 )
+from workflowd.api.keys import STORE
 
 Client = TestClient[Any, Any]
 TERMINAL_EVENTS = {"workflow_completed", "workflow_failed", "workflow_cancelled",
@@ -299,3 +300,16 @@ async def test_plain_def_step_reports_progress_and_logs(client: Client) -> None:
     logs = await get_json(client, f"{API}/executions/{execution_id}/logs")
     assert [(line["step"], line["cycle"], line["message"], line["fields"])
             for line in logs["items"]] == [("crunch", 1, "crunched", {"rows": 3})]
+
+
+async def test_steps_that_do_not_yield_take_one_write_per_cycle(client: Client) -> None:
+    """The start of a step that finishes without yielding goes with its end: the submit and
+    one write per cycle, with every event still there, in order, without gaps."""
+    writer = client.app[STORE].writer
+    before = writer.writes
+    execution_id = (await submit(client, "three-steps"))["execution_id"]
+    await wait_for_status(client, execution_id, "completed")
+    assert writer.writes - before == 4
+    items = await events(client, execution_id)
+    assert_gapless(items)
+    assert _types(items).count("step_started") == 3
