@@ -89,9 +89,11 @@ async def follow(ws: WS, timeout: float = 15.0) -> Followed:
     return Followed(snapshot, items, code)
 
 
-async def next_commit(client: TestClient[Any, Any], execution_id: str) -> None:
-    """Wait (long-poll) until something newer than what is committed now is committed."""
-    seq = (await live(client, execution_id))["seq"]
+async def next_commit(client: TestClient[Any, Any], execution_id: str,
+                      since: int | None = None) -> None:
+    """Wait (long-poll) until something newer than `since` (default: what is committed now) is
+    committed. Read `since` before causing the commit: it may land before this call."""
+    seq = (await live(client, execution_id))["seq"] if since is None else since
     async with asyncio.timeout(10):
         while True:
             resp = await client.get(f"{API}/executions/{execution_id}/status/live",
@@ -341,8 +343,9 @@ async def test_resume_after_disconnect_with_after_last_seq(make_client: MakeClie
             seen.append(msg)
     await ws.close()
     # Something is committed while nobody follows.
+    before = (await live(client, execution_id))["seq"]
     workflows.release("rs-1").set()
-    await next_commit(client, execution_id)
+    await next_commit(client, execution_id, since=before)
     ws = await client.ws_connect(ws_path(execution_id, after=seen[-1]["seq"]))
     snapshot = await snapshot_of(ws)
     assert snapshot["seq"] > seen[-1]["seq"]
