@@ -56,6 +56,9 @@ class ServerSettings(_Section):
 
 class StoreSettings(_Section):
     path: str = "workflowd.db"
+    # "full": every commit is synced to disk (survives a power cut); "normal": may lose the
+    # last commits to an OS crash or power cut (never to a crash of the process).
+    synchronous: Literal["full", "normal"] = "full"
     # How long the writer waits for more work to join a commit, and the most cycles per commit.
     commit_interval: float = Field(default=0.0, ge=0.0, le=1.0)
     max_batch: int = Field(default=512, ge=1)
@@ -65,8 +68,21 @@ class EngineSettings(_Section):
     max_concurrent: int = Field(default=5, ge=1)
     max_queued: int = Field(default=10_000, ge=1)
     default_max_cycles: int = Field(default=15, ge=1)
-    default_cycle_timeout: float = Field(default=300.0, gt=0)
+    # Unset: a step that declares no timeout (nor its workflow a cycle_timeout) may run for
+    # hours, as workflows here do.
+    default_cycle_timeout: float | None = Field(default=None, gt=0)
     shutdown_grace: float = Field(default=10.0, ge=0)
+    # Seconds a cancelled step gets to stop before its execution is ended `cancelled` anyway.
+    cancel_grace: float = Field(default=5.0, ge=0)
+    # Threads that run plain `def` steps (the engine's own pool; a step waits for a free one).
+    max_threads: int = Field(default=32, ge=1, le=1024)
+    # Collect garbage less often in `workflowd serve` (see `cli.tune_runtime`).
+    tune_gc: bool = True
+
+    @field_validator("default_cycle_timeout", mode="before")
+    @classmethod
+    def _unset(cls, value: Any) -> Any:
+        return None if value in ("", 0) else value
 
 
 class LiveSettings(_Section):

@@ -1,14 +1,26 @@
-"""The `Context` a step receives: its execution's input and state, and ways to report back."""
+"""The `Context` a step receives: its execution's input and state, and ways to report back.
+
+A context lives as long as one attempt of a step. When the attempt ends (it returned, failed,
+ran past its timeout, was cancelled, or the service is stopping), the context is closed: from
+then on whatever still holds it (a `def` step's thread that cannot be interrupted, a task the
+step left behind) can no longer report progress, log or decide anything, and `cancelled`
+tells it to stop. So a step that runs on never writes under the next one.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable, Generator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-__all__ = ["Context", "ProgressReport"]
+from workflowd.codec import NotJSON, json_copy
+
+__all__ = ["Context", "ContextLink", "ProgressReport", "freeze"]
+
+_MAX_MESSAGE = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,6 +30,21 @@ class ProgressReport:
     current_task: str | None
     estimated_remaining_seconds: float | None
     custom_data: dict[str, Any]
+
+
+class ContextLink:
+    """What a context reports to (the runner of its execution), on the event loop."""
+
+    __slots__ = ()
+
+    def on_progress(self, ctx: Context, report: ProgressReport) -> None:
+        raise NotImplementedError
+
+    def on_log(self, ctx: Context, message: str, fields: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def callback(self, ctx: Context) -> dict[str, str]:
+        raise NotImplementedError
 
 
 class _Reported:
@@ -33,30 +60,66 @@ class _Reported:
 _REPORTED = _Reported()
 
 
-@dataclass(eq=False, slots=True)
+def freeze(value: Any) -> Any:
+    """A read-only view of a JSON value, all the way down (objects as mappings, arrays as
+    tuples): a step cannot change the input its execution was submitted with."""
+    if isinstance(value, dict):
+        return MappingProxyType({key: freeze(item) for key, item in value.items()})
+    if isinstance(value, list):
+        return tuple(freeze(item) for item in value)
+    return value
+
+
 class Context:
-    """Given to every step call; `state` is persisted at the end of each cycle."""
+    """Given to every attempt of a step; `state` is kept at the end of each cycle."""
 
-    execution_id: str
-    workflow_id: str
-    input: Mapping[str, Any]
-    state: dict[str, Any]
-    cycle: int
-    attempt: int
-    step: str
-    _on_progress: Callable[[ProgressReport], None] = field(repr=False)
-    _on_log: Callable[[str, dict[str, Any]], None] = field(repr=False)
-    _loop: asyncio.AbstractEventLoop = field(repr=False)
-    decisions: list[tuple[str, Any]] = field(default_factory=list, repr=False)
+    __slots__ = ("_expiring", "_link", "_loop", "_open", "_threaded", "attempt", "cycle",
+                 "decisions", "execution_id", "input", "state", "step", "workflow_id")
 
-    def __post_init__(self) -> None:
-        # A read-only view of the execution's input (shared, not copied: it never changes).
-        self.input = MappingProxyType(self.input)
+    def __init__(self, *, execution_id: str, workflow_id: str, input: Mapping[str, Any],
+                 state: dict[str, Any], cycle: int, attempt: int, step: str, link: ContextLink,
+                 loop: asyncio.AbstractEventLoop, threaded: bool = False) -> None:
+        self.execution_id = execution_id
+        self.workflow_id = workflow_id
+        self.input = input
+        self.state = state
+        self.cycle = cycle
+        self.attempt = attempt
+        self.step = step
+        self.decisions: list[tuple[str, Any]] = []
+        self._link = link
+        self._loop = loop
+        self._open = True
+        self._threaded = threaded
+        # A `def` step polls a threading.Event; an async step awaits an asyncio.Event, made
+        # only if asked for (most steps never look).
+        self._expiring: asyncio.Event | threading.Event | None = (
+            threading.Event() if threaded else None)
 
     @property
     def idempotency_key(self) -> str:
         """Stable across a re-run of the same cycle after a crash: use it for side effects."""
         return f"{self.execution_id}:{self.cycle}"
+
+    @property
+    def cancelled(self) -> bool:
+        """True once this attempt is over (timed out, cancelled, the service stopping): a step
+        that cannot be interrupted (a `def` step) should stop when it sees it."""
+        return not self._open
+
+    @property
+    def expiring(self) -> asyncio.Event | threading.Event:
+        """Set when the step's `soft_timeout` passes: save what you have, the hard timeout is
+        near (a `threading.Event` in a `def` step)."""
+        if self._expiring is None:
+            self._expiring = asyncio.Event()
+        return self._expiring
+
+    @property
+    def callback(self) -> dict[str, str]:
+        """`progress_url`, `complete_url` and `token` of this step's run, for a service this
+        step hands work to and that reports progress back while the step awaits it."""
+        return self._link.callback(self)
 
     def progress(
         self,
@@ -70,29 +133,54 @@ class Context:
         pct = float(percentage)
         if not 0.0 <= pct <= 100.0:
             raise ValueError(f"progress percentage must be within 0..100, got {percentage!r}")
-        report = ProgressReport(pct, message, current_task, estimated_remaining_seconds,
-                                custom_data)
-        self._call_on_loop(self._on_progress, report)
+        if self._open:
+            try:
+                custom = json_copy(custom_data)  # copied now: the caller may change its objects
+            except NotJSON:
+                custom = {"error": "custom_data is not JSON-able"}
+            report = ProgressReport(pct, _text(message), _text(current_task),
+                                    _seconds(estimated_remaining_seconds), custom)
+            self._on_loop(self._link.on_progress, report)
         return _REPORTED
 
     def decide(self, name: str, outcome: Any) -> None:
         """Record a branch decision; it shows in `/trace` and as a `branch_decided` event."""
-        self.decisions.append((name, outcome))
+        if self._open:
+            self.decisions.append((str(name), outcome))
 
     def log(self, message: str, **fields: Any) -> None:
-        """Write a line to the execution's log (`GET .../logs`)."""
-        self._call_on_loop(self._on_log, str(message), fields)
+        """Write a line to the execution's log (`GET .../logs`), kept as it comes."""
+        if not self._open:
+            return
+        try:
+            extra = json_copy(fields)
+        except NotJSON:  # keep the line, with what cannot be stored shown as text
+            extra = {key: repr(value) for key, value in fields.items()}
+        self._on_loop(self._link.on_log, str(message)[:_MAX_MESSAGE], extra)
 
-    def _call_on_loop(self, fn: Callable[..., None], *args: Any) -> None:
-        # A plain `def` step runs in a worker thread; the engine's state belongs to the loop.
-        if _on_loop(self._loop):
-            fn(*args)
+    def close(self) -> None:
+        """End this attempt: later reports through this context are dropped."""
+        self._open = False
+
+    def _on_loop(self, fn: Callable[..., None], *args: Any) -> None:
+        # A plain `def` step runs in a worker thread; the engine's state belongs to the loop,
+        # and a report that reaches it after the attempt ended is dropped there.
+        if self._threaded:
+            self._loop.call_soon_threadsafe(self._deliver, fn, args)
         else:
-            self._loop.call_soon_threadsafe(fn, *args)
+            fn(self, *args)
+
+    def _deliver(self, fn: Callable[..., None], args: tuple[Any, ...]) -> None:
+        if self._open:
+            fn(self, *args)
 
 
-def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
-    try:
-        return asyncio.get_running_loop() is loop
-    except RuntimeError:
-        return False
+def _text(value: str | None) -> str | None:
+    return None if value is None else str(value)[:_MAX_MESSAGE]
+
+
+def _seconds(value: float | None) -> float | None:
+    if value is None:
+        return None
+    seconds = float(value)
+    return seconds if seconds >= 0 else None

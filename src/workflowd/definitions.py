@@ -72,6 +72,7 @@ class StepDef:
     retries: int = 0
     backoff: float = 0.5
     timeout: float | None = None
+    soft_timeout: float | None = None
     prompt: str | None = None
     is_async: bool = False
     external: bool = False
@@ -121,6 +122,7 @@ class Workflow:
         retries: int = 0,
         backoff: float = 0.5,
         timeout: float | None = None,
+        soft_timeout: float | None = None,
     ) -> Callable[[F], F]: ...
 
     def step(
@@ -134,8 +136,14 @@ class Workflow:
         retries: int = 0,
         backoff: float = 0.5,
         timeout: float | None = None,
+        soft_timeout: float | None = None,
     ) -> Any:
-        """Declare a step; usable as `@wf.step` or `@wf.step(kind=..., retries=...)`."""
+        """Declare a step; usable as `@wf.step` or `@wf.step(kind=..., retries=...)`.
+
+        `timeout` bounds each attempt (it overrides the workflow's `cycle_timeout`);
+        `soft_timeout` sets `ctx.expiring` and records `step_soft_timeout` at that point, so
+        the step can save its work before the hard timeout.
+        """
 
         def register(func: F) -> F:
             if kind not in STEP_KINDS:
@@ -147,6 +155,10 @@ class Workflow:
                 raise DefinitionError(
                     f"workflow {self.id!r}: retries and backoff must be >= 0, timeout > 0"
                 )
+            if soft_timeout is not None and (
+                    soft_timeout <= 0 or (timeout is not None and soft_timeout >= timeout)):
+                raise DefinitionError(f"workflow {self.id!r}: soft_timeout must be > 0 and "
+                                      "below the step's timeout")
             self._add(
                 StepDef(
                     name=name or func.__name__,
@@ -158,6 +170,7 @@ class Workflow:
                     retries=retries,
                     backoff=backoff,
                     timeout=timeout,
+                    soft_timeout=soft_timeout,
                     is_async=inspect.iscoroutinefunction(func),
                 )
             )

@@ -16,6 +16,8 @@ __all__ = [
     "InvalidTransitionError",
     "NotReadyError",
     "QueueFullError",
+    "StoreError",
+    "StoreUnavailableError",
     "UnknownExecutionError",
     "UnknownStepError",
     "UnknownWorkflowError",
@@ -118,3 +120,19 @@ class NotReadyError(WorkflowdError):
     status = 503
     code = "not_ready"
     title = "Service not ready"
+
+
+class StoreUnavailableError(WorkflowdError):
+    """The store refuses writes for now (disk full, file locked): nothing was changed."""
+
+    status = 503
+    code = "store_unavailable"
+    title = "The store cannot write now"
+    retry_after = 5
+
+
+class StoreError(WorkflowdError):
+    """The store cannot be opened (too old an SQLite, a file in use, a newer schema)."""
+
+    code = "store_error"
+    title = "The store cannot be opened"

@@ -15,7 +15,7 @@ from tests.helpers import API, live, submit, wait_for_status, wait_for_step
 LIVE_FIELDS = {
     "execution_id", "workflow_id", "status", "is_processing", "is_completed", "is_failed",
     "is_terminal", "background_processing", "awaiting_approval", "cycle", "max_cycles",
-    "current_step", "progress", "last_update", "seq",
+    "current_step", "progress", "last_update", "seq", "is_paused",
 }
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 TERMINAL = {"completed", "failed", "cancelled", "timed_out", "rejected"}

@@ -27,8 +27,8 @@ from tests.helpers import (
 )
 from workflowd.api.keys import HUB, SCHEDULER
 from workflowd.engine.hub import Hub, Subscription
-from workflowd.engine.ledger import Ledger
-from workflowd.models import ExecutionRecord
+from workflowd.engine.scheduler import Scheduler
+from workflowd.records import ExecutionRecord
 from workflowd.store import Store
 
 WS = ClientWebSocketResponse[Any]
@@ -172,7 +172,13 @@ async def test_handover_with_a_commit_between_subscribing_and_reading(
         "execution_id"]
     await wait_for_step(client, execution_id)
     hub: Hub = client.app[HUB]
-    ledger: Ledger = client.app[SCHEDULER].ledger
+    scheduler: Scheduler = client.app[SCHEDULER]
+
+    def seq_now() -> int:
+        rec = scheduler.peek(execution_id)
+        assert rec is not None
+        return rec.seq
+
     armed = False
     fired = 0
     # Set once the patched read has run, with one more event committed around it.
@@ -181,11 +187,11 @@ async def test_handover_with_a_commit_between_subscribing_and_reading(
     async def commit_one_more() -> None:
         nonlocal armed, fired
         armed = False
-        seq = ledger.active[execution_id].seq
+        seq = seq_now()
         workflows.release(f"{name}-{fired}").set()
         fired += 1
         assert await hub.wait_until(
-            execution_id, lambda: ledger.active[execution_id].seq > seq, 5.0)
+            execution_id, lambda: seq_now() > seq, 5.0)
         handed_over.set_result(None)
 
     async def around(read: Callable[[], Awaitable[Any]]) -> Any:
@@ -206,17 +212,17 @@ async def test_handover_with_a_commit_between_subscribing_and_reading(
 
     monkeypatch.setattr(hub, "subscribe", subscribe)
     if target == "snapshot":
-        real_get = ledger.get
+        real_get = scheduler.get
 
-        async def get(execution_id_: str) -> ExecutionRecord | None:
+        async def get(execution_id_: str) -> ExecutionRecord:
             if armed and execution_id_ == execution_id:
-                rec: ExecutionRecord | None = await around(lambda: real_get(execution_id_))
+                rec: ExecutionRecord = await around(lambda: real_get(execution_id_))
                 return rec
             return await real_get(execution_id_)
 
-        monkeypatch.setattr(ledger, "get", get)
+        monkeypatch.setattr(scheduler, "get", get)
     else:
-        store: Store = ledger.store
+        store: Store = scheduler.store
         real_rows = store.event_rows
 
         async def event_rows(execution_id_: str, after_: int, limit: int

@@ -7,12 +7,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp.test_utils import TestClient
+from msgspec.structs import replace
 
 from tests import workflows
 from tests.helpers import API, get_json, problem_of, submit, wait_for_status, wait_for_step
 from workflowd.api.keys import STORE
+from workflowd.clock import format_ts, utcnow
 from workflowd.engine.retention import sweep
-from workflowd.models import format_ts, utcnow
 from workflowd.store import Store, Write
 
 
@@ -47,7 +48,7 @@ async def _age(store: Store, execution_id: str, hours: float) -> None:
     assert rec is not None
     assert rec.finished_at is not None
     old = format_ts(datetime.now(UTC) - timedelta(hours=hours))
-    await store.commit(Write(execution=rec.model_copy(update={"finished_at": old})))
+    await store.commit(Write.of(replace(rec, finished_at=old), base_seq=rec.seq))
 
 
 async def test_sweep_deletes_only_finished_older_than_finished_after(

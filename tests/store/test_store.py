@@ -9,21 +9,26 @@ from pathlib import Path
 import aiosqlite
 import pytest
 
-from workflowd.models import Event, ExecutionRecord, Progress, utcnow
+from workflowd.clock import utcnow
+from workflowd.codec import dumps, encode
+from workflowd.errors import StoreError
+from workflowd.records import Event, ExecutionRecord, Progress
 from workflowd.store import Store, StoreClosedError, Write
 from workflowd.store.schema import MIGRATIONS
 
 
-def _record(n: int) -> ExecutionRecord:
+def _record(n: int, seq: int = 1) -> ExecutionRecord:
     now = utcnow()
     return ExecutionRecord(execution_id=f"e{n}", workflow_id="wf", workflow_version=1,
                            status="queued", input={}, max_cycles=5,
                            progress=Progress(total_steps=1), created_at=now, updated_at=now,
-                           seq=1)
+                           seq=seq)
 
 
 def _write(n: int, seq: int = 1) -> Write:
-    return Write(execution=_record(n), events=[Event.make(f"e{n}", seq, "workflow_queued", {})])
+    event = Event(f"e{n}", seq, "workflow_queued",
+                  encode({"seq": seq, "type": "workflow_queued", "execution_id": f"e{n}"}))
+    return Write.of(_record(n, seq), [event], base_seq=seq - 1)
 
 
 async def test_open_twice_migrates_once(tmp_path: Path) -> None:
@@ -52,7 +57,7 @@ async def test_a_version_2_file_keeps_its_events_and_steps(tmp_path: Path) -> No
         conn.executescript(f"{script}\nCREATE TABLE IF NOT EXISTS schema_version "
                            f"(version INTEGER NOT NULL);\n"
                            f"INSERT INTO schema_version VALUES ({version});")
-    doc = _record(1).model_dump_json()
+    doc = dumps(_record(1))
     conn.execute("INSERT INTO executions (id, workflow_id, status, created_at, doc) "
                  "VALUES ('e1', 'wf', 'queued', '2026', ?)", (doc,))
     conn.execute("INSERT INTO events VALUES ('e1', 1, '{\"seq\": 1}')")
@@ -114,7 +119,7 @@ async def test_a_file_from_a_newer_version_is_refused(tmp_path: Path) -> None:
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("INSERT INTO schema_version VALUES (?)", (len(MIGRATIONS) + 1,))
     conn.close()
-    with pytest.raises(RuntimeError, match="newer"):
+    with pytest.raises(StoreError, match="newer"):
         await Store.open(path)
     conn = sqlite3.connect(path)
     assert conn.execute("SELECT MAX(version) FROM schema_version").fetchone() == (

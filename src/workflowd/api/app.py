@@ -7,6 +7,7 @@ import contextlib
 import weakref
 from collections.abc import AsyncIterator
 
+import structlog
 from aiohttp import web
 
 from workflowd.api import delivery, demo, executions, health, live, steps, stream, workflows
@@ -31,11 +32,18 @@ from workflowd.store import Store
 
 __all__ = ["create_app"]
 
+log = structlog.get_logger("workflowd.app")
+
 
 async def store_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS].store
     store = await Store.open(settings.path, max_batch=settings.max_batch,
-                             commit_interval=settings.commit_interval)
+                             commit_interval=settings.commit_interval,
+                             synchronous=settings.synchronous)
+    if settings.synchronous == "normal":
+        log.warning("store_synchronous_normal", path=settings.path,
+                    risk="commits are not synced to disk one by one: an OS crash or a power "
+                         "cut may lose the last ones (a crash of the process loses nothing)")
     app[STORE] = store
     yield
     await store.close()

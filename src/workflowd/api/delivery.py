@@ -11,7 +11,7 @@ from aiohttp import web
 
 from workflowd.api.keys import OUTBOX, SETTINGS, STORE
 from workflowd.engine.outbox import Outbox, WebhookRoute
-from workflowd.models import TERMINAL_EVENTS
+from workflowd.records import TERMINAL_EVENTS
 
 __all__ = ["outbox_ctx"]
 

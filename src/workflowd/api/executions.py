@@ -13,18 +13,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from workflowd.api.idempotency import Answer, answer_once
 from workflowd.api.keys import SCHEDULER, STORE, WORKFLOWS
 from workflowd.api.parsing import json_response, parse_body, parse_query
-from workflowd.api.views import steps_view, trace_view
+from workflowd.api.views import execution_view, list_item, live_status, steps_view, trace_view
+from workflowd.clock import format_ts, parse_ts
+from workflowd.codec import dumps
 from workflowd.errors import InvalidTransitionError, ValidationProblem
-from workflowd.models import (
-    API_PREFIX,
-    ApproveBody,
-    ExecutionRecord,
-    ExecutionStatus,
-    RejectBody,
-    dumps,
-    format_ts,
-    parse_ts,
-)
+from workflowd.models import ApproveBody, RejectBody
+from workflowd.records import API_PREFIX, ExecutionRecord, ExecutionStatus
 from workflowd.store import ExecutionFilter
 
 __all__ = ["routes"]
@@ -92,7 +86,7 @@ async def list_executions(request: web.Request) -> web.Response:
         before_num=_decode_cursor(q.cursor) if q.cursor else None, limit=q.limit,
     )
     records, next_num = await request.app[STORE].list_executions(f)
-    return json_response({"items": [r.list_item() for r in records],
+    return json_response({"items": [list_item(r) for r in records],
                           "next_cursor": _encode_cursor(next_num) if next_num else None})
 
 
@@ -102,7 +96,7 @@ async def _execution(request: web.Request) -> ExecutionRecord:
 
 @routes.get(BASE)
 async def get_execution(request: web.Request) -> web.Response:
-    return json_response((await _execution(request)).view())
+    return json_response(execution_view(await _execution(request)))
 
 
 @routes.get(f"{BASE}/steps")
@@ -147,13 +141,12 @@ async def get_result(request: web.Request) -> web.Response:
     rec = await _execution(request)
     if not rec.is_terminal:
         raise InvalidTransitionError(f"execution {rec.execution_id} is {rec.status}, not finished")
-    return json_response({"status": rec.status, "result": rec.result,
-                          "error": rec.error.model_dump() if rec.error else None})
+    return json_response({"status": rec.status, "result": rec.result, "error": rec.error})
 
 
 def _live_answer(status: int, **extra: Any) -> Any:
     def render(rec: ExecutionRecord) -> Answer:
-        return status, dumps({**rec.live().model_dump(), **extra}), None
+        return status, dumps({**live_status(rec), **extra}), None
 
     return render
 

@@ -9,7 +9,7 @@ from aiohttp import web
 from workflowd.api.keys import SCHEDULER, STORE
 from workflowd.api.parsing import json_response
 from workflowd.errors import NotReadyError
-from workflowd.models import ExecutionStatus
+from workflowd.records import ExecutionStatus
 
 __all__ = ["routes"]
 
@@ -42,7 +42,8 @@ async def metrics(request: web.Request) -> web.Response:
     scheduler = request.app[SCHEDULER]
     store = request.app[STORE]
     by_status = await store.count_by_status()
-    awaiting = sum(1 for r in scheduler.ledger.active.values() if r.status == "awaiting_approval")
+    awaiting = sum(1 for owner in scheduler.owners.values()
+                   if owner.committed.status == "awaiting_approval")
     events: Counter[str] = scheduler.ledger.events_by_type
     lines: list[str] = []
     _metric(lines, "workflowd_executions", "gauge", "Executions in the store by status.",

@@ -12,7 +12,7 @@ from workflowd.api.keys import INFLIGHT, STORE
 from workflowd.api.parsing import json_response
 from workflowd.engine import Remember
 from workflowd.errors import BadRequestError, IdempotencyMismatchError
-from workflowd.models import ExecutionRecord, IdempotencyRecord
+from workflowd.records import ExecutionRecord, IdempotencyRecord
 
 __all__ = ["Answer", "answer_once"]
 

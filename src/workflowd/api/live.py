@@ -7,7 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from workflowd.api.keys import HUB, LIVE_BODIES, SCHEDULER
 from workflowd.api.parsing import json_response, parse_query
-from workflowd.models import API_PREFIX, ExecutionRecord
+from workflowd.records import API_PREFIX, ExecutionRecord
 
 __all__ = ["routes"]
 
@@ -32,11 +32,10 @@ async def live_status(request: web.Request) -> web.StreamResponse:
     execution_id = request.match_info["execution_id"]
     rec = await scheduler.get(execution_id)
     if q.since is not None and rec.seq <= q.since and not rec.is_terminal and q.wait > 0:
-        ledger = scheduler.ledger
+        since = q.since
         changed = await request.app[HUB].wait_until(
             execution_id,
-            lambda: (r := ledger.active.get(execution_id)) is None or r.seq > (q.since or 0),
-            q.wait)
+            lambda: (r := scheduler.peek(execution_id)) is None or r.seq > since, q.wait)
         rec = await scheduler.get(execution_id)
         if not changed or rec.seq <= q.since:
             return web.Response(status=304, headers={"ETag": _etag(rec)})

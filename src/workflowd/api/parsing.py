@@ -8,8 +8,8 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+from workflowd.codec import dumps
 from workflowd.errors import BadRequestError, ValidationProblem
-from workflowd.models import dumps
 
 __all__ = ["json_response", "parse_body", "parse_query"]
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from workflowd.models import dumps
+from workflowd.codec import dumps
 
 __all__ = ["problem"]
 

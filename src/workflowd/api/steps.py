@@ -7,7 +7,10 @@ from aiohttp import web
 from workflowd.api.idempotency import Answer, answer_once
 from workflowd.api.keys import SCHEDULER
 from workflowd.api.parsing import json_response, parse_body
-from workflowd.models import API_PREFIX, CompleteBody, ExecutionRecord, ProgressBody, dumps
+from workflowd.codec import dumps
+from workflowd.context import ProgressReport
+from workflowd.models import CompleteBody, ProgressBody
+from workflowd.records import API_PREFIX, ExecutionRecord
 
 __all__ = ["routes"]
 
@@ -28,8 +31,10 @@ def _token(request: web.Request) -> str:
 @routes.post(f"{BASE}/progress")
 async def step_progress(request: web.Request) -> web.Response:
     body = await parse_body(request, ProgressBody)
-    rec = await request.app[SCHEDULER].external.progress(
-        request.match_info["execution_id"], request.match_info["step"], _token(request), body)
+    report = ProgressReport(body.percentage, body.message, body.current_task,
+                            body.estimated_remaining_seconds, body.custom_data)
+    rec = await request.app[SCHEDULER].step_progress(
+        request.match_info["execution_id"], request.match_info["step"], _token(request), report)
     return json_response({"execution_id": rec.execution_id, "step": request.match_info["step"],
                           "accepted": True}, 202)
 
@@ -44,7 +49,9 @@ async def step_complete(request: web.Request) -> web.Response:
     body = await parse_body(request, CompleteBody)
     execution_id, step = request.match_info["execution_id"], request.match_info["step"]
     token = _token(request)
-    external = request.app[SCHEDULER].external
+    scheduler = request.app[SCHEDULER]
     return await answer_once(
         request, f"complete:{execution_id}:{step}", _completed,
-        lambda remember: external.complete(execution_id, step, token, body, remember))
+        lambda remember: scheduler.step_complete(
+            execution_id, step, token, success=body.success, output=body.output,
+            error=body.error_info(), remember=remember))

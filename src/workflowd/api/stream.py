@@ -12,9 +12,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from workflowd.api.keys import HUB, SCHEDULER, SETTINGS, SOCKETS
 from workflowd.api.parsing import parse_query
+from workflowd.api.views import live_status
+from workflowd.codec import dumps
 from workflowd.engine.follow import Follow, Lagging
 from workflowd.errors import BadRequestError
-from workflowd.models import API_PREFIX, Event, ExecutionRecord, dumps
+from workflowd.records import API_PREFIX, Event, ExecutionRecord
 
 __all__ = ["close_sockets", "routes"]
 
@@ -118,7 +120,7 @@ async def follow_ws(request: web.Request) -> web.StreamResponse:
         await ws.send_str(_snapshot(rec))
         try:
             async for item in follow.events():
-                await ws.send_str(item.json)
+                await ws.send_frame(item.json, WSMsgType.TEXT)
         except Lagging:
             await _close(ws, WSCloseCode.TRY_AGAIN_LATER, LAGGING)
             return
@@ -136,13 +138,13 @@ async def follow_ws(request: web.Request) -> web.StreamResponse:
 
 async def _follow(request: web.Request, after: int | None) -> tuple[Follow, ExecutionRecord]:
     """Subscribe to the execution named in the path, then read its snapshot."""
-    follow = Follow(request.app[SCHEDULER].ledger, request.app[HUB],
+    follow = Follow(request.app[SCHEDULER], request.app[HUB],
                     request.match_info["execution_id"], request.app[SETTINGS].live.queue_size)
     return follow, await follow.open(after)
 
 
 def _snapshot(rec: ExecutionRecord) -> str:
-    return dumps({"type": "snapshot", "seq": rec.seq, "status": rec.live().model_dump()})
+    return dumps({"type": "snapshot", "seq": rec.seq, "status": live_status(rec)})
 
 
 def _lagged(ws: web.WebSocketResponse, sender: asyncio.Task[None]) -> None:
@@ -169,7 +171,7 @@ async def all_ws(request: web.Request) -> web.StreamResponse:
     async def send() -> None:
         while True:
             event = await sub.queue.get()
-            await ws.send_str(event.json)
+            await ws.send_frame(event.json, WSMsgType.TEXT)
 
     sender = asyncio.create_task(send())
     sub.on_lag = lambda: _lagged(ws, sender)
@@ -206,7 +208,7 @@ async def follow_sse(request: web.Request) -> web.StreamResponse:
                 continue
             except (StopAsyncIteration, Lagging):
                 break
-            await resp.write(f"id: {item.seq}\ndata: {item.json}\n\n".encode())
+            await resp.write(b"id: %d\ndata: %s\n\n" % (item.seq, item.json))
     except (ConnectionError, asyncio.CancelledError):
         follow.close()
         raise

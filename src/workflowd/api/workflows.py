@@ -8,13 +8,16 @@ from pydantic import BaseModel, ConfigDict, Field
 from workflowd.api.idempotency import Answer, answer_once
 from workflowd.api.keys import HUB, SCHEDULER, WORKFLOWS
 from workflowd.api.parsing import json_response, parse_body, parse_query
-from workflowd.api.views import workflow_view
+from workflowd.api.views import execution_view, links, summary, workflow_view
+from workflowd.codec import dumps
 from workflowd.errors import UnknownWorkflowError
-from workflowd.models import API_PREFIX, ExecutionRecord, SubmitBody, dumps
+from workflowd.models import SubmitBody
+from workflowd.records import API_PREFIX, ExecutionRecord
 
 __all__ = ["routes"]
 
 routes = web.RouteTableDef()
+ANONYMOUS = "anonymous"
 
 
 class SubmitQuery(BaseModel):
@@ -39,7 +42,7 @@ async def get_workflow(request: web.Request) -> web.Response:
 
 def _submitted(rec: ExecutionRecord) -> Answer:
     status = 201 if rec.status == "awaiting_approval" else 202
-    return status, dumps(rec.summary()), rec.links()["self"]
+    return status, dumps(summary(rec)), links(rec.execution_id)["self"]
 
 
 @routes.post(f"{API_PREFIX}/workflows/{{workflow_id}}/executions")
@@ -52,16 +55,19 @@ async def submit(request: web.Request) -> web.Response:
     scheduler = request.app[SCHEDULER]
     response = await answer_once(
         request, f"submit:{workflow_id}", _submitted,
-        lambda remember: scheduler.submit(workflow_id, body, remember),
+        lambda remember: scheduler.submit(
+            workflow_id, input=body.input, priority=body.priority, labels=body.labels,
+            require_approval=body.require_approval,
+            callback_url=str(body.callback_url) if body.callback_url else None,
+            submitted_by=ANONYMOUS, remember=remember),
     )
     if query.wait <= 0 or response.status != 202:
         return response
     location = response.headers["Location"]
     exec_id = location.rsplit("/", 1)[-1]
-    ledger = scheduler.ledger
     finished = await request.app[HUB].wait_until(
-        exec_id, lambda: exec_id not in ledger.active, query.wait)
+        exec_id, lambda: (r := scheduler.peek(exec_id)) is None or r.is_terminal, query.wait)
     if not finished:
         return response
     rec = await scheduler.get(exec_id)
-    return json_response(rec.view(), 200, headers={"Location": location})
+    return json_response(execution_view(rec), 200, headers={"Location": location})

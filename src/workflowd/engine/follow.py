@@ -15,9 +15,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from workflowd.engine.hub import Hub, Subscription
-from workflowd.engine.ledger import Ledger
+from workflowd.engine.scheduler import Scheduler
 from workflowd.errors import UnknownExecutionError
-from workflowd.models import TERMINAL_EVENTS, ExecutionRecord
+from workflowd.records import TERMINAL_EVENTS, ExecutionRecord
 
 __all__ = ["Follow", "Lagging", "Streamed"]
 
@@ -31,13 +31,13 @@ class Lagging(Exception):
 @dataclass(frozen=True, slots=True)
 class Streamed:
     seq: int
-    json: str
+    json: bytes
     terminal: bool
 
 
 class Follow:
-    def __init__(self, ledger: Ledger, hub: Hub, execution_id: str, maxsize: int) -> None:
-        self.ledger = ledger
+    def __init__(self, scheduler: Scheduler, hub: Hub, execution_id: str, maxsize: int) -> None:
+        self.scheduler = scheduler
         self.hub = hub
         self.execution_id = execution_id
         self.maxsize = maxsize
@@ -48,10 +48,11 @@ class Follow:
         """Subscribe, then read the snapshot; events after `after` (default: the snapshot's seq)
         come from `events()`."""
         self.sub = self.hub.subscribe(self.execution_id, self.maxsize)
-        rec = await self.ledger.get(self.execution_id)
-        if rec is None:
+        try:
+            rec = await self.scheduler.get(self.execution_id)
+        except UnknownExecutionError:
             self.close()
-            raise UnknownExecutionError(f"no execution with id {self.execution_id!r}")
+            raise
         self.last = rec.seq if after is None else min(after, rec.seq)
         self._done = rec.is_terminal and self.last >= rec.seq
         return rec
@@ -77,17 +78,17 @@ class Follow:
             yield self._sent(event.seq, event.json, event.is_terminal)
 
     async def _replay(self, until: int | None = None) -> AsyncIterator[Streamed]:
-        store = self.ledger.store
+        store = self.scheduler.store
         while not self._done:
             rows = await store.event_rows(self.execution_id, self.last, _PAGE)
             for seq, doc in rows:
                 if until is not None and seq > until:
                     return
-                yield self._sent(seq, doc, json.loads(doc)["type"] in TERMINAL_EVENTS)
+                yield self._sent(seq, doc.encode(), json.loads(doc)["type"] in TERMINAL_EVENTS)
             if len(rows) < _PAGE:
                 return
 
-    def _sent(self, seq: int, doc: str, terminal: bool) -> Streamed:
+    def _sent(self, seq: int, doc: bytes, terminal: bool) -> Streamed:
         self.last = seq
         self._done = terminal
         return Streamed(seq, doc, terminal)

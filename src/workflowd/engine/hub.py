@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 
-from workflowd.models import Event
+from workflowd.records import Event
 
 __all__ = ["Hub", "Subscription"]
 

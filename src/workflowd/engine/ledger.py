@@ -1,118 +1,63 @@
-"""The ledger: commits an execution's changes and, once durable, mirrors and publishes them.
+"""The ledger: commits an execution's changes and, once they are durable, publishes them.
 
-Every change to an execution, from the runner or from a caller's approve or cancel, goes
-through `write`: the store commits it (group commit), then the ledger keeps the committed
-record in memory while the execution is unfinished, and hands its events to the hub. What
-memory and followers see is therefore always committed.
+It turns a record with its events and step records into a store `Write` (the rows encoded as
+JSON on the loop), adds the webhook deliveries its events cause (in the same
+transaction, so none is lost), and after the commit hands the events to the hub: whatever a
+follower sees is already in the events table.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
 
 from workflowd.engine.hub import Hub
 from workflowd.engine.outbox import Outbox
-from workflowd.models import (
-    Event,
-    ExecutionRecord,
-    IdempotencyRecord,
-    LogLine,
-    Progress,
-    StepRecord,
-    utcnow,
-)
+from workflowd.records import Event, ExecutionRecord, IdempotencyRecord, StepRecord
 from workflowd.store import Delivery, Store, Write
 
-__all__ = ["Ledger", "make_events", "progress_of"]
-
-
-def progress_of(rec: ExecutionRecord, total: int, done_steps: Sequence[str],
-                step_pct: float = 0.0, message: str | None = None) -> Progress:
-    """Completed steps plus the running one's share; never goes down, 100 only when completed."""
-    done = min(len(done_steps), total)
-    raw = (done + step_pct / 100.0) / total * 100.0 if total else 0.0
-    pct = round(max(rec.progress.percentage, min(raw, 99.0)), 1)
-    return Progress(percentage=pct, completed_steps=done, total_steps=total,
-                    message=message if message is not None else rec.progress.message)
-
-
-def make_events(rec: ExecutionRecord, *items: tuple[str, dict[str, Any]]) -> list[Event]:
-    """Events numbered on from the record's last `seq`, without gaps; made together, they carry
-    one timestamp."""
-    ts = utcnow()
-    return [
-        Event.make(rec.execution_id, rec.seq + n, type_, fields, rec.workflow_id, ts)
-        for n, (type_, fields) in enumerate(items, start=1)
-    ]
+__all__ = ["Ledger"]
 
 
 class Ledger:
-    def __init__(self, store: Store, hub: Hub, outbox: Outbox | None = None,
-                 keep_finished: int = 1000) -> None:
+    def __init__(self, store: Store, hub: Hub, outbox: Outbox | None = None) -> None:
         self.store = store
         self.hub = hub
         self.outbox = outbox
-        # The committed record of every unfinished execution, so live status needs no query.
-        self.active: dict[str, ExecutionRecord] = {}
-        # The most recently finished ones too (oldest dropped first): a client polling an
-        # execution that just ended, or a list refreshing, gets them without a read either.
-        self.finished: dict[str, ExecutionRecord] = {}
-        self.keep_finished = keep_finished
         self.events_by_type: Counter[str] = Counter()
-        store.on_deleted.append(self.forget)
 
     def write(
         self,
         rec: ExecutionRecord,
+        events: Sequence[Event],
+        steps: Sequence[StepRecord],
         *,
-        steps: Sequence[StepRecord] = (),
-        events: Sequence[Event] = (),
-        logs: Sequence[LogLine] = (),
+        base_seq: int,
+        logs: Sequence[tuple[str, str]] = (),
         idempotency: IdempotencyRecord | None = None,
         deliveries: Sequence[Delivery] = (),
+        on_commit: Callable[[], None] | None = None,
     ) -> asyncio.Future[None]:
-        """Queue the change; the future resolves once it is committed and published.
-
-        Webhook deliveries for the events join the same transaction, so none is lost.
-        """
+        """Queue the change; the future resolves once it is committed and published."""
         outbox = self.outbox
         if outbox is not None and events:
             deliveries = [*deliveries, *outbox.for_events(rec, events)]
 
         def committed() -> None:
-            if rec.is_terminal:
-                self.active.pop(rec.execution_id, None)
-                self._keep_finished(rec)
-            else:
-                self.active[rec.execution_id] = rec
+            if on_commit is not None:
+                on_commit()
+            counts = self.events_by_type
             for event in events:
-                self.events_by_type[event.type] += 1
+                counts[event.type] += 1
             self.hub.publish(events)
             if deliveries and outbox is not None:
                 outbox.wake()
 
-        return self.store.writer.submit(
-            Write(execution=rec, steps=steps, events=events, logs=logs,
-                  idempotency=idempotency, deliveries=deliveries, on_commit=committed)
-        )
+        return self.store.write(Write.of(rec, events, steps, base_seq=base_seq, logs=logs,
+                                         idempotency=idempotency, deliveries=deliveries,
+                                         on_commit=committed))
 
-    async def get(self, execution_id: str) -> ExecutionRecord | None:
-        rec = self.active.get(execution_id) or self.finished.get(execution_id)
-        if rec is not None:
-            return rec
-        return await self.store.get_execution(execution_id)
-
-    def forget(self, execution_ids: Sequence[str]) -> None:
-        """Drop deleted executions from what is kept in memory."""
-        for execution_id in execution_ids:
-            self.finished.pop(execution_id, None)
-
-    def _keep_finished(self, rec: ExecutionRecord) -> None:
-        finished = self.finished
-        finished.pop(rec.execution_id, None)
-        finished[rec.execution_id] = rec
-        if len(finished) > self.keep_finished:
-            del finished[next(iter(finished))]
+    def write_logs(self, logs: Sequence[tuple[str, str]]) -> asyncio.Future[None]:
+        """Log lines alone (a step writing them as it runs)."""
+        return self.store.write(Write(logs=logs))

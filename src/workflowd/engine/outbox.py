@@ -12,7 +12,8 @@ from datetime import UTC, datetime, timedelta
 
 import structlog
 
-from workflowd.models import Event, ExecutionRecord, format_ts, utcnow
+from workflowd.clock import format_ts, utcnow
+from workflowd.records import Event, ExecutionRecord
 from workflowd.store import Delivery, Store
 
 __all__ = ["Outbox", "Post", "WebhookRoute", "sign"]
@@ -59,11 +60,12 @@ class Outbox:
         if not self.routes and not rec.callback_url:
             return out  # the common case, on every write
         for event in events:
-            out.extend(self._signed(route.url, event.json, route.secret, event.type)
+            body = event.json.decode()
+            out.extend(self._signed(route.url, body, route.secret, event.type)
                        for route in self.routes
                        if not route.events or event.type in route.events)
             if rec.callback_url and event.type in self.callback_events:
-                out.append(self._signed(rec.callback_url, event.json, self.secret, event.type))
+                out.append(self._signed(rec.callback_url, body, self.secret, event.type))
         return out
 
     def dispatch(self, url: str, body: str) -> Delivery:

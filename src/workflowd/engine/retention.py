@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import structlog
 
-from workflowd.models import format_ts
+from workflowd.clock import format_ts
 from workflowd.store import Store
 
 __all__ = ["sweep", "sweep_forever"]

@@ -1,5 +1,5 @@
-"""The scheduler: admits executions, runs each as a tracked task, and owns every transition a
-caller asks for (submit, approve, reject, cancel), recovery at start-up and the drain at stop.
+"""The scheduler: admits executions, runs each as a tracked task, takes every request a caller
+makes of one to its owner, recovers unfinished executions at start-up and drains at stop.
 """
 
 from __future__ import annotations
@@ -9,47 +9,42 @@ import contextvars
 import functools
 import heapq
 import itertools
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections import OrderedDict
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import structlog
 
+from workflowd.clock import utcnow
+from workflowd.codec import NotJSON, json_copy
 from workflowd.config import EngineSettings
+from workflowd.context import ProgressReport
 from workflowd.definitions import Workflow
-from workflowd.engine.external import ExternalSteps
+from workflowd.engine import transitions as T
 from workflowd.engine.hub import Hub
-from workflowd.engine.ledger import Ledger, make_events, progress_of
+from workflowd.engine.ledger import Ledger
 from workflowd.engine.outbox import Outbox
-from workflowd.engine.runner import Runner
+from workflowd.engine.owner import Owner, Remember
+from workflowd.engine.runner import Runner, StepTokens
 from workflowd.errors import (
+    ForbiddenError,
     InvalidTransitionError,
     NotReadyError,
     QueueFullError,
     UnknownExecutionError,
+    UnknownStepError,
     UnknownWorkflowError,
 )
 from workflowd.ids import new_execution_id
-from workflowd.models import (
-    Approval,
-    ErrorInfo,
-    ExecutionRecord,
-    IdempotencyRecord,
-    Progress,
-    StepRecord,
-    SubmitBody,
-    ms_between,
-    parse_ts,
-    utcnow,
-)
+from workflowd.records import ErrorInfo, ExecutionRecord
 from workflowd.store import Store
 
 __all__ = ["Remember", "Scheduler"]
 
 log = structlog.get_logger("workflowd.scheduler")
 
-# Builds the answer kept for an `Idempotency-Key`, committed with the change it answers.
-Remember = Callable[[ExecutionRecord], IdempotencyRecord]
+INTERNAL_ERROR = "internal_error"
 
 
 class Scheduler:
@@ -57,14 +52,22 @@ class Scheduler:
                  settings: EngineSettings, progress_interval: float = 0.1,
                  outbox: Outbox | None = None, base_url: str = "") -> None:
         self.workflows = workflows
-        self.progress_interval = progress_interval
-        self.base_url = base_url
         self.store = store
         self.hub = hub
-        self.ledger = Ledger(store, hub, outbox)
-        self.external = ExternalSteps(self.ledger, workflows, self._resume, progress_interval)
         self.settings = settings
-        self.runners: dict[str, tuple[Runner, asyncio.Task[None]]] = {}
+        self.progress_interval = progress_interval
+        self.base_url = base_url
+        self.ledger = Ledger(store, hub, outbox)
+        self.tokens = StepTokens()
+        self.executor = ThreadPoolExecutor(max_workers=settings.max_threads,
+                                           thread_name_prefix="workflowd-step")
+        # The owner of every unfinished execution; the last few finished records (a client
+        # polling one that just ended, or a list refreshing, needs no read).
+        self.owners: dict[str, Owner] = {}
+        self.finished: OrderedDict[str, ExecutionRecord] = OrderedDict()
+        self.keep_finished = 1000
+        self.runners: dict[str, Runner] = {}
+        self.held: set[str] = set()  # unfinished executions of a workflow not registered now
         self.ready = False
         self._accepting = False
         self._draining = False
@@ -72,10 +75,8 @@ class Scheduler:
         self._queued: set[str] = set()
         self._arrival = itertools.count()
         self._reserved = 0
-        self._busy: set[str] = set()
-        self._resume_later: set[str] = set()
-        self._gate_timers: dict[str, asyncio.TimerHandle] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._cut_off: set[asyncio.Task[None]] = set()  # runners that ignored a cancel
+        store.on_deleted.append(self._forget)
 
     # ---- figures --------------------------------------------------------------------------
 
@@ -87,22 +88,43 @@ class Scheduler:
     def running(self) -> int:
         return len(self.runners)
 
+    # ---- reading ---------------------------------------------------------------------------
+
+    def peek(self, execution_id: str) -> ExecutionRecord | None:
+        """The committed record, if it is in memory (unfinished, or just finished)."""
+        owner = self.owners.get(execution_id)
+        if owner is not None:
+            return owner.committed
+        return self.finished.get(execution_id)
+
+    async def get(self, execution_id: str) -> ExecutionRecord:
+        rec = self.peek(execution_id) or await self.store.get_execution(execution_id)
+        if rec is None:
+            raise UnknownExecutionError(f"no execution with id {execution_id!r}")
+        return rec
+
     # ---- start and stop -------------------------------------------------------------------
 
     async def recover(self) -> int:
         """Take up every unfinished execution from the store; answer how many."""
         unfinished = await self.store.unfinished()
         for rec in unfinished:
-            self.ledger.active[rec.execution_id] = rec
-            if rec.external is not None and rec.external.result is None:
-                self.external.arm(rec)
-            elif rec.status in ("queued", "running"):
+            owner = self._own(rec)
+            if owner.wf is None:
+                self.held.add(rec.execution_id)
+            elif rec.step is not None and "answer" in rec.step.metadata:
+                self._finish_legacy_answer(owner)
+            elif rec.wait is None and rec.status in ("queued", "running"):
                 self._enqueue(rec)
-            else:
-                self._arm_gate_deadline(rec)
+        if self.held:
+            missing = sorted({self.owners[i].head.workflow_id for i in self.held})
+            log.warning("executions_held", executions=len(self.held), workflows=missing,
+                        why="their workflows are not registered; they wait, untouched, until "
+                            "a start with those workflows")
         self._accepting = True
         self.ready = True
-        log.info("recovered", executions=len(unfinished), queued=self.queued)
+        log.info("recovered", executions=len(unfinished), queued=self.queued,
+                 held=len(self.held))
         self._pump()
         return len(unfinished)
 
@@ -114,203 +136,209 @@ class Scheduler:
         """
         self._accepting = False
         self._draining = True
-        self.external.close()
-        for timer in self._gate_timers.values():
-            timer.cancel()
-        tasks = [task for _, task in self.runners.values()]
-        if not tasks:
-            return
-        log.info("draining", running=len(tasks), grace=grace)
-        _, pending = await asyncio.wait(tasks, timeout=grace)
-        for task in pending:
-            task.cancel()
-        if pending:
-            await asyncio.wait(pending, timeout=5.0)
-            log.info("drain_cancelled", executions=len(pending))
+        for owner in self.owners.values():
+            owner.close()
+        tasks = [runner.task for runner in self.runners.values() if runner.task is not None]
+        tasks.extend(self._cut_off)
+        if tasks:
+            log.info("draining", running=len(tasks), grace=grace)
+            _, pending = await asyncio.wait(tasks, timeout=grace)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=5.0)
+                log.info("drain_cancelled", executions=len(pending))
+        for owner in list(self.owners.values()):
+            await owner.settled()
+        self.executor.shutdown(wait=False, cancel_futures=True)
 
-    # ---- transitions a caller asks for ----------------------------------------------------
+    # ---- requests --------------------------------------------------------------------------
 
-    async def submit(self, workflow_id: str, body: SubmitBody,
+    async def submit(self, workflow_id: str, *, input: dict[str, Any], priority: int = 0,
+                     labels: dict[str, str] | None = None, require_approval: bool = False,
+                     callback_url: str | None = None, submitted_by: str = "anonymous",
                      remember: Remember | None = None) -> ExecutionRecord:
         self._check_accepting()
         wf = self.workflows.get(workflow_id)
         if wf is None:
             raise UnknownWorkflowError(f"no workflow with id {workflow_id!r}")
-        waiting = body.require_approval
-        if not waiting:
+        if not require_approval:
             self._check_room()
-        now = utcnow()
-        execution_id = new_execution_id()
-        rec = ExecutionRecord(
-            execution_id=execution_id, workflow_id=wf.id, workflow_version=wf.version,
-            status="awaiting_approval" if waiting else "queued", input=body.input,
+        change = T.submitted(
+            execution_id=new_execution_id(), wf=wf, input=input, priority=priority,
+            labels=labels or {}, require_approval=require_approval,
             max_cycles=wf.max_cycles or self.settings.default_max_cycles,
-            priority=body.priority, labels=body.labels,
-            progress=Progress(total_steps=len(wf.steps)),
-            approval=Approval() if waiting else None,
-            created_at=now, updated_at=now, next_step=wf.steps[0].name,
-            callback_url=str(body.callback_url) if body.callback_url else None,
-        )
-        items: list[tuple[str, dict[str, Any]]] = [("workflow_queued", {"priority": body.priority})]
-        if waiting:
-            items = [("approval_required", {"step": None, "cycle": 0, "prompt": None})]
-        events = make_events(rec, *items)
-        rec = rec.evolve({"seq": len(events)})
-        self._reserved += 0 if waiting else 1
+            submitted_by=submitted_by, callback_url=callback_url, now=utcnow())
+        rec = change.record
+        self._reserved += 1
         try:
-            await self.ledger.write(rec, events=events,
+            await self.ledger.write(rec, change.events, change.steps, base_seq=0,
                                     idempotency=remember(rec) if remember else None)
         finally:
-            self._reserved -= 0 if waiting else 1
-        log.info("execution_submitted", execution_id=execution_id, workflow_id=wf.id,
+            self._reserved -= 1
+        log.info("execution_submitted", execution_id=rec.execution_id, workflow_id=wf.id,
                  status=rec.status, cycle=0)
-        if not waiting:
+        self._own(rec)
+        if rec.status == "queued":
             self._enqueue(rec)
             self._pump()
         return rec
 
     async def approve(self, execution_id: str, comment: str | None, decided_by: str,
                       remember: Remember | None = None) -> ExecutionRecord:
-        async with self._deciding(execution_id) as rec:
-            self._check_room()
-            now = utcnow()
-            gate_record = await self._gate_record(rec, "completed", now)
-            items: list[tuple[str, dict[str, Any]]] = []
-            if gate_record is not None:
-                items.append(_gate_finished(gate_record))
-            items.append(("approval_granted", {"step": rec.gate, "decided_by": decided_by,
-                                               "comment": comment}))
-            items.append(("workflow_queued", {"priority": rec.priority}))
-            approval = Approval(status="approved", decided_by=decided_by, decided_at=now,
-                                comment=comment)
-            changes: dict[str, Any] = {"status": "queued", "approval": approval, "gate": None,
-                                       "current_step": None}
-            if rec.gate is not None and rec.gate not in rec.done_steps:
-                done_steps = [*rec.done_steps, rec.gate]
-                changes["done_steps"] = done_steps
-                changes["progress"] = progress_of(rec, rec.progress.total_steps, done_steps)
-            rec = await self._decide(rec, changes, items, gate_record, remember)
-            self._enqueue(rec)
-            self._pump()
-        return rec
+        owner = await self._owner(execution_id)
+        if owner.head.status == "awaiting_approval":
+            self._check_room()  # approving into a full queue leaves it waiting
+        return await self._apply(owner, lambda rec: T.approved(rec, decided_by, comment,
+                                                               utcnow()), remember)
 
     async def reject(self, execution_id: str, reason: str | None, decided_by: str,
                      remember: Remember | None = None) -> ExecutionRecord:
-        async with self._deciding(execution_id) as rec:
-            now = utcnow()
-            gate_record = await self._gate_record(rec, "failed", now)
-            items: list[tuple[str, dict[str, Any]]] = []
-            if gate_record is not None:
-                items.append(_gate_finished(gate_record))
-            items.append(("approval_rejected", {"step": rec.gate, "decided_by": decided_by,
-                                                "comment": reason}))
-            items.append(("workflow_rejected", {"reason": reason}))
-            approval = Approval(status="rejected", decided_by=decided_by, decided_at=now,
-                                comment=reason)
-            return await self._decide(rec, {"status": "rejected", "approval": approval,
-                                            "current_step": None, "finished_at": now},
-                                      items, gate_record, remember)
+        owner = await self._owner(execution_id)
+        return await self._apply(owner, lambda rec: T.rejected(rec, decided_by, reason,
+                                                               utcnow()), remember)
 
-    async def cancel(self, execution_id: str, remember: Remember | None = None) -> ExecutionRecord:
-        entry = self.runners.get(execution_id)
-        if entry is not None:
-            runner, task = entry
-            if not runner.cancel_requested:
-                runner.cancel_requested = True
-                runner.cancel_remember = remember
-                task.cancel()
-            await asyncio.wait([task])
-            rec = await self._get(execution_id)
-            if rec.status == "cancelled":
-                return rec
-            # It reached a gate or an end before the cancel landed: decide from where it is.
-        allowed = ("queued", "awaiting_approval", "running")
-        async with self._deciding(execution_id, allowed) as rec:
-            if rec.status == "running" and rec.external is None:
-                raise InvalidTransitionError(f"execution {execution_id} is being stopped")
-            self._queued.discard(execution_id)
-            self.external.disarm(execution_id)
-            now = utcnow()
-            gate_record = await self._gate_record(rec, "failed", now, code="cancelled")
-            items: list[tuple[str, dict[str, Any]]] = []
-            if gate_record is not None:
-                items.append(_gate_finished(gate_record))
-            error = ErrorInfo(code="cancelled", message="cancelled by request")
-            items.append(("workflow_cancelled", {"error": error.model_dump()}))
-            try:
-                return await self._decide(rec, {"status": "cancelled", "error": error,
-                                                "current_step": None, "finished_at": now,
-                                                "external": None},
-                                          items, gate_record, remember)
-            except BaseException:
-                if rec.status == "queued":
-                    self._enqueue(rec)
-                elif rec.external is not None:
-                    self.external.arm(rec)
-                raise
+    async def cancel(self, execution_id: str, remember: Remember | None = None,
+                     ) -> ExecutionRecord:
+        """Cancel in any unfinished status. A running step's task is cancelled for real; its
+        runner writes `cancelled`. A step that ignores the cancel past `[engine] cancel_grace`
+        is cut off: the owner takes no more changes from it, and writes `cancelled` itself."""
+        owner = await self._owner(execution_id)
+        runner = owner.runner
+        if runner is not None and runner.task is not None and not runner.task.done():
+            runner.request_cancel(remember)
+            done, _ = await asyncio.wait({runner.task}, timeout=self.settings.cancel_grace)
+            if not done:
+                log.warning("step_ignored_cancel", execution_id=execution_id,
+                            workflow_id=owner.head.workflow_id, cycle=owner.head.cycle,
+                            grace=self.settings.cancel_grace)
+                self._cut(owner, runner)
+            await owner.settled()
+            if owner.committed.status == "cancelled" or owner.head.status == "cancelled":
+                return await self.get(execution_id)
+            if owner.committed.is_terminal:
+                raise InvalidTransitionError(
+                    f"execution {execution_id} is {owner.committed.status}")
+            # It reached a gate or a wait before the cancel landed: cancel it from there.
+        self._queued.discard(execution_id)
+        return await self._apply(owner, lambda rec: T.cancelled(rec, utcnow()), remember)
 
-    async def get(self, execution_id: str) -> ExecutionRecord:
-        return await self._get(execution_id)
+    async def step_progress(self, execution_id: str, step: str, token: str,
+                            report: ProgressReport) -> ExecutionRecord:
+        """Progress reported by another service, for the step running in the process or
+        waited on from an outside worker."""
+        owner = await self._owner_of_step(execution_id, step)
+        rec = owner.head
+        if rec.wait is not None and rec.wait.kind == "external":
+            T.external_progress(rec, step, token, report, utcnow())  # checks; writes nothing
+        else:
+            running = rec.step
+            if running is None or running.name != step or running.status != "running":
+                raise InvalidTransitionError(f"step {step!r} of {execution_id} is not running")
+            if not token or not self.tokens.check(execution_id, running.cycle or 0, token):
+                raise ForbiddenError("wrong or stale token for this step run")
+        owner.report(report)
+        return owner.committed
 
-    # ---- internals ------------------------------------------------------------------------
+    async def step_complete(self, execution_id: str, step: str, token: str, *, success: bool,
+                            output: Any, error: ErrorInfo | None,
+                            remember: Remember | None = None) -> ExecutionRecord:
+        """An outside worker finished its step: the cycle is committed with its output."""
+        owner = await self._owner_of_step(execution_id, step)
+        wf = owner.wf
+        assert wf is not None
+        try:
+            output = json_copy(output)
+        except NotJSON as exc:  # pragma: no cover - a parsed JSON body is JSON
+            raise InvalidTransitionError(str(exc)) from None
+        owner.flush_reports()  # held progress commits before the end
+        return await self._apply(owner, lambda rec: T.external_answered(
+            rec, wf, step, token, success=success, output=output, error=error, now=utcnow()),
+            remember)
 
-    async def _get(self, execution_id: str) -> ExecutionRecord:
-        rec = await self.ledger.get(execution_id)
-        if rec is None:
-            raise UnknownExecutionError(f"no execution with id {execution_id!r}")
+    # ---- internals: owners -----------------------------------------------------------------
+
+    def _own(self, rec: ExecutionRecord) -> Owner:
+        owner = Owner(rec, self.workflows.get(rec.workflow_id), self.ledger, self._committed,
+                      self.progress_interval)
+        self.owners[rec.execution_id] = owner
+        owner.arm()  # the timer of a wait, if it waits with a deadline
+        return owner
+
+    async def _owner(self, execution_id: str) -> Owner:
+        """The owner of an unfinished execution; 409 for a finished one, 404 for none."""
+        self._check_accepting()
+        owner = self.owners.get(execution_id)
+        if owner is not None:
+            return owner
+        # Every unfinished execution has its owner: any other is finished, or unknown.
+        rec = await self.get(execution_id)
+        raise InvalidTransitionError(f"execution {execution_id} is {rec.status}")
+
+    async def _owner_of_step(self, execution_id: str, step: str) -> Owner:
+        owner = await self._owner(execution_id)
+        if owner.wf is None or owner.wf.get_step(step) is None:
+            raise UnknownStepError(
+                f"workflow {owner.head.workflow_id!r} declares no step {step!r}")
+        return owner
+
+    async def _apply(self, owner: Owner, make: Any, remember: Remember | None,
+                     ) -> ExecutionRecord:
+        future = owner.apply(make, remember=remember)
+        rec = owner.head  # this change's record: later ones may follow before the commit
+        if future is not None:
+            await future
+        log.info("execution_decided", execution_id=rec.execution_id,
+                 workflow_id=rec.workflow_id, cycle=rec.cycle, status=rec.status)
         return rec
 
-    @asynccontextmanager
-    async def _deciding(self, execution_id: str, allowed: tuple[str, ...] = ("awaiting_approval",),
-                        ) -> AsyncIterator[ExecutionRecord]:
-        """Hold the execution for one caller's transition; others get 409 meanwhile."""
-        rec = self.ledger.active.get(execution_id)
-        if rec is None:
-            # Not in memory: finished (its record is in the store) or unknown.
-            rec = await self._get(execution_id)
-        if rec.status not in allowed or execution_id in self._busy:
-            raise InvalidTransitionError(
-                f"execution {execution_id} is {rec.status}; this needs {' or '.join(allowed)}")
-        self._busy.add(execution_id)
-        try:
-            yield rec
-        finally:
-            self._busy.discard(execution_id)
+    def _committed(self, owner: Owner, rec: ExecutionRecord) -> None:
+        """Every commit of an execution: end of its owner, or its next place in the queue."""
+        execution_id = rec.execution_id
+        if rec.is_terminal:
+            owner.close()
+            self.owners.pop(execution_id, None)
+            self._queued.discard(execution_id)
+            self.held.discard(execution_id)
+            finished = self.finished
+            finished[execution_id] = rec
+            if len(finished) > self.keep_finished:
+                finished.popitem(last=False)
+        elif rec.status == "queued" and owner.runner is None \
+                and execution_id not in self._queued and owner.head is rec:
+            self._enqueue(rec)
+            self._pump()
 
-    async def _gate_record(self, rec: ExecutionRecord, status: str, now: str,
-                           code: str | None = None) -> StepRecord | None:
-        """The record of the step the execution waits at (a gate or an external step), decided."""
-        if rec.gate is not None:
-            cycle = rec.cycle
-        elif rec.external is not None:
-            cycle = rec.external.cycle
-        else:
-            return None
-        record = await self.store.step_at(rec.execution_id, cycle)
-        if record is None:
-            return None
-        error = ErrorInfo(code=code or "rejected", message=f"approval {code or 'rejected'}")
-        return record.evolve({
-            "status": status, "completed_at": now,
-            "progress": 100.0 if status == "completed" else record.progress,
-            "error": None if status == "completed" else error,
-            "duration_ms": ms_between(record.started_at, now),
-        })
+    def _cut(self, owner: Owner, runner: Runner) -> None:
+        """Take no more changes from a runner that ignored its cancel; free its slot."""
+        owner.runner = None
+        self.runners.pop(owner.execution_id, None)
+        if runner.task is not None:
+            self._cut_off.add(runner.task)
+            runner.task.add_done_callback(self._cut_off.discard)
 
-    async def _decide(self, rec: ExecutionRecord, changes: dict[str, Any],
-                      items: list[tuple[str, dict[str, Any]]], gate_record: StepRecord | None,
-                      remember: Remember | None) -> ExecutionRecord:
-        events = make_events(rec, *items)
-        new = rec.evolve({**changes, "seq": rec.seq + len(events),
-                                     "updated_at": utcnow()})
-        await self.ledger.write(new, steps=[gate_record] if gate_record else [], events=events,
-                                idempotency=remember(new) if remember else None)
-        log.info("execution_decided", execution_id=new.execution_id,
-                 workflow_id=new.workflow_id, cycle=new.cycle, status=new.status)
-        return new
+    def _forget(self, execution_ids: Sequence[str]) -> None:
+        """Drop deleted executions from what is kept in memory."""
+        for execution_id in execution_ids:
+            self.finished.pop(execution_id, None)
 
-    def _is_draining(self) -> bool:
-        return self._draining
+    def _finish_legacy_answer(self, owner: Owner) -> None:
+        """A worker's answer committed by an older version, whose cycle was never finished."""
+        rec = owner.head
+        assert rec.step is not None
+        assert rec.wait is not None
+        assert owner.wf is not None
+        answer = rec.step.metadata["answer"]
+        wf, step, token = owner.wf, rec.step.name, rec.wait.token or ""
+        error = answer.get("error")
+        future = owner.apply(lambda r: T.external_answered(
+            r, wf, step, token, success=bool(answer.get("success")),
+            output=answer.get("output"), now=utcnow(),
+            error=ErrorInfo(code="step_failed", message=str(error)) if error else None))
+        if future is not None:
+            future.add_done_callback(lambda f: f.cancelled() or f.exception())
+
+    # ---- internals: admission ----------------------------------------------------------------
 
     def _check_accepting(self) -> None:
         if not self._accepting:
@@ -322,6 +350,8 @@ class Scheduler:
                 f"{self.settings.max_queued} executions are already queued", retry_after=1)
 
     def _enqueue(self, rec: ExecutionRecord) -> None:
+        if rec.execution_id in self.held:
+            return
         self._queued.add(rec.execution_id)
         heapq.heappush(self._heap, (-rec.priority, next(self._arrival), rec.execution_id))
 
@@ -333,87 +363,51 @@ class Scheduler:
             if execution_id not in self._queued:
                 continue  # cancelled while queued
             self._queued.discard(execution_id)
-            rec = self.ledger.active.get(execution_id)
-            if rec is not None and rec.status in ("queued", "running"):
-                self._launch(rec)
+            owner = self.owners.get(execution_id)
+            if owner is not None and owner.runner is None \
+                    and owner.head.status in ("queued", "running"):
+                self._launch(owner)
 
-    def _launch(self, rec: ExecutionRecord) -> None:
-        wf = self.workflows.get(rec.workflow_id)
-        if wf is None:
-            log.error("workflow_missing", execution_id=rec.execution_id,
-                      workflow_id=rec.workflow_id, cycle=rec.cycle)
-            return
-        runner = Runner(wf, rec, self.ledger, self.settings, self._is_draining,
-                        self.progress_interval, self.base_url)
+    def _launch(self, owner: Owner) -> None:
+        wf = owner.wf
+        assert wf is not None
+        runner = Runner(owner, wf, self.settings, self.executor, self.tokens, self.base_url)
         # A fresh context, so the request that submitted it leaks no log fields into the run.
-        task = asyncio.create_task(runner.run(), name=f"execution:{rec.execution_id}",
+        task = asyncio.create_task(runner.run(), name=f"execution:{owner.execution_id}",
                                    context=contextvars.Context())
-        self.runners[rec.execution_id] = (runner, task)
-        task.add_done_callback(functools.partial(self._reap, rec.execution_id))
+        runner.task = task
+        owner.runner = runner
+        self.runners[owner.execution_id] = runner
+        task.add_done_callback(functools.partial(self._reap, owner, runner))
 
-    def _reap(self, execution_id: str, task: asyncio.Task[None]) -> None:
-        entry = self.runners.pop(execution_id, None)
-        if not task.cancelled() and (exc := task.exception()) is not None:
-            log.error("runner_crashed", execution_id=execution_id, exc_info=exc)
-        elif entry is not None and not self._draining:
-            rec = self.ledger.active.get(execution_id)
-            if rec is not None and execution_id in self._resume_later:
-                self._enqueue(rec)
-            elif rec is not None and rec.external is not None and rec.external.result is None:
-                self.external.arm(rec)  # it waits for a worker, holding no task
-            elif rec is not None:
-                self._arm_gate_deadline(rec)
-        self._resume_later.discard(execution_id)
+    def _reap(self, owner: Owner, runner: Runner, task: asyncio.Task[None]) -> None:
+        if self.runners.get(owner.execution_id) is runner:
+            del self.runners[owner.execution_id]
+        cut_off = owner.runner is not runner
+        if not cut_off:
+            owner.runner = None
+        if not task.cancelled() and (exc := task.exception()) is not None and not cut_off:
+            log.error("runner_crashed", execution_id=owner.execution_id,
+                      workflow_id=owner.head.workflow_id, cycle=owner.head.cycle,
+                      exc_info=exc)
+            self._fail_internal(owner, exc)
+        elif not self._draining and not cut_off and owner.head.status == "queued" \
+                and owner.committed is owner.head:
+            self._enqueue(owner.head)  # decided while its task was ending: run it on
         self._pump()
 
-    def _arm_gate_deadline(self, rec: ExecutionRecord) -> None:
-        """An execution at a gate holds no task, so its whole-execution timeout needs a timer."""
-        if rec.status != "awaiting_approval" or rec.deadline is None:
+    def _fail_internal(self, owner: Owner, exc: BaseException) -> None:
+        """A task that died of a bug ends its execution `failed`, never left `running`."""
+        if owner.head.is_terminal:
             return
-        delay = (parse_ts(rec.deadline) - parse_ts(utcnow())).total_seconds()
-        old = self._gate_timers.pop(rec.execution_id, None)
-        if old is not None:
-            old.cancel()
-        self._gate_timers[rec.execution_id] = asyncio.get_running_loop().call_later(
-            max(0.0, delay), self._expire_gate, rec.execution_id)
-
-    def _expire_gate(self, execution_id: str) -> None:
-        self._gate_timers.pop(execution_id, None)
-        task = asyncio.get_running_loop().create_task(self._time_out_gate(execution_id))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _time_out_gate(self, execution_id: str) -> None:
-        rec = self.ledger.active.get(execution_id)
-        if (rec is None or rec.status != "awaiting_approval" or rec.deadline is None
-                or parse_ts(rec.deadline) > parse_ts(utcnow())):
-            return  # decided meanwhile
+        error = ErrorInfo(code=INTERNAL_ERROR,
+                          message=f"the service failed running this execution: "
+                                  f"{type(exc).__name__}: {exc}")
         try:
-            async with self._deciding(execution_id) as rec:
-                now = utcnow()
-                gate_record = await self._gate_record(rec, "failed", now, code="timed_out")
-                error = ErrorInfo(code="timed_out",
-                                  message="the execution ran past its timeout at an approval")
-                items: list[tuple[str, dict[str, Any]]] = []
-                if gate_record is not None:
-                    items.append(_gate_finished(gate_record))
-                items.append(("workflow_timed_out", {"error": error.model_dump()}))
-                await self._decide(rec, {"status": "timed_out", "error": error,
-                                         "current_step": None, "finished_at": now},
-                                   items, gate_record, None)
-        except InvalidTransitionError:
-            return  # someone is deciding it right now
-
-    def _resume(self, rec: ExecutionRecord) -> None:
-        """Queue an execution whose external step was answered, to finish that cycle."""
-        if rec.execution_id in self.runners:
-            # Answered before the task that started the wait was reaped: queue it after.
-            self._resume_later.add(rec.execution_id)
+            future = owner.apply(lambda rec: T.ended(rec, "failed", error, utcnow()))
+        except Exception:
+            log.exception("internal_error_not_recorded", execution_id=owner.execution_id)
             return
-        self._enqueue(rec)
-        self._pump()
+        if future is not None:
+            future.add_done_callback(lambda f: f.cancelled() or f.exception())
 
-
-def _gate_finished(record: StepRecord) -> tuple[str, dict[str, Any]]:
-    return ("step_finished", {"step": record.name, "cycle": record.cycle,
-                              "status": record.status, "duration_ms": record.duration_ms})

@@ -1,12 +1,49 @@
-"""The schema as an ordered list of migrations; each runs once, recorded in `schema_version`."""
+"""The schema as an ordered list of migrations; each runs once, recorded in `schema_version`.
+
+A migration is SQL, or a function of the connection for one that must read and rewrite
+documents; each runs in its own transaction with the version it brings.
+"""
 
 from __future__ import annotations
 
+import json
 import sqlite3
+from collections.abc import Callable
+from typing import Any
 
 __all__ = ["MIGRATIONS", "migrate"]
 
-MIGRATIONS: list[str] = [
+
+def _waits_as_records(conn: sqlite3.Connection) -> None:
+    """4: an unfinished execution's wait moves from `gate` / `external` into `wait` and `step`
+    (the record of the step waited on), which the engine now keeps in the execution itself."""
+    rows = conn.execute(
+        "SELECT id, doc FROM executions WHERE status IN ('awaiting_approval', 'running')"
+    ).fetchall()
+    for execution_id, text in rows:
+        doc: dict[str, Any] = json.loads(text)
+        gate, external = doc.pop("gate", None), doc.pop("external", None)
+        if doc["status"] == "awaiting_approval":
+            doc["wait"] = {"kind": "approval", "deadline": None, "token": None}
+            cycle = doc.get("cycle") if gate is not None else None
+        elif external is not None:
+            doc["wait"] = {"kind": "external", "deadline": external["deadline"],
+                           "token": external["token"]}
+            cycle = external["cycle"]
+        else:
+            cycle = None
+        if cycle is not None:
+            step = conn.execute("SELECT doc FROM steps WHERE execution_id = ? AND cycle = ?",
+                                (execution_id, cycle)).fetchone()
+            if step is not None:
+                doc["step"] = json.loads(step[0])
+                if external is not None and external.get("result") is not None:
+                    # Answered, not yet finished: recovery finishes it from this answer.
+                    doc["step"]["metadata"]["answer"] = external["result"]
+        conn.execute("UPDATE executions SET doc = ? WHERE id = ?", (json.dumps(doc), execution_id))
+
+
+MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
     # 1: executions, their step records, events, log lines and idempotency answers.
     """
     CREATE TABLE executions (
@@ -94,6 +131,7 @@ MIGRATIONS: list[str] = [
     ALTER TABLE steps_v3 RENAME TO steps;
     CREATE UNIQUE INDEX steps_key ON steps (execution_id, cycle);
     """,
+    _waits_as_records,
 ]
 
 
@@ -107,9 +145,19 @@ def migrate(conn: sqlite3.Connection) -> int:
             f"database schema version {current} is newer than this workflowd ({len(MIGRATIONS)})"
         )
     for version in range(current + 1, len(MIGRATIONS) + 1):
-        conn.executescript(
-            "BEGIN IMMEDIATE;\n"
-            + MIGRATIONS[version - 1]
-            + f"\nINSERT INTO schema_version (version) VALUES ({version});\nCOMMIT;"
-        )
+        step = MIGRATIONS[version - 1]
+        if isinstance(step, str):
+            conn.executescript(
+                "BEGIN IMMEDIATE;\n" + step
+                + f"\nINSERT INTO schema_version (version) VALUES ({version});\nCOMMIT;"
+            )
+            continue
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            step(conn)
+            conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
     return len(MIGRATIONS)

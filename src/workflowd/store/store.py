@@ -2,28 +2,52 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import fcntl
 import json
+import os
+import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import aiosqlite
 
-from workflowd.models import TERMINAL, ExecutionRecord, IdempotencyRecord, StepRecord
+from workflowd.errors import StoreError
+from workflowd.records import (
+    TERMINAL,
+    ExecutionRecord,
+    IdempotencyRecord,
+    StepRecord,
+    decode_execution,
+    decode_step,
+)
 from workflowd.store.schema import migrate
 from workflowd.store.writer import Delivery, Write, Writer
 
-__all__ = ["ExecutionFilter", "Store"]
+__all__ = ["MIN_SQLITE", "ExecutionFilter", "Store"]
 
-_PRAGMAS = (
-    "PRAGMA journal_mode = WAL",
-    # In WAL mode NORMAL survives a crash of the process (kill -9) with nothing lost; only an
-    # OS crash or power cut can drop the last commits. FULL would add an fsync per commit.
-    "PRAGMA synchronous = NORMAL",
-    "PRAGMA busy_timeout = 5000",
-    "PRAGMA foreign_keys = ON",
-)
+# Upserts (`ON CONFLICT ... DO UPDATE`) came in 3.24; `json_each` and `json_extract` are the
+# JSON functions every build since has.
+MIN_SQLITE = (3, 24, 0)
+
+
+def _pragmas(synchronous: str) -> tuple[str, ...]:
+    return (
+        "PRAGMA journal_mode = WAL",
+        # FULL syncs the WAL at every commit, so a commit survives a power cut, not only a
+        # crash of the process; group commit keeps that to one sync per batch. NORMAL (a
+        # setting) may lose the last commits to an OS crash or power cut, never to a kill.
+        f"PRAGMA synchronous = {synchronous.upper()}",
+        # Short: nothing but another program takes this file's write lock, and a writer that
+        # waited longer would stall every caller behind it. Past it the batch fails at once.
+        "PRAGMA busy_timeout = 1000",
+        "PRAGMA foreign_keys = ON",
+    )
+
+
 _TERMINAL_SQL = ", ".join(f"'{status}'" for status in sorted(TERMINAL))
 
 
@@ -41,34 +65,57 @@ class ExecutionFilter:
 class Store:
     """One file: a write connection for the writer task, a read connection for the rest."""
 
-    def __init__(self, path: str, reader: aiosqlite.Connection, writer: Writer) -> None:
+    def __init__(self, path: str, reader: aiosqlite.Connection, writer: Writer,
+                 lock: int | None) -> None:
         self.path = path
         self._reader = reader
         self.writer = writer
+        self._lock = lock
         # Called with the ids of deleted executions once the delete is committed, so that
         # whoever keeps copies (the ledger's recently finished records) drops them.
         self.on_deleted: list[Callable[[Sequence[str]], None]] = []
 
     @classmethod
-    async def open(cls, path: str, *, max_batch: int = 512, commit_interval: float = 0.0) -> Store:
+    async def open(cls, path: str, *, max_batch: int = 512, commit_interval: float = 0.0,
+                   synchronous: Literal["full", "normal"] = "full") -> Store:
+        """Open (creating and migrating) the file; `StoreError` says why it cannot be."""
+        if sqlite3.sqlite_version_info < MIN_SQLITE:
+            raise StoreError(f"SQLite {sqlite3.sqlite_version} is too old: workflowd needs "
+                             f"{'.'.join(map(str, MIN_SQLITE))} or later")
+        lock = None
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        writer = Writer(path, _PRAGMAS, max_batch=max_batch, commit_interval=commit_interval)
-        await writer.open(migrate)
+            lock = _lock(path)
+        pragmas = _pragmas(synchronous)
+        writer = Writer(path, pragmas, max_batch=max_batch, commit_interval=commit_interval)
         try:
+            await writer.open(migrate)
             reader = await aiosqlite.connect(path, isolation_level=None)
-            for pragma in _PRAGMAS[1:]:
-                await reader.execute(pragma)
-        except BaseException:
+            try:
+                for pragma in pragmas[1:]:
+                    await reader.execute(pragma)
+            except BaseException:
+                await reader.close()
+                raise
+        except BaseException as exc:
             await writer.stop()
+            _unlock(lock)
+            if isinstance(exc, sqlite3.Error | RuntimeError):
+                raise StoreError(f"cannot open the store {path!r}: {exc}") from exc
             raise
-        return cls(path, reader, writer)
+        return cls(path, reader, writer, lock)
 
     async def close(self) -> None:
         await self.writer.stop()
         await self._reader.close()
+        _unlock(self._lock)
+        self._lock = None
 
     # ---- writes ---------------------------------------------------------------------------
+
+    def write(self, write: Write) -> asyncio.Future[None]:
+        """Queue a write; the future resolves once it is durable."""
+        return self.writer.submit(write)
 
     async def commit(self, write: Write) -> None:
         """Queue a write and wait until it is durable."""
@@ -82,14 +129,14 @@ class Store:
 
     async def get_execution(self, execution_id: str) -> ExecutionRecord | None:
         rows = await self._rows("SELECT doc FROM executions WHERE id = ?", (execution_id,))
-        return ExecutionRecord.model_validate_json(rows[0][0]) if rows else None
+        return decode_execution(rows[0][0]) if rows else None
 
     async def unfinished(self) -> list[ExecutionRecord]:
         """Every execution not yet terminal, in order of arrival."""
         rows = await self._rows(
             f"SELECT doc FROM executions WHERE status NOT IN ({_TERMINAL_SQL}) ORDER BY num"  # noqa: S608 - a constant
         )
-        return [ExecutionRecord.model_validate_json(row[0]) for row in rows]
+        return [decode_execution(row[0]) for row in rows]
 
     async def list_executions(self, f: ExecutionFilter) -> tuple[list[ExecutionRecord], int | None]:
         """Newest first; answers the page and the `num` to continue below (None at the end)."""
@@ -120,19 +167,19 @@ class Store:
         rows = await self._rows(sql, params)
         page = rows[: f.limit]
         next_num = page[-1][0] if len(rows) > f.limit else None
-        return [ExecutionRecord.model_validate_json(row[1]) for row in page], next_num
+        return [decode_execution(row[1]) for row in page], next_num
 
     async def steps(self, execution_id: str) -> list[StepRecord]:
         rows = await self._rows(
             "SELECT doc FROM steps WHERE execution_id = ? ORDER BY cycle", (execution_id,)
         )
-        return [StepRecord.model_validate_json(row[0]) for row in rows]
+        return [decode_step(row[0]) for row in rows]
 
     async def step_at(self, execution_id: str, cycle: int) -> StepRecord | None:
         rows = await self._rows(
             "SELECT doc FROM steps WHERE execution_id = ? AND cycle = ?", (execution_id, cycle)
         )
-        return StepRecord.model_validate_json(rows[0][0]) if rows else None
+        return decode_step(rows[0][0]) if rows else None
 
     async def events(self, execution_id: str, after: int = 0, limit: int = 1000) -> list[str]:
         """Events as stored JSON text, in `seq` order."""
@@ -215,3 +262,23 @@ class Store:
         await self.commit(Write(statements=statements))
         for forget in self.on_deleted:
             forget(ids)
+
+
+def _lock(path: str) -> int:
+    """Hold `PATH.lock` while the store is open: two services on one file would both run the
+    same executions."""
+    fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise StoreError(f"the store {path!r} is in use by another workflowd (it holds "
+                         f"{path}.lock); run one service per file, or PostgreSQL for several"
+                         ) from None
+    return fd
+
+
+def _unlock(fd: int | None) -> None:
+    if fd is not None:
+        with contextlib.suppress(OSError):
+            os.close(fd)  # closing the descriptor releases the lock

@@ -1,13 +1,17 @@
 """The single writer: every change goes through one thread that commits many at once (group
 commit).
 
-Callers hand over a `Write` and get a future that resolves once it is durable. Whatever queued
-up while the previous transaction was committing joins the next one, so under load one commit
-covers many executions' cycles; alone, a write commits at once.
+Callers hand over a `Write` (rows already encoded as JSON on the loop, so nothing user code can
+still change crosses the thread) and get a future that resolves once it is durable. Whatever
+queued up while the previous transaction was committing joins the next one, so under load one
+commit covers many executions' changes; alone, a write commits at once.
 
-The write connection lives in a thread of its own, which takes queued writes in batches and
-runs each batch's transaction (BEGIN, every statement, COMMIT) by itself: one hand-over back to
-the loop per commit, where a statement-by-statement async driver would make one per statement.
+Failures: when the file itself refuses (full, locked, unreadable), the whole batch fails at once
+with `StoreUnavailableError` and nothing of it is kept; the writer goes on with the next batch,
+so the service recovers by itself when the cause goes. When one write is at fault (a constraint),
+the batch is retried write by write so that only that one fails. Either way a later write of
+the same execution that was built on a failed one is refused (`StaleWriteError`) instead of
+committed, so an execution's events never get a gap.
 """
 
 from __future__ import annotations
@@ -22,40 +26,40 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import structlog
 
-from workflowd.models import (
-    Event,
-    ExecutionRecord,
-    IdempotencyRecord,
-    LogLine,
-    StepRecord,
-    dumps,
-    utcnow,
-)
+from workflowd.clock import utcnow
+from workflowd.codec import dumps, encode
+from workflowd.errors import StoreUnavailableError
+from workflowd.records import Event, ExecutionRecord, IdempotencyRecord, StepRecord
 
-__all__ = ["Delivery", "StoreClosedError", "Write", "Writer"]
+__all__ = ["Delivery", "StaleWriteError", "StoreClosedError", "Write", "Writer"]
 
 log = structlog.get_logger(__name__)
 
-# The three tables every cycle writes take a whole batch as one JSON array parameter, expanded
+# The three tables every change writes take a whole batch as one JSON array parameter, expanded
 # by `json_each` inside SQLite: one statement step per table and batch, where `executemany`
 # takes one step per row and, between steps, the GIL back from a busy event loop (measured:
-# milliseconds per row when the loop is busy, microseconds with this).
+# milliseconds per row when the loop is busy, microseconds with this). `json_extract`, not
+# `->>`, so that SQLite 3.24 and later do.
 _UPSERT_EXECUTION = (
     "INSERT INTO executions (id, workflow_id, status, created_at, finished_at, doc) "
-    "SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5 "
-    "FROM json_each(?) WHERE true ON CONFLICT (id) DO UPDATE SET "
+    "SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), "
+    "json_extract(value, '$[2]'), json_extract(value, '$[3]'), json_extract(value, '$[4]'), "
+    "json_extract(value, '$[5]') FROM json_each(?) WHERE true ON CONFLICT (id) DO UPDATE SET "
     "status = excluded.status, finished_at = excluded.finished_at, doc = excluded.doc"
 )
 _UPSERT_STEP = (
     "INSERT INTO steps (execution_id, cycle, doc) "
-    "SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?) WHERE true "
+    "SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), "
+    "json_extract(value, '$[2]') FROM json_each(?) WHERE true "
     "ON CONFLICT (execution_id, cycle) DO UPDATE SET doc = excluded.doc"
 )
 _INSERT_EVENT = (
     "INSERT INTO events (execution_id, seq, doc) "
-    "SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?)"
+    "SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), "
+    "json_extract(value, '$[2]') FROM json_each(?)"
 )
 _INSERT_LOG = "INSERT INTO logs (execution_id, doc) VALUES (?, ?)"
 _INSERT_DELIVERY = (
@@ -80,66 +84,82 @@ class StoreClosedError(RuntimeError):
     """A write was handed to a writer that has stopped."""
 
 
+class StaleWriteError(StoreUnavailableError):
+    """A write built on an earlier write of the same execution that failed: refused, so that
+    nothing commits after a gap. Its owner has gone back to the last committed record."""
+
+
 @dataclass(slots=True)
 class Write:
-    """One atomic change: an execution's snapshot with its step records, events and log lines."""
+    """One atomic change, its rows encoded: an execution's snapshot with its step records,
+    events and log lines, or plain statements.
 
-    execution: ExecutionRecord | None = None
-    steps: Sequence[StepRecord] = ()
-    events: Sequence[Event] = ()
-    logs: Sequence[LogLine] = ()
+    `execution_id`, `base_seq` (the `seq` of the record this change was built on) and `seq`
+    (its own record's) let the writer refuse a write built on one that failed.
+    """
+
+    execution_id: str | None = None
+    base_seq: int = 0
+    seq: int = 0
+    execution: bytes | None = None  # [id, workflow_id, status, created_at, finished_at, doc]
+    steps: Sequence[tuple[int, bytes]] = ()  # (cycle, [execution_id, cycle, doc])
+    events: Sequence[bytes] = ()  # [execution_id, seq, doc]
+    logs: Sequence[tuple[str, str]] = ()  # (execution_id, doc)
     idempotency: IdempotencyRecord | None = None
     statements: Sequence[tuple[str, tuple[Any, ...]]] = ()
     deliveries: Sequence[Delivery] = ()
     on_commit: Callable[[], None] | None = None
     future: asyncio.Future[None] | None = field(default=None, repr=False)
 
+    @classmethod
+    def of(cls, rec: ExecutionRecord, events: Sequence[Event] = (),
+           steps: Sequence[StepRecord] = (), *, base_seq: int, **extra: Any) -> Write:
+        """The write of an execution's record with its events and step records, the rows
+        encoded here, on the caller's thread."""
+        execution_id = rec.execution_id
+        return cls(
+            execution_id=execution_id, base_seq=base_seq, seq=rec.seq,
+            execution=encode((execution_id, rec.workflow_id, rec.status, rec.created_at,
+                              rec.finished_at, rec)),
+            steps=[(s.cycle or 0, encode((execution_id, s.cycle or 0, s))) for s in steps],
+            events=[encode((execution_id, e.seq, msgspec.Raw(e.json))) for e in events],
+            **extra)
+
 
 @dataclass(slots=True)
 class _Rows:
-    executions: list[tuple[Any, ...]] = field(default_factory=list)
-    steps: list[tuple[Any, ...]] = field(default_factory=list)
-    events: list[tuple[Any, ...]] = field(default_factory=list)
-    logs: list[tuple[Any, ...]] = field(default_factory=list)
+    """A batch's rows, gathered in the writer's thread."""
+
+    executions: dict[str, bytes] = field(default_factory=dict)  # the latest snapshot of each
+    steps: dict[tuple[str, int], bytes] = field(default_factory=dict)
+    events: list[bytes] = field(default_factory=list)
+    logs: list[tuple[str, str]] = field(default_factory=list)
     idempotency: list[tuple[Any, ...]] = field(default_factory=list)
     deliveries: list[tuple[Any, ...]] = field(default_factory=list)
     statements: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
 
-    # The latest snapshot of each execution in the batch: only that one is encoded and written.
-    latest: dict[str, ExecutionRecord] = field(default_factory=dict)
-    encoded: list[tuple[str, str]] = field(default_factory=list)
-
     def add(self, write: Write) -> None:
-        rec = write.execution
-        if rec is not None:
-            self.latest[rec.execution_id] = rec
-            execution_id = rec.execution_id
-            self.steps.extend((execution_id, s.cycle, s.model_dump_json()) for s in write.steps)
-        self.events.extend((e.execution_id, e.seq, e.json) for e in write.events)
-        self.logs.extend((line.execution_id, line.json) for line in write.logs)
+        execution_id = write.execution_id
+        if write.execution is not None and execution_id is not None:
+            self.executions[execution_id] = write.execution
+        if execution_id is not None:
+            for cycle, row in write.steps:
+                self.steps[(execution_id, cycle)] = row  # a later record of a cycle wins
+        self.events.extend(write.events)
+        self.logs.extend(write.logs)
         idem = write.idempotency
         if idem is not None:
-            self.idempotency.append(
-                (idem.scope, idem.key, idem.fingerprint, idem.status, idem.body, idem.location,
-                 utcnow())
-            )
+            self.idempotency.append((idem.scope, idem.key, idem.fingerprint, idem.status,
+                                     idem.body, idem.location, utcnow()))
         if write.deliveries:
             now = utcnow()
             self.deliveries.extend((d.url, d.body, dumps(d.headers), now, now)
                                    for d in write.deliveries)
         self.statements.extend(write.statements)
 
-    def seal(self) -> _Rows:
-        """Encode the hot tables' rows, each table's as one JSON array (one statement)."""
-        self.executions.extend(
-            (rec.execution_id, rec.workflow_id, rec.status, rec.created_at, rec.finished_at,
-             rec.model_dump_json())
-            for rec in self.latest.values())
-        self.latest.clear()
-        self.encoded = [(sql, dumps(rows)) for sql, rows in (
-            (_UPSERT_EXECUTION, self.executions), (_UPSERT_STEP, self.steps),
-            (_INSERT_EVENT, self.events)) if rows]
-        return self
+
+def _array(rows: Sequence[bytes]) -> str:
+    return (b"[" + b",".join(rows) + b"]").decode()
 
 
 class Writer:
@@ -158,21 +178,34 @@ class Writer:
         self._interval = commit_interval
         self._inbox: queue.SimpleQueue[Write | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped: asyncio.Future[None] | None = None
         self._closed = False
+        # Executions whose last write failed, with the seq of their last committed record:
+        # only a write built on that record may commit next. Touched by the thread only.
+        self._blocked: dict[str, int] = {}
         self.commits = 0
         self.writes = 0
+        self.rows = 0
+        self.failures = 0
+        self.commit_seconds = 0.0
+        self.unavailable: str | None = None  # why the file refuses writes, while it does
 
     async def open(self, prepare: Callable[[sqlite3.Connection], object]) -> None:
         """Start the writer's thread: it connects, runs `prepare` (the migrations), then
-        commits what it is handed until `stop`."""
-        loop = asyncio.get_running_loop()
+        commits what it is handed until `stop`. A failure to open is raised here."""
+        loop = self._loop = asyncio.get_running_loop()
         opened: asyncio.Future[None] = loop.create_future()
         self._stopped = loop.create_future()
-        self._thread = threading.Thread(target=self._run, args=(loop, prepare, opened),
+        self._thread = threading.Thread(target=self._run, args=(prepare, opened),
                                         name="workflowd-writer", daemon=True)
         self._thread.start()
-        await opened
+        try:
+            await opened
+        except BaseException:
+            self._closed = True
+            await asyncio.shield(self._stopped)
+            raise
 
     def submit(self, write: Write) -> asyncio.Future[None]:
         """Queue a write; the future resolves after its commit (or fails with its error)."""
@@ -185,6 +218,8 @@ class Writer:
     async def stop(self) -> None:
         """Commit what is queued, then stop and close the connection."""
         if self._closed:
+            if self._stopped is not None:
+                await asyncio.shield(self._stopped)
             return
         self._closed = True
         self._inbox.put(None)
@@ -193,32 +228,62 @@ class Writer:
 
     # ---- in the writer's thread ------------------------------------------------------------
 
-    def _run(self, loop: asyncio.AbstractEventLoop,
-             prepare: Callable[[sqlite3.Connection], object],
+    def _run(self, prepare: Callable[[sqlite3.Connection], object],
              opened: asyncio.Future[None]) -> None:
+        # Nothing may escape this function: a failure reaches the caller through a future,
+        # never the thread's excepthook.
+        conn: sqlite3.Connection | None = None
         try:
             conn = self._connect(prepare)
         except BaseException as exc:  # noqa: BLE001 - handed to the caller of open()
-            loop.call_soon_threadsafe(_resolve, opened, exc)
-            loop.call_soon_threadsafe(_resolve, self._stopped, None)
-            return
-        loop.call_soon_threadsafe(_resolve, opened, None)
-        try:
-            stopping = False
-            while not stopping:
-                first = self._inbox.get()
-                if first is None:
-                    break
-                batch = [first]
-                stopping = self._drain_into(batch)
-                if self._interval and not stopping and len(batch) < self._max_batch:
-                    time.sleep(self._interval)  # let more join this commit
-                    stopping = self._drain_into(batch)
-                errors = self._commit(conn, batch)
-                loop.call_soon_threadsafe(_settle_all, batch, errors)
+            self._to_loop(_resolve, opened, exc)
+        else:
+            self._to_loop(_resolve, opened, None)
+            try:
+                self._serve(conn)
+            except BaseException as exc:  # noqa: BLE001 - a bug here must not hang callers
+                log.error("writer_crashed", error=repr(exc))
+                self._fail_queued(StoreClosedError(f"the writer stopped: {exc!r}"))
         finally:
-            conn.close()
-            loop.call_soon_threadsafe(_resolve, self._stopped, None)
+            if conn is not None:
+                with contextlib.suppress(Exception):
+                    conn.close()
+            self._to_loop(_resolve, self._stopped, None)
+
+    def _to_loop(self, fn: Callable[..., None], *args: Any) -> None:
+        loop = self._loop
+        assert loop is not None
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+            loop.call_soon_threadsafe(fn, *args)
+
+    def _serve(self, conn: sqlite3.Connection) -> None:
+        stopping = False
+        while not stopping:
+            first = self._inbox.get()
+            if first is None:
+                break
+            batch = [first]
+            stopping = self._drain_into(batch)
+            if self._interval and not stopping and len(batch) < self._max_batch:
+                time.sleep(self._interval)  # let more join this commit
+                stopping = self._drain_into(batch)
+            errors = self._commit(conn, batch)
+            self._to_loop(_settle_all, batch, errors)
+        self._closed = True
+        self._fail_queued(StoreClosedError("the store is closed"))
+
+    def _fail_queued(self, error: BaseException) -> None:
+        """Fail whatever is still queued (after the stop mark, or after a crash)."""
+        left: list[Write] = []
+        while True:
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None:
+                left.append(item)
+        if left:
+            self._to_loop(_settle_all, left, [error] * len(left))
 
     def _connect(self, prepare: Callable[[sqlite3.Connection], object]) -> sqlite3.Connection:
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
@@ -245,28 +310,114 @@ class Writer:
 
     def _commit(self, conn: sqlite3.Connection,
                 batch: list[Write]) -> list[BaseException | None]:
-        """Commit the batch in one transaction; if it fails, each write alone, so that one bad
-        write fails only itself. Answers each write's error (None: committed)."""
+        """Commit the batch in one transaction; answer each write's error (None: committed)."""
+        errors = self._admit(batch)
+        live = [write for write, error in zip(batch, errors, strict=True) if error is None]
+        if not live:
+            return errors
+        began = time.perf_counter()
         try:
-            rows = _Rows()
-            for write in batch:
-                rows.add(write)
-            _transaction(conn, rows.seal())
-        except Exception as exc:  # noqa: BLE001 - one bad write must not fail its neighbours
-            if len(batch) == 1:
-                log.warning("write_failed", error=str(exc))
-                return [exc]
-            return [self._commit(conn, [write])[0] for write in batch]
+            _transaction(conn, live)
+        except sqlite3.IntegrityError:
+            # One write is at fault: commit the others, each alone, in order.
+            return self._one_by_one(conn, batch, errors)
+        except Exception as exc:  # noqa: BLE001 - the file refuses: every write of it fails
+            failure = self._refused(exc, live)
+            return [failure if error is None else error for error in errors]
+        self._committed(live, time.perf_counter() - began)
+        return errors
+
+    def _one_by_one(self, conn: sqlite3.Connection, batch: list[Write],
+                    errors: list[BaseException | None]) -> list[BaseException | None]:
+        for n, write in enumerate(batch):
+            if errors[n] is None:
+                errors[n] = self._stale(write)
+            if errors[n] is not None:
+                continue
+            began = time.perf_counter()
+            try:
+                _transaction(conn, [write])
+            except Exception as exc:  # noqa: BLE001 - this write's own failure
+                errors[n] = self._refused(exc, [write])
+                continue
+            self._committed([write], time.perf_counter() - began)
+        return errors
+
+    def _admit(self, batch: list[Write]) -> list[BaseException | None]:
+        """Refuse the writes of a blocked execution that are not built on its last committed
+        record, following the batch's own chain (a write may build on one before it here)."""
+        expect: dict[str, int] = {}
+        errors: list[BaseException | None] = []
+        for write in batch:
+            execution_id = write.execution_id
+            error = None
+            if execution_id is not None and execution_id in self._blocked:
+                if write.base_seq != expect.get(execution_id, self._blocked[execution_id]):
+                    error = _stale_error(execution_id)
+                else:
+                    expect[execution_id] = write.seq
+            errors.append(error)
+        return errors
+
+    def _stale(self, write: Write) -> StaleWriteError | None:
+        execution_id = write.execution_id
+        if execution_id is None or execution_id not in self._blocked:
+            return None
+        return _stale_error(execution_id) if write.base_seq != self._blocked[execution_id] else None
+
+    def _refused(self, exc: Exception, writes: list[Write]) -> BaseException:
+        self.failures += len(writes)
+        for write in writes:
+            if write.execution_id is not None:
+                self._blocked.setdefault(write.execution_id, write.base_seq)
+        if isinstance(exc, sqlite3.IntegrityError):
+            log.error("write_refused", error=str(exc), writes=len(writes))
+            return exc
+        reason = _reason(exc)
+        if self.unavailable != reason:
+            log.error("store_unavailable", reason=reason, error=str(exc), path=self._path)
+            self.unavailable = reason
+        return StoreUnavailableError(f"the store cannot write now ({reason}); nothing of this "
+                                     "request was changed, try again later")
+
+    def _committed(self, writes: list[Write], seconds: float) -> None:
+        if self.unavailable is not None:
+            log.info("store_available", path=self._path)
+            self.unavailable = None
+        for write in writes:
+            if write.execution_id is not None:
+                self._blocked.pop(write.execution_id, None)
+            self.rows += len(write.events) + len(write.steps) + (write.execution is not None)
         self.commits += 1
-        self.writes += len(batch)
-        return [None] * len(batch)
+        self.writes += len(writes)
+        self.commit_seconds += seconds
 
 
-def _transaction(conn: sqlite3.Connection, rows: _Rows) -> None:
+def _stale_error(execution_id: str) -> StaleWriteError:
+    return StaleWriteError(f"a write of {execution_id} before this one failed")
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc).lower()
+    for words, reason in ((("full",), "disk full"), (("locked", "busy"), "database locked"),
+                          (("disk i/o", "ioerr"), "disk I/O error"),
+                          (("readonly", "read-only"), "read-only file")):
+        if any(word in text for word in words):
+            return reason
+    return type(exc).__name__
+
+
+def _transaction(conn: sqlite3.Connection, writes: list[Write]) -> None:
+    rows = _Rows()
+    for write in writes:
+        rows.add(write)
     conn.execute("BEGIN IMMEDIATE")
     try:
-        for sql, batch in rows.encoded:
-            conn.execute(sql, (batch,))
+        for sql, table in ((_UPSERT_EXECUTION, list(rows.executions.values())),
+                           (_UPSERT_STEP, list(rows.steps.values())),
+                           (_INSERT_EVENT, rows.events)):
+            if table:
+                conn.execute(sql, (_array(table),))
         for sql, params in ((_INSERT_LOG, rows.logs), (_INSERT_IDEMPOTENCY, rows.idempotency),
                             (_INSERT_DELIVERY, rows.deliveries)):
             if params:
@@ -291,13 +442,9 @@ def _resolve(future: asyncio.Future[None] | None, error: BaseException | None) -
 
 def _settle_all(batch: list[Write], errors: list[BaseException | None]) -> None:
     for write, error in zip(batch, errors, strict=True):
-        _settle(write, error)
-
-
-def _settle(write: Write, error: BaseException | None) -> None:
-    if error is None and write.on_commit is not None:
-        try:
-            write.on_commit()
-        except Exception:
-            log.exception("on_commit_failed")
-    _resolve(write.future, error)
+        if error is None and write.on_commit is not None:
+            try:
+                write.on_commit()
+            except Exception:
+                log.exception("on_commit_failed")
+        _resolve(write.future, error)
