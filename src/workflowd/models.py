@@ -85,7 +85,11 @@ def parse_ts(text: str) -> datetime:
     moment = datetime.fromisoformat(text.strip().replace("z", "Z"))
     if moment.tzinfo is None:
         raise ValueError("timestamp needs a time zone (e.g. 'Z')")
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        # 0001-01-01T00:00+01:00 is a valid timestamp whose UTC instant is before year 1.
+        raise ValueError("timestamp is out of range once in UTC") from None
 
 
 def ms_between(start: str | None, end: str) -> int | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import pytest
@@ -20,6 +21,16 @@ from tests.helpers import (
 )
 
 UNKNOWN_ID = "00000000-0000-4000-8000-000000000000"
+# Past what SQLite's signed 64-bit INTEGER holds: such a number must be refused, not sent to SQL.
+HUGE = "99999999999999999999"
+JUST_OVER = str(2**63)
+MANY_DIGITS = "9" * 5000  # past the 4,300 digits int() takes from a string
+
+
+def _cursor(text: str) -> str:
+    """A cursor built the way the server builds its own, around any text."""
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
 
 # Every route with an {id}: (method, path after /executions/{id}).
 ID_ROUTES = [
@@ -228,6 +239,28 @@ async def test_bad_decision_body_is_422(client: TestClient[Any, Any]) -> None:
         ("GET", "/executions/{id}/events?after=-1", "after"),
         ("GET", "/executions/{id}/events?limit=many", "limit"),
         ("GET", "/executions/{id}/logs?after=x", "after"),
+        # Numbers past SQLite's INTEGER, timestamps whose UTC instant falls outside years
+        # 1..9999, and cursors the server never gave out: all refused before SQL or datetime
+        # arithmetic sees them.
+        ("GET", f"/executions/{{id}}/events?after={HUGE}", "after"),
+        ("GET", f"/executions/{{id}}/events?after={JUST_OVER}", "after"),
+        ("GET", f"/executions/{{id}}/logs?after={HUGE}", "after"),
+        pytest.param("GET", f"/executions/{{id}}/events?after={MANY_DIGITS}", "after",
+                     id="events-after-5000-digits"),
+        ("GET", f"/executions/{{id}}/status/live?since={HUGE}", "since"),
+        ("GET", f"/executions/{{id}}/events/stream?after={HUGE}", "after"),
+        ("GET", f"/executions/{{id}}/ws?after={HUGE}", "after"),
+        ("GET", f"/executions?cursor={_cursor('n' + HUGE)}", "cursor"),
+        ("GET", f"/executions?cursor={_cursor('n' + JUST_OVER)}", "cursor"),
+        pytest.param("GET", f"/executions?cursor={_cursor('n' + MANY_DIGITS)}", "cursor",
+                     id="cursor-5000-digits"),
+        ("GET", f"/executions?cursor={_cursor('n-5')}", "cursor"),
+        ("GET", f"/executions?cursor={_cursor('n0')}", "cursor"),
+        ("GET", f"/executions?cursor={_cursor('n²')}", "cursor"),
+        ("GET", "/executions?created_after=0001-01-01T00:00:00%2B01:00", "created_after"),
+        ("GET", "/executions?created_before=0001-01-01T00:00:00%2B01:00", "created_before"),
+        ("GET", "/executions?created_after=9999-12-31T23:59:59-01:00", "created_after"),
+        ("GET", "/executions?created_before=9999-12-31T23:59:59-01:00", "created_before"),
     ],
 )
 async def test_bad_query_params_are_422(client: TestClient[Any, Any], method: str, path: str,
@@ -240,6 +273,18 @@ async def test_bad_query_params_are_422(client: TestClient[Any, Any], method: st
     problem = await problem_of(resp, 422)
     assert ["query", param] in [e["loc"][:2] for e in problem["errors"]], problem
     assert await _snapshot(client) == before
+
+
+@pytest.mark.parametrize("last_event_id", ["abc", "-1", "1.5", "²", "\u0661", HUGE, JUST_OVER,
+                                           pytest.param(MANY_DIGITS, id="5000-digits")])
+async def test_bad_last_event_id_is_400(client: TestClient[Any, Any], last_event_id: str) -> None:
+    """A Last-Event-ID that is not an ASCII seq SQLite can hold is a 400 problem, not a 500."""
+    execution_id = (await submit(client, "three-steps"))["execution_id"]
+    await wait_for_status(client, execution_id, "completed")
+    resp = await client.get(f"{API}/executions/{execution_id}/events/stream",
+                            headers={"Last-Event-ID": last_event_id})
+    body = await problem_of(resp, 400)
+    assert "Last-Event-ID" in body["detail"]
 
 
 async def test_queue_full_is_429_with_retry_after(make_client: MakeClient) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
@@ -11,9 +12,25 @@ from pydantic import BaseModel, ValidationError
 from workflowd.errors import BadRequestError, ValidationProblem
 from workflowd.models import dumps
 
-__all__ = ["json_response", "parse_body", "parse_query"]
+__all__ = ["SQL_INT_MAX", "json_response", "parse_body", "parse_query", "sql_int"]
 
 M = TypeVar("M", bound=BaseModel)
+
+# The largest INTEGER SQLite holds (signed 64-bit). Every number a client sends that reaches
+# SQL is bounded by it: a larger one would raise OverflowError in the driver, a 500.
+SQL_INT_MAX = 2**63 - 1
+_DIGITS = re.compile(r"[0-9]{1,19}")  # ASCII only: `str.isdigit` takes '²', which int() refuses
+
+
+def sql_int(text: str) -> int | None:
+    """`text` as a non-negative integer SQLite can hold, or None when it is not one.
+
+    The length is checked before `int()`, which refuses strings past 4,300 digits with a
+    ValueError of its own."""
+    if _DIGITS.fullmatch(text) is None:
+        return None
+    value = int(text)
+    return value if value <= SQL_INT_MAX else None
 
 
 def _problem_from(exc: ValidationError, where: str) -> ValidationProblem:

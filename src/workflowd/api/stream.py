@@ -11,7 +11,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from pydantic import BaseModel, ConfigDict, Field
 
 from workflowd.api.keys import HUB, SCHEDULER, SETTINGS, SOCKETS
-from workflowd.api.parsing import parse_query
+from workflowd.api.parsing import SQL_INT_MAX, parse_query, sql_int
 from workflowd.engine.follow import Follow, Lagging
 from workflowd.errors import BadRequestError
 from workflowd.models import API_PREFIX, Event, ExecutionRecord, dumps
@@ -25,7 +25,7 @@ LAGGING = "fell behind: resume with after=SEQ"
 
 class FollowQuery(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    after: int | None = Field(default=None, ge=0)
+    after: int | None = Field(default=None, ge=0, le=SQL_INT_MAX)
 
 
 class AllQuery(BaseModel):
@@ -183,12 +183,8 @@ async def all_ws(request: web.Request) -> web.StreamResponse:
 @routes.get(f"{API_PREFIX}/executions/{{execution_id}}/events/stream")
 async def follow_sse(request: web.Request) -> web.StreamResponse:
     q = parse_query(request, FollowQuery)
-    after = q.after
     last_id = request.headers.get("Last-Event-ID")
-    if last_id is not None:
-        if not last_id.strip().isdigit():
-            raise BadRequestError("Last-Event-ID must be an event seq")
-        after = int(last_id)
+    after = q.after if last_id is None else _last_event_id(last_id)
     follow, rec = await _follow(request, after)
     heartbeat = request.app[SETTINGS].live.heartbeat
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
@@ -212,6 +208,14 @@ async def follow_sse(request: web.Request) -> web.StreamResponse:
         raise
     follow.close()
     return resp
+
+
+def _last_event_id(value: str) -> int:
+    """The seq a reconnecting EventSource sends back."""
+    seq = sql_int(value.strip())
+    if seq is None:
+        raise BadRequestError(f"Last-Event-ID must be an event seq, 0 to {SQL_INT_MAX}")
+    return seq
 
 
 async def close_sockets(app: web.Application) -> None:
