@@ -51,8 +51,9 @@ API_PREFIX = "/api/v1"
 
 def format_ts(moment: datetime) -> str:
     """ISO 8601 UTC with milliseconds and `Z`, the one form every answer uses."""
-    moment = moment.astimezone(UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    # Not strftime("%Y"): glibc writes year 999 as "999", which sorts after "2026" in SQL's
+    # text comparisons of `created_at`. isoformat pads to four digits and truncates to ms.
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").removesuffix("+00:00") + "Z"
 
 
 class _Clock:
