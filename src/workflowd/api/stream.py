@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import weakref
+from collections.abc import AsyncIterator
 
 import structlog
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -12,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from workflowd.api.keys import HUB, SCHEDULER, SETTINGS, SOCKETS
 from workflowd.api.parsing import SQL_INT_MAX, parse_query, sql_int
-from workflowd.engine.follow import Follow, Lagging
+from workflowd.engine.follow import Follow, Lagging, Streamed
 from workflowd.errors import BadRequestError
 from workflowd.models import API_PREFIX, Event, ExecutionRecord, dumps
 
@@ -186,28 +187,48 @@ async def follow_sse(request: web.Request) -> web.StreamResponse:
     last_id = request.headers.get("Last-Event-ID")
     after = q.after if last_id is None else _last_event_id(last_id)
     follow, rec = await _follow(request, after)
-    heartbeat = request.app[SETTINGS].live.heartbeat
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                        "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-    await resp.prepare(request)
     try:
+        await resp.prepare(request)
         await resp.write(f"retry: 2000\ndata: {_snapshot(rec)}\n\n".encode())
-        events = follow.events().__aiter__()
+        await _write_events(resp, follow.events(), request.app[SETTINGS].live.heartbeat)
+    finally:
+        follow.close()
+    return resp
+
+
+async def _write_events(resp: web.StreamResponse, events: AsyncIterator[Streamed],
+                        heartbeat: float) -> None:
+    """Write each event as it comes, and a comment after every `heartbeat` seconds without one.
+
+    The read of the next event is one task that outlives the heartbeats: cancelling it at a
+    heartbeat (as a timeout around `anext` would) throws into the generator and ends it."""
+    pending: asyncio.Task[Streamed | None] | None = None
+    try:
         while True:
-            try:
-                async with asyncio.timeout(heartbeat):
-                    item = await anext(events)
-            except TimeoutError:
+            if pending is None:
+                pending = asyncio.create_task(_next(events))
+            done, _ = await asyncio.wait({pending}, timeout=heartbeat)
+            if not done:
                 await resp.write(b": keep-alive\n\n")
                 continue
-            except (StopAsyncIteration, Lagging):
-                break
+            try:
+                item = pending.result()
+            except Lagging:
+                return
+            pending = None
+            if item is None:
+                return
             await resp.write(f"id: {item.seq}\ndata: {item.json}\n\n".encode())
-    except (ConnectionError, asyncio.CancelledError):
-        follow.close()
-        raise
-    follow.close()
-    return resp
+    finally:
+        if pending is not None:  # the response ended (peer gone, shutdown) with a read waiting
+            pending.cancel()
+            await asyncio.wait({pending})
+
+
+async def _next(events: AsyncIterator[Streamed]) -> Streamed | None:
+    return await anext(events, None)
 
 
 def _last_event_id(value: str) -> int:
