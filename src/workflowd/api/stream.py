@@ -113,7 +113,6 @@ async def follow_ws(request: web.Request) -> web.StreamResponse:
     q = parse_query(request, FollowQuery)
     follow, rec = await _follow(request, q.after)  # 404 before the upgrade
     ws = _socket(request.app[SETTINGS].live.heartbeat)
-    await ws.prepare(request)
 
     async def send() -> None:
         await ws.send_str(_snapshot(rec))
@@ -125,14 +124,25 @@ async def follow_ws(request: web.Request) -> web.StreamResponse:
             return
         await _close(ws, WSCloseCode.OK)
 
-    sender = asyncio.create_task(send())
-    assert follow.sub is not None
-    follow.sub.on_lag = lambda: _lagged(ws, sender)
-    try:
+    try:  # from the subscription on: a refused upgrade must not leave it in the hub
+        _require_upgrade(request)
+        await ws.prepare(request)
+        sender = asyncio.create_task(send())
+        assert follow.sub is not None
+        follow.sub.on_lag = lambda: _lagged(ws, sender)
         await _serve_socket(request, ws, sender)
     finally:
         follow.close()
     return ws
+
+
+def _require_upgrade(request: web.Request) -> None:
+    """A plain GET is told to upgrade (426); aiohttp's prepare answers a broken handshake
+    with 400. Both happen after the route's own checks, so an unknown id is still 404."""
+    if request.headers.get("Upgrade", "").strip().lower() != "websocket":
+        raise web.HTTPUpgradeRequired(
+            headers={"Upgrade": "websocket"},
+            text="this route speaks WebSocket only: open it with an Upgrade: websocket handshake")
 
 
 async def _follow(request: web.Request, after: int | None) -> tuple[Follow, ExecutionRecord]:
@@ -161,20 +171,21 @@ async def all_ws(request: web.Request) -> web.StreamResponse:
         return ((q.workflow_id is None or event.workflow_id == q.workflow_id)
                 and (not types or event.type in types))
 
+    _require_upgrade(request)
     settings = request.app[SETTINGS].live
     hub = request.app[HUB]
     sub = hub.subscribe(None, settings.queue_size, accept)
     ws = _socket(settings.heartbeat)
-    await ws.prepare(request)
 
     async def send() -> None:
         while True:
             event = await sub.queue.get()
             await ws.send_str(event.json)
 
-    sender = asyncio.create_task(send())
-    sub.on_lag = lambda: _lagged(ws, sender)
-    try:
+    try:  # prepare may still refuse a broken handshake
+        await ws.prepare(request)
+        sender = asyncio.create_task(send())
+        sub.on_lag = lambda: _lagged(ws, sender)
         await _serve_socket(request, ws, sender)
     finally:
         hub.unsubscribe(sub)
