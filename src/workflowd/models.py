@@ -12,6 +12,7 @@ import pydantic_core
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator
 
 __all__ = [
+    "LABEL_KEY",
     "TERMINAL",
     "Approval",
     "ApproveBody",
@@ -154,7 +155,7 @@ def _all_fields(cls: type[BaseModel]) -> set[str]:
 
 # ---- request bodies -----------------------------------------------------------------------
 
-_LABEL_KEY = r"^[A-Za-z0-9_.\-/]{1,64}$"
+LABEL_KEY = r"^[A-Za-z0-9_.\-/]{1,64}$"
 
 
 class SubmitBody(_Model):
@@ -170,8 +171,8 @@ class SubmitBody(_Model):
         import re
 
         for key, value in labels.items():
-            if not re.match(_LABEL_KEY, key):
-                raise ValueError(f"label key {key!r} must match {_LABEL_KEY}")
+            if not re.match(LABEL_KEY, key):
+                raise ValueError(f"label key {key!r} must match {LABEL_KEY}")
             if len(value) > 256:
                 raise ValueError(f"label {key!r} is longer than 256 characters")
         return labels

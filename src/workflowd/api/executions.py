@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import re
 from datetime import datetime
 from typing import Any
 
@@ -16,6 +17,7 @@ from workflowd.api.views import steps_view, trace_view
 from workflowd.errors import InvalidTransitionError, ValidationProblem
 from workflowd.models import (
     API_PREFIX,
+    LABEL_KEY,
     ApproveBody,
     ExecutionRecord,
     ExecutionStatus,
@@ -55,8 +57,11 @@ class ListQuery(_Query):
     @classmethod
     def _labels(cls, labels: list[str]) -> list[str]:
         for label in labels:
-            if ":" not in label or not label.split(":", 1)[0]:
+            if ":" not in label:
                 raise ValueError(f"label filter {label!r} must be key:value")
+            # The store quotes the key into a JSON path: only keys a submit accepts reach it.
+            if not re.match(LABEL_KEY, label.split(":", 1)[0]):
+                raise ValueError(f"label filter {label!r}: the key must match {LABEL_KEY}")
         return labels
 
 
