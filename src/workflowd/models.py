@@ -193,7 +193,7 @@ class ProgressBody(_Model):
     percentage: float = Field(ge=0.0, le=100.0)
     message: str | None = Field(default=None, max_length=10_000)
     current_task: str | None = Field(default=None, max_length=1_000)
-    estimated_remaining_seconds: float | None = Field(default=None, ge=0.0)
+    estimated_remaining_seconds: float | None = Field(default=None, ge=0.0, allow_inf_nan=False)
     custom_data: dict[str, Any] = Field(default_factory=dict)
 
 

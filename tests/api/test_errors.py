@@ -299,6 +299,59 @@ async def test_bad_query_params_are_422(client: TestClient[Any, Any], method: st
     assert await _snapshot(client) == before
 
 
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (b'{"percentage": 101}', "percentage"),
+        (b'{"percentage": -1}', "percentage"),
+        (b'{"percentage": 1e400}', "percentage"),
+        (b'{"percentage": 10, "estimated_remaining_seconds": -1}', "estimated_remaining_seconds"),
+        # 1e400 parses as infinity, which an event could not carry as JSON.
+        (b'{"percentage": 10, "estimated_remaining_seconds": 1e400}',
+         "estimated_remaining_seconds"),
+    ],
+)
+async def test_bad_progress_body_is_422(client: TestClient[Any, Any], body: bytes,
+                                        field: str) -> None:
+    """Progress reports out of range, or infinite, are 422 naming the field."""
+    gated = (await submit(client, "three-steps", expect=201, require_approval=True))[
+        "execution_id"]
+    resp = await client.post(f"{API}/executions/{gated}/steps/one/progress", data=body,
+                             headers={"Content-Type": "application/json"})
+    problem = await problem_of(resp, 422)
+    assert ["body", field] in [e["loc"] for e in problem["errors"]], problem
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(b"\xff\xfe{}", id="not-utf8"),
+        pytest.param(b'{"comment": "\xff"}', id="not-utf8-in-a-string"),
+        pytest.param(b"comment=ok", id="form"),
+        pytest.param(b"{", id="truncated"),
+        pytest.param(b'{"a": 1} {"b": 2}', id="two-documents"),
+        pytest.param(b'{"input": {"x": NaN}}', id="nan"),
+        pytest.param(b'{"percentage": Infinity}', id="infinity"),
+        pytest.param(b'{"comment": -Infinity}', id="minus-infinity"),
+    ],
+)
+@pytest.mark.parametrize("route", ["submit", "approve", "reject", "progress", "complete"])
+async def test_body_not_utf8_or_not_json_is_400(client: TestClient[Any, Any], route: str,
+                                                 body: bytes) -> None:
+    """A body that is not UTF-8 JSON (NaN and Infinity are not JSON) is 400 on every route
+    that reads one, and changes nothing."""
+    gated = (await submit(client, "three-steps", expect=201, require_approval=True))[
+        "execution_id"]
+    before = await _snapshot(client)
+    path = {"submit": "/workflows/three-steps/executions",
+            "approve": f"/executions/{gated}/approve", "reject": f"/executions/{gated}/reject",
+            "progress": f"/executions/{gated}/steps/one/progress",
+            "complete": f"/executions/{gated}/steps/one/complete"}[route]
+    resp = await client.post(API + path, data=body, headers={"Content-Type": "application/json"})
+    await problem_of(resp, 400)
+    assert await _snapshot(client) == before
+
+
 @pytest.mark.parametrize("last_event_id", ["abc", "-1", "1.5", "²", "\u0661", HUGE, JUST_OVER,
                                            pytest.param(MANY_DIGITS, id="5000-digits")])
 async def test_bad_last_event_id_is_400(client: TestClient[Any, Any], last_event_id: str) -> None:

@@ -6,6 +6,7 @@ import re
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
+import pydantic_core
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
@@ -45,12 +46,25 @@ async def parse_body(request: web.Request, model: type[M]) -> M:
     raw = await request.read()
     if not raw.strip():
         raw = b"{}"
+    _refuse_non_finite(raw)
     try:
         return model.model_validate_json(raw)
     except ValidationError as exc:
         if any(e["type"] == "json_invalid" for e in exc.errors()):
             raise BadRequestError(f"the body is not valid JSON: {exc.errors()[0]['msg']}") from None
         raise _problem_from(exc, "body") from None
+
+
+def _refuse_non_finite(raw: bytes) -> None:
+    """400 for NaN and Infinity, which pydantic's parser takes but JSON has not: kept in an
+    execution they would make its answers unreadable to strict clients (JSON.parse). The
+    strict parse runs only when the bytes could hold one, so common bodies pay a search."""
+    if b"NaN" not in raw and b"Infinity" not in raw:
+        return
+    try:
+        pydantic_core.from_json(raw, allow_inf_nan=False)
+    except ValueError as exc:
+        raise BadRequestError(f"the body is not valid JSON: {exc}") from None
 
 
 # Each model's answer to an empty query string (the common poll), validated once and shared:
