@@ -10,8 +10,9 @@ __all__ = ["format_ts", "ms_between", "parse_ts", "seconds_until", "ts_after", "
 
 def format_ts(moment: datetime) -> str:
     """The one written form: `2026-02-09T14:10:00.100Z`."""
-    moment = moment.astimezone(UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    # Not strftime("%Y"): glibc writes year 999 as "999", which sorts after "2026" in SQL's
+    # text comparisons of `created_at`. isoformat pads to four digits and truncates to ms.
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").removesuffix("+00:00") + "Z"
 
 
 class _Clock:

@@ -6,7 +6,6 @@ check what comes in.
 
 from __future__ import annotations
 
-import math
 import re
 from typing import Any
 
@@ -62,15 +61,8 @@ class ProgressBody(_Model):
     percentage: float = Field(ge=0.0, le=100.0)
     message: str | None = Field(default=None, max_length=10_000)
     current_task: str | None = Field(default=None, max_length=1_000)
-    estimated_remaining_seconds: float | None = Field(default=None, ge=0.0)
+    estimated_remaining_seconds: float | None = Field(default=None, ge=0.0, allow_inf_nan=False)
     custom_data: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("estimated_remaining_seconds")
-    @classmethod
-    def _finite(cls, value: float | None) -> float | None:
-        if value is not None and not math.isfinite(value):
-            raise ValueError("must be a finite number of seconds")
-        return value
 
 
 class ErrorBody(_Model):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import pytest
@@ -20,6 +21,16 @@ from tests.helpers import (
 )
 
 UNKNOWN_ID = "00000000-0000-4000-8000-000000000000"
+# Past what SQLite's signed 64-bit INTEGER holds: such a number must be refused, not sent to SQL.
+HUGE = "99999999999999999999"
+JUST_OVER = str(2**63)
+MANY_DIGITS = "9" * 5000  # past the 4,300 digits int() takes from a string
+
+
+def _cursor(text: str) -> str:
+    """A cursor built the way the server builds its own, around any text."""
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
 
 # Every route with an {id}: (method, path after /executions/{id}).
 ID_ROUTES = [
@@ -228,6 +239,52 @@ async def test_bad_decision_body_is_422(client: TestClient[Any, Any]) -> None:
         ("GET", "/executions/{id}/events?after=-1", "after"),
         ("GET", "/executions/{id}/events?limit=many", "limit"),
         ("GET", "/executions/{id}/logs?after=x", "after"),
+        # Numbers past SQLite's INTEGER, timestamps whose UTC instant falls outside years
+        # 1..9999, and cursors the server never gave out: all refused before SQL or datetime
+        # arithmetic sees them.
+        ("GET", f"/executions/{{id}}/events?after={HUGE}", "after"),
+        ("GET", f"/executions/{{id}}/events?after={JUST_OVER}", "after"),
+        ("GET", f"/executions/{{id}}/logs?after={HUGE}", "after"),
+        pytest.param("GET", f"/executions/{{id}}/events?after={MANY_DIGITS}", "after",
+                     id="events-after-5000-digits"),
+        ("GET", f"/executions/{{id}}/status/live?since={HUGE}", "since"),
+        ("GET", f"/executions/{{id}}/events/stream?after={HUGE}", "after"),
+        ("GET", f"/executions/{{id}}/ws?after={HUGE}", "after"),
+        ("GET", f"/executions?cursor={_cursor('n' + HUGE)}", "cursor"),
+        ("GET", f"/executions?cursor={_cursor('n' + JUST_OVER)}", "cursor"),
+        pytest.param("GET", f"/executions?cursor={_cursor('n' + MANY_DIGITS)}", "cursor",
+                     id="cursor-5000-digits"),
+        ("GET", f"/executions?cursor={_cursor('n-5')}", "cursor"),
+        ("GET", f"/executions?cursor={_cursor('n0')}", "cursor"),
+        ("GET", f"/executions?cursor={_cursor('n²')}", "cursor"),
+        ("GET", "/executions?created_after=0001-01-01T00:00:00%2B01:00", "created_after"),
+        ("GET", "/executions?created_before=0001-01-01T00:00:00%2B01:00", "created_before"),
+        ("GET", "/executions?created_after=9999-12-31T23:59:59-01:00", "created_after"),
+        ("GET", "/executions?created_before=9999-12-31T23:59:59-01:00", "created_before"),
+        # Every other query parameter of every route, at and past its edges.
+        ("GET", "/executions?limit=-1", "limit"),
+        ("GET", "/executions?limit=1.5", "limit"),
+        ("GET", "/executions?created_after=", "created_after"),
+        ("GET", "/executions?label=:x", "label"),
+        ("GET", "/executions?label=te%22am:x", "label"),
+        ("GET", "/executions?label=te%20am:x", "label"),
+        ("POST", "/workflows/three-steps/executions?wait=nan", "wait"),
+        ("POST", "/workflows/three-steps/executions?wait=inf", "wait"),
+        ("POST", "/workflows/three-steps/executions?wait=-inf", "wait"),
+        ("POST", "/workflows/three-steps/executions?wait=soon", "wait"),
+        ("GET", "/executions/{id}/status/live?since=1&wait=nan", "wait"),
+        ("GET", "/executions/{id}/status/live?since=1&wait=inf", "wait"),
+        ("GET", "/executions/{id}/status/live?wait=-0.5", "wait"),
+        ("GET", "/executions/{id}/status/live?since=1.5", "since"),
+        ("GET", "/executions/{id}/events?after=", "after"),
+        ("GET", "/executions/{id}/events?limit=0", "limit"),
+        ("GET", "/executions/{id}/events?limit=1001", "limit"),
+        ("GET", "/executions/{id}/logs?limit=0", "limit"),
+        ("GET", "/executions/{id}/logs?limit=1001", "limit"),
+        ("GET", "/executions/{id}/logs?after=-1", "after"),
+        ("GET", "/executions/{id}/events/stream?after=-1", "after"),
+        ("GET", "/executions/{id}/events/stream?after=x", "after"),
+        ("GET", "/executions/{id}/ws?after=-1", "after"),
     ],
 )
 async def test_bad_query_params_are_422(client: TestClient[Any, Any], method: str, path: str,
@@ -240,6 +297,71 @@ async def test_bad_query_params_are_422(client: TestClient[Any, Any], method: st
     problem = await problem_of(resp, 422)
     assert ["query", param] in [e["loc"][:2] for e in problem["errors"]], problem
     assert await _snapshot(client) == before
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (b'{"percentage": 101}', "percentage"),
+        (b'{"percentage": -1}', "percentage"),
+        (b'{"percentage": 1e400}', "percentage"),
+        (b'{"percentage": 10, "estimated_remaining_seconds": -1}', "estimated_remaining_seconds"),
+        # 1e400 parses as infinity, which an event could not carry as JSON.
+        (b'{"percentage": 10, "estimated_remaining_seconds": 1e400}',
+         "estimated_remaining_seconds"),
+    ],
+)
+async def test_bad_progress_body_is_422(client: TestClient[Any, Any], body: bytes,
+                                        field: str) -> None:
+    """Progress reports out of range, or infinite, are 422 naming the field."""
+    gated = (await submit(client, "three-steps", expect=201, require_approval=True))[
+        "execution_id"]
+    resp = await client.post(f"{API}/executions/{gated}/steps/one/progress", data=body,
+                             headers={"Content-Type": "application/json"})
+    problem = await problem_of(resp, 422)
+    assert ["body", field] in [e["loc"] for e in problem["errors"]], problem
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(b"\xff\xfe{}", id="not-utf8"),
+        pytest.param(b'{"comment": "\xff"}', id="not-utf8-in-a-string"),
+        pytest.param(b"comment=ok", id="form"),
+        pytest.param(b"{", id="truncated"),
+        pytest.param(b'{"a": 1} {"b": 2}', id="two-documents"),
+        pytest.param(b'{"input": {"x": NaN}}', id="nan"),
+        pytest.param(b'{"percentage": Infinity}', id="infinity"),
+        pytest.param(b'{"comment": -Infinity}', id="minus-infinity"),
+    ],
+)
+@pytest.mark.parametrize("route", ["submit", "approve", "reject", "progress", "complete"])
+async def test_body_not_utf8_or_not_json_is_400(client: TestClient[Any, Any], route: str,
+                                                 body: bytes) -> None:
+    """A body that is not UTF-8 JSON (NaN and Infinity are not JSON) is 400 on every route
+    that reads one, and changes nothing."""
+    gated = (await submit(client, "three-steps", expect=201, require_approval=True))[
+        "execution_id"]
+    before = await _snapshot(client)
+    path = {"submit": "/workflows/three-steps/executions",
+            "approve": f"/executions/{gated}/approve", "reject": f"/executions/{gated}/reject",
+            "progress": f"/executions/{gated}/steps/one/progress",
+            "complete": f"/executions/{gated}/steps/one/complete"}[route]
+    resp = await client.post(API + path, data=body, headers={"Content-Type": "application/json"})
+    await problem_of(resp, 400)
+    assert await _snapshot(client) == before
+
+
+@pytest.mark.parametrize("last_event_id", ["abc", "-1", "1.5", "²", "\u0661", HUGE, JUST_OVER,
+                                           pytest.param(MANY_DIGITS, id="5000-digits")])
+async def test_bad_last_event_id_is_400(client: TestClient[Any, Any], last_event_id: str) -> None:
+    """A Last-Event-ID that is not an ASCII seq SQLite can hold is a 400 problem, not a 500."""
+    execution_id = (await submit(client, "three-steps"))["execution_id"]
+    await wait_for_status(client, execution_id, "completed")
+    resp = await client.get(f"{API}/executions/{execution_id}/events/stream",
+                            headers={"Last-Event-ID": last_event_id})
+    body = await problem_of(resp, 400)
+    assert "Last-Event-ID" in body["detail"]
 
 
 async def test_queue_full_is_429_with_retry_after(make_client: MakeClient) -> None:

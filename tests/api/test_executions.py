@@ -361,6 +361,16 @@ async def test_list_created_after_inclusive_before_exclusive(client: TestClient[
     assert len(await _ids(client, ("created_before", later))) == 6
 
 
+async def test_list_created_filters_before_year_1000(client: TestClient[Any, Any]) -> None:
+    """A bound in years 1..999 compares as an instant: everything is created after it."""
+    for _ in range(2):
+        await submit(client, "three-steps", expect=201, require_approval=True)
+    everything = await _ids(client)
+    for early in ("0999-01-01T00:00:00Z", "0001-01-01T00:00:00Z", "0500-06-01T12:00:00+02:00"):
+        assert await _ids(client, ("created_after", early)) == everything, early
+        assert await _ids(client, ("created_before", early)) == [], early
+
+
 # ---- workflows ------------------------------------------------------------------------------
 
 

@@ -22,8 +22,8 @@ def stream_path(execution_id: str) -> str:
     return f"{API}/executions/{execution_id}/events/stream"
 
 
-async def messages(resp: ClientResponse) -> AsyncIterator[dict[str, str]]:
-    """The stream's messages as `{field: value}` (comments left out), until it ends."""
+async def parts(resp: ClientResponse) -> AsyncIterator[str | dict[str, str]]:
+    """The stream's comments (their text) and messages (`{field: value}`), until it ends."""
     fields: dict[str, str] = {}
     async for raw in resp.content:
         line = raw.decode().rstrip("\r\n")
@@ -31,11 +31,20 @@ async def messages(resp: ClientResponse) -> AsyncIterator[dict[str, str]]:
             if fields:
                 yield fields
             fields = {}
-        elif not line.startswith(":"):
+        elif line.startswith(":"):
+            yield line[1:].strip()
+        else:
             key, _, value = line.partition(":")
             value = value.removeprefix(" ")
             fields[key] = f"{fields[key]}\n{value}" if key in fields else value
     assert not fields, f"the stream ended inside a message: {fields}"
+
+
+async def messages(resp: ClientResponse) -> AsyncIterator[dict[str, str]]:
+    """The stream's messages as `{field: value}` (comments left out), until it ends."""
+    async for part in parts(resp):
+        if isinstance(part, dict):
+            yield part
 
 
 async def open_stream(client: TestClient[Any, Any], execution_id: str, query: str = "",
@@ -132,6 +141,38 @@ async def test_live_events_of_a_running_execution(make_client: MakeClient) -> No
     assert [e["seq"] for e in received] == list(range(snapshot["seq"] + 1, len(stored) + 1))
     assert received == stored[snapshot["seq"]:]
     assert received[-1]["type"] in TERMINAL_TYPES
+
+
+async def test_keep_alives_keep_the_stream_open_for_later_events(
+        make_client: MakeClient) -> None:
+    """Keep-alive comments while a step waits do not end the stream: the events committed
+    after them, to the terminal one, come over the same stream."""
+    client = await make_client(live={"heartbeat": 0.2})
+    execution_id = (await submit(client, "waiter", input={"name": "idle"}))["execution_id"]
+    await wait_for_step(client, execution_id)
+    resp = await open_stream(client, execution_id)
+    snapshot: dict[str, Any] | None = None
+    keep_alives = 0
+    received: list[dict[str, Any]] = []
+    async with asyncio.timeout(15):
+        async for part in parts(resp):
+            if isinstance(part, str):
+                assert part == "keep-alive"
+                keep_alives += 1
+                if keep_alives == 2:  # idle long enough: now let the step finish
+                    workflows.release("idle").set()
+            elif snapshot is None:
+                snapshot = json.loads(part["data"])
+            else:
+                assert keep_alives >= 2, "an event came before the step was released"
+                received.append(json.loads(part["data"]))
+    assert keep_alives >= 2
+    assert snapshot is not None
+    assert snapshot["status"]["status"] == "running"
+    stored = await events(client, execution_id)
+    assert received == stored[snapshot["seq"]:]
+    assert [e["type"] for e in received][-1] == "workflow_completed"
+    assert "step_finished" in [e["type"] for e in received]
 
 
 async def test_unknown_execution_and_bad_starting_points(client: TestClient[Any, Any]) -> None:

@@ -402,6 +402,24 @@ async def test_unknown_execution_is_404_and_bad_after_is_422_before_upgrade(
     assert caught.value.status == 422
 
 
+async def test_plain_get_on_websocket_routes_is_a_problem_and_leaves_no_subscription(
+        client: TestClient[Any, Any]) -> None:
+    """A GET that does not upgrade is 426 problem JSON with `Upgrade: websocket` (a broken
+    handshake 400), on both WebSocket routes, and leaves no subscription in the hub."""
+    execution_id = (await submit(client, "three-steps"))["execution_id"]
+    await wait_for_status(client, execution_id, "completed")
+    hub: Hub = client.app[HUB]
+    half_handshake = {"Connection": "Upgrade", "Upgrade": "websocket"}  # no key, no version
+    for path in (ws_path(execution_id), ws_path(execution_id, 0), f"{API}/ws",
+                 f"{API}/ws?workflow_id=three-steps&type=step_started"):
+        for _ in range(3):
+            resp = await client.get(path)
+            await problem_of(resp, 426)
+            assert resp.headers["Upgrade"] == "websocket"
+            await problem_of(await client.get(path, headers=half_handshake), 400)
+    assert hub.subscriber_count == 0
+
+
 async def test_shutdown_closes_followers_with_1001(make_client: MakeClient) -> None:
     """Stopping the server closes execution and all-executions followers with 1001."""
     client = await make_client(engine={"shutdown_grace": 0})

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-import binascii
+import re
 from datetime import datetime
 from typing import Any
 
@@ -12,12 +12,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from workflowd.api.idempotency import Answer, answer_once
 from workflowd.api.keys import SCHEDULER, STORE, WORKFLOWS
-from workflowd.api.parsing import json_response, parse_body, parse_query
+from workflowd.api.parsing import SQL_INT_MAX, json_response, parse_body, parse_query, sql_int
 from workflowd.api.views import execution_view, list_item, live_status, steps_view, trace_view
 from workflowd.clock import format_ts, parse_ts
 from workflowd.codec import dumps
 from workflowd.errors import InvalidTransitionError, ValidationProblem
-from workflowd.models import ApproveBody, RejectBody
+from workflowd.models import LABEL_KEY, ApproveBody, RejectBody
 from workflowd.records import API_PREFIX, ExecutionRecord, ExecutionStatus
 from workflowd.store import ExecutionFilter
 
@@ -50,13 +50,16 @@ class ListQuery(_Query):
     @classmethod
     def _labels(cls, labels: list[str]) -> list[str]:
         for label in labels:
-            if ":" not in label or not label.split(":", 1)[0]:
+            if ":" not in label:
                 raise ValueError(f"label filter {label!r} must be key:value")
+            # The store quotes the key into a JSON path: only keys a submit accepts reach it.
+            if not re.match(LABEL_KEY, label.split(":", 1)[0]):
+                raise ValueError(f"label filter {label!r}: the key must match {LABEL_KEY}")
         return labels
 
 
 class PageQuery(_Query):
-    after: int = Field(default=0, ge=0)
+    after: int = Field(default=0, ge=0, le=SQL_INT_MAX)
     limit: int = Field(default=100, ge=1, le=1000)
 
 
@@ -65,14 +68,17 @@ def _encode_cursor(num: int) -> str:
 
 
 def _decode_cursor(cursor: str) -> int:
+    # A row number the server gave out: positive and within what SQLite holds (a crafted
+    # larger one would overflow in the driver).
     try:
         text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        if not text.startswith("n"):
-            raise ValueError(text)
-        return int(text[1:])
-    except (ValueError, binascii.Error, UnicodeDecodeError):
+    except ValueError:  # binascii.Error and UnicodeDecodeError among them
+        text = ""
+    num = sql_int(text[1:]) if text.startswith("n") else None
+    if not num:
         raise ValidationProblem("cursor: not a cursor this server gave out",
-                                [{"loc": ["query", "cursor"], "msg": "invalid cursor"}]) from None
+                                [{"loc": ["query", "cursor"], "msg": "invalid cursor"}])
+    return num
 
 
 @routes.get(f"{API_PREFIX}/executions")

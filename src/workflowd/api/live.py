@@ -6,7 +6,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
 from workflowd.api.keys import HUB, LIVE_BODIES, SCHEDULER
-from workflowd.api.parsing import json_response, parse_query
+from workflowd.api.parsing import SQL_INT_MAX, json_response, parse_query
 from workflowd.records import API_PREFIX, ExecutionRecord
 
 __all__ = ["routes"]
@@ -16,7 +16,7 @@ routes = web.RouteTableDef()
 
 class LiveQuery(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    since: int | None = Field(default=None, ge=0)
+    since: int | None = Field(default=None, ge=0, le=SQL_INT_MAX)
     wait: float = Field(default=0.0, ge=0.0, le=300.0)
 
 

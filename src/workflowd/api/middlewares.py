@@ -39,7 +39,8 @@ async def problem_json(request: web.Request, handler: Handler) -> web.StreamResp
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        headers = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After")}
+        headers = {k: v for k, v in exc.headers.items()
+                   if k in ("Allow", "Retry-After", "Upgrade")}
         detail = _http_detail(exc, request)
         return problem(exc.status, detail, instance=instance, title=exc.reason, headers=headers)
     except Exception:

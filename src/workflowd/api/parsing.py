@@ -2,18 +2,36 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
+import pydantic_core
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from workflowd.codec import dumps
 from workflowd.errors import BadRequestError, ValidationProblem
 
-__all__ = ["json_response", "parse_body", "parse_query"]
+__all__ = ["SQL_INT_MAX", "json_response", "parse_body", "parse_query", "sql_int"]
 
 M = TypeVar("M", bound=BaseModel)
+
+# The largest INTEGER SQLite holds (signed 64-bit). Every number a client sends that reaches
+# SQL is bounded by it: a larger one would raise OverflowError in the driver, a 500.
+SQL_INT_MAX = 2**63 - 1
+_DIGITS = re.compile(r"[0-9]{1,19}")  # ASCII only: `str.isdigit` takes '²', which int() refuses
+
+
+def sql_int(text: str) -> int | None:
+    """`text` as a non-negative integer SQLite can hold, or None when it is not one.
+
+    The length is checked before `int()`, which refuses strings past 4,300 digits with a
+    ValueError of its own."""
+    if _DIGITS.fullmatch(text) is None:
+        return None
+    value = int(text)
+    return value if value <= SQL_INT_MAX else None
 
 
 def _problem_from(exc: ValidationError, where: str) -> ValidationProblem:
@@ -28,12 +46,25 @@ async def parse_body(request: web.Request, model: type[M]) -> M:
     raw = await request.read()
     if not raw.strip():
         raw = b"{}"
+    _refuse_non_finite(raw)
     try:
         return model.model_validate_json(raw)
     except ValidationError as exc:
         if any(e["type"] == "json_invalid" for e in exc.errors()):
             raise BadRequestError(f"the body is not valid JSON: {exc.errors()[0]['msg']}") from None
         raise _problem_from(exc, "body") from None
+
+
+def _refuse_non_finite(raw: bytes) -> None:
+    """400 for NaN and Infinity, which pydantic's parser takes but JSON has not: kept in an
+    execution they would make its answers unreadable to strict clients (JSON.parse). The
+    strict parse runs only when the bytes could hold one, so common bodies pay a search."""
+    if b"NaN" not in raw and b"Infinity" not in raw:
+        return
+    try:
+        pydantic_core.from_json(raw, allow_inf_nan=False)
+    except ValueError as exc:
+        raise BadRequestError(f"the body is not valid JSON: {exc}") from None
 
 
 # Each model's answer to an empty query string (the common poll), validated once and shared:

@@ -5,16 +5,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import weakref
+from collections.abc import AsyncIterator
 
 import structlog
 from aiohttp import WSCloseCode, WSMsgType, web
 from pydantic import BaseModel, ConfigDict, Field
 
 from workflowd.api.keys import HUB, SCHEDULER, SETTINGS, SOCKETS
-from workflowd.api.parsing import parse_query
+from workflowd.api.parsing import SQL_INT_MAX, parse_query, sql_int
 from workflowd.api.views import live_status
 from workflowd.codec import dumps
-from workflowd.engine.follow import Follow, Lagging
+from workflowd.engine.follow import Follow, Lagging, Streamed
 from workflowd.errors import BadRequestError
 from workflowd.records import API_PREFIX, Event, ExecutionRecord
 
@@ -27,7 +28,7 @@ LAGGING = "fell behind: resume with after=SEQ"
 
 class FollowQuery(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    after: int | None = Field(default=None, ge=0)
+    after: int | None = Field(default=None, ge=0, le=SQL_INT_MAX)
 
 
 class AllQuery(BaseModel):
@@ -114,7 +115,6 @@ async def follow_ws(request: web.Request) -> web.StreamResponse:
     q = parse_query(request, FollowQuery)
     follow, rec = await _follow(request, q.after)  # 404 before the upgrade
     ws = _socket(request.app[SETTINGS].live.heartbeat)
-    await ws.prepare(request)
 
     async def send() -> None:
         await ws.send_str(_snapshot(rec))
@@ -126,14 +126,25 @@ async def follow_ws(request: web.Request) -> web.StreamResponse:
             return
         await _close(ws, WSCloseCode.OK)
 
-    sender = asyncio.create_task(send())
-    assert follow.sub is not None
-    follow.sub.on_lag = lambda: _lagged(ws, sender)
-    try:
+    try:  # from the subscription on: a refused upgrade must not leave it in the hub
+        _require_upgrade(request)
+        await ws.prepare(request)
+        sender = asyncio.create_task(send())
+        assert follow.sub is not None
+        follow.sub.on_lag = lambda: _lagged(ws, sender)
         await _serve_socket(request, ws, sender)
     finally:
         follow.close()
     return ws
+
+
+def _require_upgrade(request: web.Request) -> None:
+    """A plain GET is told to upgrade (426); aiohttp's prepare answers a broken handshake
+    with 400. Both happen after the route's own checks, so an unknown id is still 404."""
+    if request.headers.get("Upgrade", "").strip().lower() != "websocket":
+        raise web.HTTPUpgradeRequired(
+            headers={"Upgrade": "websocket"},
+            text="this route speaks WebSocket only: open it with an Upgrade: websocket handshake")
 
 
 async def _follow(request: web.Request, after: int | None) -> tuple[Follow, ExecutionRecord]:
@@ -162,20 +173,21 @@ async def all_ws(request: web.Request) -> web.StreamResponse:
         return ((q.workflow_id is None or event.workflow_id == q.workflow_id)
                 and (not types or event.type in types))
 
+    _require_upgrade(request)
     settings = request.app[SETTINGS].live
     hub = request.app[HUB]
     sub = hub.subscribe(None, settings.queue_size, accept)
     ws = _socket(settings.heartbeat)
-    await ws.prepare(request)
 
     async def send() -> None:
         while True:
             event = await sub.queue.get()
             await ws.send_frame(event.json, WSMsgType.TEXT)
 
-    sender = asyncio.create_task(send())
-    sub.on_lag = lambda: _lagged(ws, sender)
-    try:
+    try:  # prepare may still refuse a broken handshake
+        await ws.prepare(request)
+        sender = asyncio.create_task(send())
+        sub.on_lag = lambda: _lagged(ws, sender)
         await _serve_socket(request, ws, sender)
     finally:
         hub.unsubscribe(sub)
@@ -185,35 +197,59 @@ async def all_ws(request: web.Request) -> web.StreamResponse:
 @routes.get(f"{API_PREFIX}/executions/{{execution_id}}/events/stream")
 async def follow_sse(request: web.Request) -> web.StreamResponse:
     q = parse_query(request, FollowQuery)
-    after = q.after
     last_id = request.headers.get("Last-Event-ID")
-    if last_id is not None:
-        if not last_id.strip().isdigit():
-            raise BadRequestError("Last-Event-ID must be an event seq")
-        after = int(last_id)
+    after = q.after if last_id is None else _last_event_id(last_id)
     follow, rec = await _follow(request, after)
-    heartbeat = request.app[SETTINGS].live.heartbeat
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                        "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-    await resp.prepare(request)
     try:
+        await resp.prepare(request)
         await resp.write(f"retry: 2000\ndata: {_snapshot(rec)}\n\n".encode())
-        events = follow.events().__aiter__()
+        await _write_events(resp, follow.events(), request.app[SETTINGS].live.heartbeat)
+    finally:
+        follow.close()
+    return resp
+
+
+async def _write_events(resp: web.StreamResponse, events: AsyncIterator[Streamed],
+                        heartbeat: float) -> None:
+    """Write each event as it comes, and a comment after every `heartbeat` seconds without one.
+
+    The read of the next event is one task that outlives the heartbeats: cancelling it at a
+    heartbeat (as a timeout around `anext` would) throws into the generator and ends it."""
+    pending: asyncio.Task[Streamed | None] | None = None
+    try:
         while True:
-            try:
-                async with asyncio.timeout(heartbeat):
-                    item = await anext(events)
-            except TimeoutError:
+            if pending is None:
+                pending = asyncio.create_task(_next(events))
+            done, _ = await asyncio.wait({pending}, timeout=heartbeat)
+            if not done:
                 await resp.write(b": keep-alive\n\n")
                 continue
-            except (StopAsyncIteration, Lagging):
-                break
+            try:
+                item = pending.result()
+            except Lagging:
+                return
+            pending = None
+            if item is None:
+                return
             await resp.write(b"id: %d\ndata: %s\n\n" % (item.seq, item.json))
-    except (ConnectionError, asyncio.CancelledError):
-        follow.close()
-        raise
-    follow.close()
-    return resp
+    finally:
+        if pending is not None:  # the response ended (peer gone, shutdown) with a read waiting
+            pending.cancel()
+            await asyncio.wait({pending})
+
+
+async def _next(events: AsyncIterator[Streamed]) -> Streamed | None:
+    return await anext(events, None)
+
+
+def _last_event_id(value: str) -> int:
+    """The seq a reconnecting EventSource sends back."""
+    seq = sql_int(value.strip())
+    if seq is None:
+        raise BadRequestError(f"Last-Event-ID must be an event seq, 0 to {SQL_INT_MAX}")
+    return seq
 
 
 async def close_sockets(app: web.Application) -> None:

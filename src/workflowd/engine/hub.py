@@ -42,6 +42,11 @@ class Hub:
         self._subs: dict[str | None, set[Subscription]] = {}
         self._changed: dict[str, asyncio.Future[None]] = {}
 
+    @property
+    def subscriber_count(self) -> int:
+        """Subscriptions open now, of one execution or of all."""
+        return sum(len(subs) for subs in self._subs.values())
+
     def subscribe(self, execution_id: str | None, maxsize: int = 1000,
                   accept: Callable[[Event], bool] | None = None) -> Subscription:
         """Follow one execution, or every execution with `None` (filtered by `accept`)."""
