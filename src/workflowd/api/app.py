@@ -79,11 +79,6 @@ def create_app(settings: Settings) -> web.Application:
     app.on_shutdown.append(stream.close_sockets)
     app.cleanup_ctx.extend([store_ctx, delivery.outbox_ctx, scheduler_ctx])
     # Routes under one prefix are tried in the order they were added: the most polled first.
-    app.add_routes(live.routes)
-    app.add_routes(workflows.routes)
-    app.add_routes(executions.routes)
-    app.add_routes(steps.routes)
-    app.add_routes(stream.routes)
-    app.add_routes(health.routes)
-    app.add_routes(demo.routes)
+    for module in (live, workflows, executions, steps, stream, health, demo):
+        app.add_routes(module.routes.table)
     return app

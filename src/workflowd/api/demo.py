@@ -6,12 +6,15 @@ from pathlib import Path
 
 from aiohttp import web
 
+from workflowd.api.routing import Routes
+
 __all__ = ["routes"]
 
-routes = web.RouteTableDef()
+routes = Routes()
 PAGE = Path(__file__).parent / "static" / "follow.html"
 
 
-@routes.get("/demo")
+@routes.get("/demo", role="public", internal=True,
+            summary="A demo page following an execution over the WebSocket")
 async def demo(request: web.Request) -> web.FileResponse:
     return web.FileResponse(PAGE, headers={"Content-Type": "text/html; charset=utf-8"})

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from workflowd.api.idempotency import Answer, answer_once
 from workflowd.api.keys import SCHEDULER, STORE, WORKFLOWS
 from workflowd.api.parsing import SQL_INT_MAX, json_response, parse_body, parse_query, sql_int
+from workflowd.api.routing import Routes
 from workflowd.api.views import execution_view, list_item, live_status, steps_view, trace_view
 from workflowd.clock import format_ts, parse_ts
 from workflowd.codec import dumps
@@ -23,7 +24,7 @@ from workflowd.store import ExecutionFilter
 
 __all__ = ["routes"]
 
-routes = web.RouteTableDef()
+routes = Routes()
 BASE = f"{API_PREFIX}/executions/{{execution_id}}"
 ANONYMOUS = "anonymous"
 
@@ -81,7 +82,8 @@ def _decode_cursor(cursor: str) -> int:
     return num
 
 
-@routes.get(f"{API_PREFIX}/executions")
+@routes.get(f"{API_PREFIX}/executions", role="viewer", query=ListQuery,
+            summary="List executions, newest first, filtered")
 async def list_executions(request: web.Request) -> web.Response:
     q = parse_query(request, ListQuery, multi=("label",))
     f = ExecutionFilter(
@@ -100,12 +102,13 @@ async def _execution(request: web.Request) -> ExecutionRecord:
     return await request.app[SCHEDULER].get(request.match_info["execution_id"])
 
 
-@routes.get(BASE)
+@routes.get(BASE, role="viewer", summary="The whole execution")
 async def get_execution(request: web.Request) -> web.Response:
     return json_response(execution_view(await _execution(request)))
 
 
-@routes.get(f"{BASE}/steps")
+@routes.get(f"{BASE}/steps", role="viewer",
+            summary="Step records in cycle order, then the steps not run yet")
 async def get_steps(request: web.Request) -> web.Response:
     rec = await _execution(request)
     records = await request.app[STORE].steps(rec.execution_id)
@@ -113,14 +116,16 @@ async def get_steps(request: web.Request) -> web.Response:
     return json_response({"items": items, "next_cursor": None})
 
 
-@routes.get(f"{BASE}/trace")
+@routes.get(f"{BASE}/trace", role="viewer",
+            summary="The path taken, branch decisions and cycles")
 async def get_trace(request: web.Request) -> web.Response:
     rec = await _execution(request)
     records = await request.app[STORE].steps(rec.execution_id)
     return json_response(trace_view(rec, records, request.app[WORKFLOWS].get(rec.workflow_id)))
 
 
-@routes.get(f"{BASE}/events")
+@routes.get(f"{BASE}/events", role="viewer", query=PageQuery,
+            summary="The persisted events in seq order")
 async def get_events(request: web.Request) -> web.Response:
     q = parse_query(request, PageQuery)
     rec = await _execution(request)
@@ -128,7 +133,8 @@ async def get_events(request: web.Request) -> web.Response:
     return _page(docs, q.limit, lambda: str(q.after + len(docs)))
 
 
-@routes.get(f"{BASE}/logs")
+@routes.get(f"{BASE}/logs", role="viewer", query=PageQuery,
+            summary="Lines written by ctx.log, in order")
 async def get_logs(request: web.Request) -> web.Response:
     q = parse_query(request, PageQuery)
     rec = await _execution(request)
@@ -142,7 +148,8 @@ def _page(docs: list[str], limit: int, cursor: Any) -> web.Response:
     return json_response('{"items":[' + ",".join(docs) + '],"next_cursor":' + next_cursor + "}")
 
 
-@routes.get(f"{BASE}/result")
+@routes.get(f"{BASE}/result", role="viewer",
+            summary="The result or error of a finished execution")
 async def get_result(request: web.Request) -> web.Response:
     rec = await _execution(request)
     if not rec.is_terminal:
@@ -157,7 +164,8 @@ def _live_answer(status: int, **extra: Any) -> Any:
     return render
 
 
-@routes.post(f"{BASE}/approve")
+@routes.post(f"{BASE}/approve", role="approver", body=ApproveBody,
+             summary="Approve an execution awaiting approval")
 async def approve(request: web.Request) -> web.Response:
     execution_id = request.match_info["execution_id"]
     body = await parse_body(request, ApproveBody)
@@ -167,7 +175,8 @@ async def approve(request: web.Request) -> web.Response:
         lambda remember: scheduler.approve(execution_id, body.comment, ANONYMOUS, remember))
 
 
-@routes.post(f"{BASE}/reject")
+@routes.post(f"{BASE}/reject", role="approver", body=RejectBody,
+             summary="Reject an execution awaiting approval")
 async def reject(request: web.Request) -> web.Response:
     execution_id = request.match_info["execution_id"]
     body = await parse_body(request, RejectBody)
@@ -177,7 +186,8 @@ async def reject(request: web.Request) -> web.Response:
         lambda remember: scheduler.reject(execution_id, body.reason, ANONYMOUS, remember))
 
 
-@routes.post(f"{BASE}/cancel")
+@routes.post(f"{BASE}/cancel", role="submitter",
+             summary="Cancel an execution; a running step is cancelled for real")
 async def cancel(request: web.Request) -> web.Response:
     execution_id = request.match_info["execution_id"]
     scheduler = request.app[SCHEDULER]

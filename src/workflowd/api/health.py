@@ -8,21 +8,23 @@ from aiohttp import web
 
 from workflowd.api.keys import SCHEDULER, STORE
 from workflowd.api.parsing import json_response
+from workflowd.api.routing import Routes
 from workflowd.errors import NotReadyError
 from workflowd.records import ExecutionStatus
 
 __all__ = ["routes"]
 
-routes = web.RouteTableDef()
+routes = Routes()
 STATUSES: tuple[str, ...] = ExecutionStatus.__args__  # type: ignore[attr-defined]
 
 
-@routes.get("/healthz")
+@routes.get("/healthz", role="public", summary="Liveness")
 async def healthz(request: web.Request) -> web.Response:
     return json_response({"status": "ok"})
 
 
-@routes.get("/readyz")
+@routes.get("/readyz", role="public",
+            summary="Readiness: 503 until the store is open and recovery has run")
 async def readyz(request: web.Request) -> web.Response:
     scheduler = request.app.get(SCHEDULER)
     if scheduler is None or not scheduler.ready:
@@ -37,7 +39,7 @@ def _metric(lines: list[str], name: str, kind: str, help_: str,
     lines.extend(f"{name}{labels} {value:g}" for labels, value in samples)
 
 
-@routes.get("/metrics")
+@routes.get("/metrics", role="viewer", summary="Prometheus metrics")
 async def metrics(request: web.Request) -> web.Response:
     scheduler = request.app[SCHEDULER]
     store = request.app[STORE]

@@ -7,11 +7,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from workflowd.api.keys import HUB, LIVE_BODIES, SCHEDULER
 from workflowd.api.parsing import SQL_INT_MAX, json_response, parse_query
+from workflowd.api.routing import Routes
 from workflowd.records import API_PREFIX, ExecutionRecord
 
 __all__ = ["routes"]
 
-routes = web.RouteTableDef()
+routes = Routes()
 
 
 class LiveQuery(BaseModel):
@@ -25,7 +26,8 @@ def _etag(rec: ExecutionRecord) -> str:
     return f'"{rec.seq}"'
 
 
-@routes.get(f"{API_PREFIX}/executions/{{execution_id}}/status/live")
+@routes.get(f"{API_PREFIX}/executions/{{execution_id}}/status/live", role="viewer",
+            query=LiveQuery, summary="Compact status for polling; ETag, long-poll with since&wait")
 async def live_status(request: web.Request) -> web.StreamResponse:
     q = parse_query(request, LiveQuery)
     scheduler = request.app[SCHEDULER]

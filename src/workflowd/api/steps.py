@@ -7,6 +7,7 @@ from aiohttp import web
 from workflowd.api.idempotency import Answer, answer_once
 from workflowd.api.keys import SCHEDULER
 from workflowd.api.parsing import json_response, parse_body
+from workflowd.api.routing import Routes
 from workflowd.codec import dumps
 from workflowd.context import ProgressReport
 from workflowd.models import CompleteBody, ProgressBody
@@ -14,7 +15,7 @@ from workflowd.records import API_PREFIX, ExecutionRecord
 
 __all__ = ["routes"]
 
-routes = web.RouteTableDef()
+routes = Routes()
 BASE = f"{API_PREFIX}/executions/{{execution_id}}/steps/{{step}}"
 
 
@@ -28,7 +29,8 @@ def _token(request: web.Request) -> str:
     return token or request.query.get("token") or ""
 
 
-@routes.post(f"{BASE}/progress")
+@routes.post(f"{BASE}/progress", role="worker", step_token=True, body=ProgressBody,
+             summary="Report progress of the step running or waited on")
 async def step_progress(request: web.Request) -> web.Response:
     body = await parse_body(request, ProgressBody)
     report = ProgressReport(body.percentage, body.message, body.current_task,
@@ -44,7 +46,8 @@ def _completed(rec: ExecutionRecord) -> Answer:
                        "status": rec.status}), None
 
 
-@routes.post(f"{BASE}/complete")
+@routes.post(f"{BASE}/complete", role="worker", step_token=True, body=CompleteBody,
+             summary="An outside worker finishes its step")
 async def step_complete(request: web.Request) -> web.Response:
     body = await parse_body(request, CompleteBody)
     execution_id, step = request.match_info["execution_id"], request.match_info["step"]

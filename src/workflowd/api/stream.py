@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from workflowd.api.keys import HUB, SCHEDULER, SETTINGS, SOCKETS
 from workflowd.api.parsing import SQL_INT_MAX, parse_query, sql_int
+from workflowd.api.routing import Routes
 from workflowd.api.views import live_status
 from workflowd.codec import dumps
 from workflowd.engine.follow import Follow, Lagging, Streamed
@@ -22,7 +23,7 @@ from workflowd.records import API_PREFIX, Event, ExecutionRecord
 __all__ = ["close_sockets", "routes"]
 
 log = structlog.get_logger("workflowd.stream")
-routes = web.RouteTableDef()
+routes = Routes()
 LAGGING = "fell behind: resume with after=SEQ"
 
 
@@ -110,7 +111,8 @@ async def _serve_socket(request: web.Request, ws: web.WebSocketResponse,
         await _close(ws, WSCloseCode.OK)  # or wait for the close already under way
 
 
-@routes.get(f"{API_PREFIX}/executions/{{execution_id}}/ws")
+@routes.get(f"{API_PREFIX}/executions/{{execution_id}}/ws", role="viewer", stream="websocket",
+            query=FollowQuery, summary="Follow one execution: a snapshot, the replay, live events")
 async def follow_ws(request: web.Request) -> web.StreamResponse:
     q = parse_query(request, FollowQuery)
     follow, rec = await _follow(request, q.after)  # 404 before the upgrade
@@ -164,7 +166,8 @@ def _lagged(ws: web.WebSocketResponse, sender: asyncio.Task[None]) -> None:
     _close(ws, WSCloseCode.TRY_AGAIN_LATER, LAGGING)
 
 
-@routes.get(f"{API_PREFIX}/ws")
+@routes.get(f"{API_PREFIX}/ws", role="viewer", stream="websocket", query=AllQuery,
+            summary="Live events of every execution, filtered")
 async def all_ws(request: web.Request) -> web.StreamResponse:
     q = parse_query(request, AllQuery, multi=("type",))
     types = {t for value in q.type for t in value.split(",") if t}
@@ -194,7 +197,8 @@ async def all_ws(request: web.Request) -> web.StreamResponse:
     return ws
 
 
-@routes.get(f"{API_PREFIX}/executions/{{execution_id}}/events/stream")
+@routes.get(f"{API_PREFIX}/executions/{{execution_id}}/events/stream", role="viewer",
+            stream="sse", query=FollowQuery, summary="The events as server-sent events")
 async def follow_sse(request: web.Request) -> web.StreamResponse:
     q = parse_query(request, FollowQuery)
     last_id = request.headers.get("Last-Event-ID")

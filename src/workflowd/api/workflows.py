@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from workflowd.api.idempotency import Answer, answer_once
 from workflowd.api.keys import HUB, SCHEDULER, WORKFLOWS
 from workflowd.api.parsing import json_response, parse_body, parse_query
+from workflowd.api.routing import Routes
 from workflowd.api.views import execution_view, links, summary, workflow_view
 from workflowd.codec import dumps
 from workflowd.errors import UnknownWorkflowError
@@ -16,7 +17,7 @@ from workflowd.records import API_PREFIX, ExecutionRecord
 
 __all__ = ["routes"]
 
-routes = web.RouteTableDef()
+routes = Routes()
 ANONYMOUS = "anonymous"
 
 
@@ -25,13 +26,14 @@ class SubmitQuery(BaseModel):
     wait: float = Field(default=0.0, ge=0.0, le=300.0)
 
 
-@routes.get(f"{API_PREFIX}/workflows")
+@routes.get(f"{API_PREFIX}/workflows", role="viewer", summary="The registered workflows")
 async def list_workflows(request: web.Request) -> web.Response:
     items = [workflow_view(wf) for wf in request.app[WORKFLOWS].values()]
     return json_response({"items": items, "next_cursor": None})
 
 
-@routes.get(f"{API_PREFIX}/workflows/{{workflow_id}}")
+@routes.get(f"{API_PREFIX}/workflows/{{workflow_id}}", role="viewer",
+            summary="One registered workflow")
 async def get_workflow(request: web.Request) -> web.Response:
     workflow_id = request.match_info["workflow_id"]
     wf = request.app[WORKFLOWS].get(workflow_id)
@@ -45,7 +47,8 @@ def _submitted(rec: ExecutionRecord) -> Answer:
     return status, dumps(summary(rec)), links(rec.execution_id)["self"]
 
 
-@routes.post(f"{API_PREFIX}/workflows/{{workflow_id}}/executions")
+@routes.post(f"{API_PREFIX}/workflows/{{workflow_id}}/executions", role="submitter",
+             body=SubmitBody, query=SubmitQuery, summary="Submit an execution")
 async def submit(request: web.Request) -> web.Response:
     workflow_id = request.match_info["workflow_id"]
     query = parse_query(request, SubmitQuery)
