@@ -257,39 +257,10 @@ class Bench:
         sizes = self.sizes
         n = sizes.executions
         out: dict[str, Any] = {"executions": n, "max_concurrent": sizes.max_concurrent}
-        _log(f"(b) {n} three-step executions, submitted over HTTP by 64 clients")
-        svc = await self._service("b", max_concurrent=sizes.max_concurrent)
-        spy: subprocess.Popen[bytes] | None = None
-        try:
-            m0 = await svc.metrics(self.session)
-            cpu0 = svc.cpu_seconds()
-            if self.profile:
-                spy = _start_py_spy(svc.pid, self.work / "profile-b.txt")
-            began = time.perf_counter()
-            load = asyncio.create_task(self._list(
-                svc.port, method="POST", paths=[f"{API}/workflows/bench-three/executions"],
-                count=n, body=SUBMIT_BODY, max_seconds=300.0))
-
-            def finished(samples: dict[str, float]) -> bool:
-                return metric(samples, 'workflowd_executions{status="completed"}') >= n
-
-            m1, ended = await self._wait_metrics(svc, finished, timeout=300.0)
-            submitted = await load
-            wall = ended - began
-            cpu = svc.cpu_seconds() - cpu0
-            out["e2e"] = _throughput(n, wall, m0, m1)
-            out["e2e"]["server_cpu"] = round(cpu / wall, 3)
-            out["e2e"]["submit"] = {k: submitted[k] for k in
-                                    ("rps", "seconds", "statuses", "errors", "latency_ms")}
-            out["e2e"]["store_window"] = _store_window(svc.db, "bench-three", "workflow_queued")
-            if spy is not None:
-                spy.send_signal(signal.SIGINT)  # py-spy writes its profile on SIGINT
-                spy.wait(timeout=60)
-                out["profile"] = str(self.work / "profile-b.txt")
-        finally:
-            if spy is not None and spy.poll() is None:
-                spy.kill()
-            await self._stop(svc)
+        out["e2e"] = await self._end_to_end("b", "bench-three", "steps that return at once",
+                                            profile=self.profile)
+        out["e2e_await"] = await self._end_to_end("b-await", "bench-three-await",
+                                                  "steps that await (asyncio.sleep(0))")
 
         _log(f"(b') the same {n}, queued before a restart: the engine alone, no HTTP")
         db = self.work / "b-engine.db"
@@ -337,6 +308,46 @@ class Bench:
         best = sorted(runs, key=lambda r: float(r["executions_per_s"]))[len(runs) // 2]
         out["reference"] = {**best, "runs": [round(r["executions_per_s"]) for r in runs]}
         self.results["throughput"] = out
+
+    async def _end_to_end(self, name: str, workflow: str, what: str,
+                          profile: bool = False) -> dict[str, Any]:
+        """N executions of `workflow` submitted over HTTP by 64 clients, until all completed."""
+        sizes = self.sizes
+        n = sizes.executions
+        _log(f"(b) {n} three-step executions ({what}), submitted over HTTP by 64 clients")
+        svc = await self._service(name, max_concurrent=sizes.max_concurrent)
+        spy: subprocess.Popen[bytes] | None = None
+        try:
+            m0 = await svc.metrics(self.session)
+            cpu0 = svc.cpu_seconds()
+            if profile:
+                spy = _start_py_spy(svc.pid, self.work / "profile-b.txt")
+            began = time.perf_counter()
+            load = asyncio.create_task(self._list(
+                svc.port, method="POST", paths=[f"{API}/workflows/{workflow}/executions"],
+                count=n, body=SUBMIT_BODY, max_seconds=300.0))
+
+            def finished(samples: dict[str, float]) -> bool:
+                return metric(samples, 'workflowd_executions{status="completed"}') >= n
+
+            m1, ended = await self._wait_metrics(svc, finished, timeout=300.0)
+            submitted = await load
+            wall = ended - began
+            cpu = svc.cpu_seconds() - cpu0
+            run = _throughput(n, wall, m0, m1)
+            run["server_cpu"] = round(cpu / wall, 3)
+            run["submit"] = {k: submitted[k] for k in
+                             ("rps", "seconds", "statuses", "errors", "latency_ms")}
+            run["store_window"] = _store_window(svc.db, workflow, "workflow_queued")
+            if spy is not None:
+                spy.send_signal(signal.SIGINT)  # py-spy writes its profile on SIGINT
+                spy.wait(timeout=60)
+                run["profile"] = str(self.work / "profile-b.txt")
+            return run
+        finally:
+            if spy is not None and spy.poll() is None:
+                spy.kill()
+            await self._stop(svc)
 
     # ---- (d) memory in flight, and resuming after a restart -------------------------------
 

@@ -32,6 +32,9 @@ __all__ = [
 ]
 
 _STARTED: dict[int, asyncio.subprocess.Process] = {}
+# Settings every service of the run gets on top of its own (`python -m bench --set
+# engine.tune_gc=false`), for comparing a setting side by side.
+OVERRIDES: dict[str, dict[str, Any]] = {}
 
 
 def _env() -> dict[str, str]:
@@ -160,6 +163,8 @@ class Service(_HttpProcess):
             "retention": {"finished_after": "7d", "sweep_interval": "1h"},
             "logging": {"level": "warning", "format": "console"},
         }
+        for section, values in OVERRIDES.items():
+            sections.setdefault(section, {}).update(values)
         self.config.write_text("".join(
             f"[{section}]\n" + "".join(f"{key} = {json.dumps(value)}\n"
                                        for key, value in values.items())

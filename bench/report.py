@@ -166,6 +166,7 @@ def _throughput_rows(tp: dict[str, Any], peers: dict[str, Any]) -> list[Row]:
 
     n = tp.get("executions")
     for key, label in (("e2e", f"workflowd, {n} submitted over HTTP (end to end)"),
+                       ("e2e_await", "  the same, with steps that await (asyncio.sleep(0))"),
                        ("engine", f"workflowd, {n} queued then a restart (engine only)")):
         run = tp.get(key)
         if run is None:

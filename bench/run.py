@@ -73,11 +73,12 @@ def _header(meta: dict[str, Any], sizes: Any) -> list[str]:
 def _write_outputs(out: Path, results: dict[str, Any], document: dict[str, Any]) -> None:
     """Keep the profile of (b) beside the JSON (if one was taken), then write the JSON."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    profile = results.get("throughput", {}).get("profile")
+    e2e = results.get("throughput", {}).get("e2e", {})
+    profile = e2e.get("profile")
     if profile and Path(profile).exists():
         kept = out.with_name("profile-b.txt")
         shutil.copy(profile, kept)
-        results["throughput"]["profile"] = str(kept)
+        e2e["profile"] = str(kept)
         sys.stdout.write(f"server profile of (b): {kept} (python -m bench.profile {kept})\n")
     out.write_text(json.dumps(document, indent=2) + "\n")
 
@@ -164,5 +165,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", action="store_true",
                         help="py-spy the server during (b) (needs py-spy in the venv)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary work directory")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="a setting for every service of the run (value as JSON, else text)")
     args = parser.parse_args(argv)
+    for item in args.set:
+        name, _, raw = item.partition("=")
+        section, _, key = name.partition(".")
+        if not (section and key and raw):
+            parser.error(f"--set {item!r}: use SECTION.KEY=VALUE")
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = raw
+        procs.OVERRIDES.setdefault(section, {})[key] = value
     return asyncio.run(_run(args))

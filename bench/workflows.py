@@ -8,7 +8,7 @@ from typing import Any
 
 from workflowd import Context, Workflow
 
-__all__ = ["hold", "progress", "three"]
+__all__ = ["hold", "progress", "three", "three_await"]
 
 # (b) three trivial steps: each cycle only touches the state, so what is measured is the
 # engine's cycle (snapshot, step record, events, commit), not the steps.
@@ -27,6 +27,29 @@ async def second(ctx: Context) -> None:
 
 @three.step
 async def third(ctx: Context) -> None:
+    ctx.state["third"] = 3
+
+
+# (b) the same with steps that await, as real steps always do: each cycle's start is then
+# committed (and followed) on its own before the step ends, two writes per cycle.
+three_await = Workflow("bench-three-await", title="Three steps that await", max_cycles=10)
+
+
+@three_await.step(name="first")
+async def first_await(ctx: Context) -> None:
+    await asyncio.sleep(0)
+    ctx.state["first"] = 1
+
+
+@three_await.step(name="second")
+async def second_await(ctx: Context) -> None:
+    await asyncio.sleep(0)
+    ctx.state["second"] = 2
+
+
+@three_await.step(name="third")
+async def third_await(ctx: Context) -> None:
+    await asyncio.sleep(0)
     ctx.state["third"] = 3
 
 

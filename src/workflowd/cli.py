@@ -71,7 +71,8 @@ def serve(config: str | None) -> int:
     names: list[str] = sorted(app[WORKFLOWS].keys())
     log.info("starting", host=settings.server.host, port=settings.server.port,
              store=settings.store.path, workflows=names)
-    tune_runtime()
+    if settings.engine.tune_gc:
+        tune_runtime()
     web.run_app(app, host=settings.server.host, port=settings.server.port,
                 access_log=None, print=None, loop=new_loop(settings.server.uvloop),
                 shutdown_timeout=min(settings.engine.shutdown_grace, 5.0) or 0.1)

@@ -143,6 +143,19 @@ class Owner:
         with contextlib.suppress(InvalidTransitionError):  # ended meanwhile: nothing to report
             self.apply(lambda rec: T.progressed(rec, report, utcnow()), flush=False)
 
+    def flush(self, by: Runner | None = None) -> asyncio.Future[None]:
+        """Write what is held now; answer the future of the last write handed over, which
+        commits after every earlier one of this execution."""
+        if by is not None and by is not self.runner:
+            raise Superseded(self.execution_id)
+        if self._held or self._logs:
+            self._flush()
+        last = self._last
+        if last is None or last.done():
+            last = asyncio.get_running_loop().create_future()
+            last.set_result(None)  # nothing is pending (an old failure was dealt with)
+        return last
+
     async def settled(self) -> None:
         """Wait until everything handed to the writer so far is settled (committed or not)."""
         if self._tick is not None:

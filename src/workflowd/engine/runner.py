@@ -13,7 +13,7 @@ import functools
 import hashlib
 import hmac
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +26,7 @@ from workflowd.config import EngineSettings
 from workflowd.context import Context, ContextLink, ProgressReport, freeze
 from workflowd.definitions import Done, Goto, StepDef, Workflow
 from workflowd.engine import transitions as T
-from workflowd.engine.owner import Owner, Remember, Superseded
+from workflowd.engine.owner import Make, Owner, Remember, Superseded
 from workflowd.errors import InvalidTransitionError, StoreUnavailableError
 from workflowd.records import API_PREFIX, ErrorInfo, ExecutionRecord
 from workflowd.store import Delivery
@@ -108,13 +108,11 @@ class Runner(ContextLink):
             execution_id=self.execution_id, workflow_id=self.wf.id, cycle=owner.head.cycle)
         try:
             if owner.head.status == "queued":
-                self._apply(lambda rec: T.started(rec, utcnow(), self.wf.timeout), flush=False)
+                self._apply(lambda rec: T.started(rec, utcnow(), self.wf.timeout))
             deadline = owner.head.deadline
             if deadline is not None:
                 self._end_at = asyncio.get_running_loop().time() + seconds_until(deadline)
-            while not await self._cycle():
-                if self.wf.cycle_delay:
-                    await asyncio.sleep(self.wf.cycle_delay)
+            await self._loop()
         except asyncio.CancelledError:
             if not self.cancel_requested:
                 raise  # a shutdown: write nothing, the execution resumes at the next start
@@ -122,35 +120,94 @@ class Runner(ContextLink):
         except Superseded:
             log.info("runner_superseded")
 
-    async def _cycle(self) -> bool:
-        """Run one cycle; answer whether this task is done (terminal, or waiting)."""
+    async def _loop(self) -> None:
+        """Cycles until the execution ends or waits.
+
+        How a cycle ended and how the next one starts are written together, and that write is
+        committed before the next step runs: one write per cycle, and no step ever runs on
+        a state that is not durable. When the store refuses the write, the execution waits and
+        makes the same change again from its committed record (if the cycle's own start was
+        lost with a refused write, the cycle runs again: at least once per cycle).
+        """
+        owner = self.owner
+        ended: tuple[int, Make] | None = None  # how the last cycle ended, until committed
+        backoff = 0.5
+        while True:
+            if ended is not None and not self._apply_end(*ended):
+                ended = None  # the cycle's start was never committed: run it again
+            step = self._next()
+            if ended is not None or step is None:
+                try:
+                    await owner.flush(by=self)
+                except StoreUnavailableError as exc:
+                    log.warning("commit_waiting", error=str(exc), retry_in=backoff)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 10.0)
+                    continue
+                backoff = 0.5
+                if ended is not None and self.wf.cycle_delay and step is not None:
+                    await asyncio.sleep(self.wf.cycle_delay)
+                ended = None
+            if step is None:
+                self._log_end(owner.head)
+                return
+            ended = await self._run_step(step)
+
+    def _apply_end(self, cycle: int, ended: Make) -> bool:
+        """Apply how cycle `cycle` ended, if its start is still the step in flight."""
+        head = self.owner.head
+        if head.step is None or head.step.cycle != cycle:
+            return False
+        self._apply(ended)
+        return True
+
+    def _next(self) -> StepDef | None:
+        """Start the next cycle: answer the step to run, or apply how the execution ends or
+        waits (None)."""
         rec = self.owner.head
-        if rec.next_step is None:
-            return await self._commit(lambda r: T.completed(r, utcnow()))  # after a last gate
+        if rec.is_terminal or rec.wait is not None or rec.status != "running":
+            return None
+        if rec.next_step is None:  # after a last gate
+            self._apply(lambda r: T.completed(r, utcnow()))
+            return None
         step = self.wf.get_step(rec.next_step)
+        error = None
         if step is None:
-            return await self._fail(ErrorInfo(code="unknown_step",
-                                              message=f"no step named {rec.next_step!r}"))
-        if rec.cycle >= rec.max_cycles:
-            return await self._fail(ErrorInfo(
-                code="cycle_limit_exceeded",
-                message=f"a cycle past max_cycles={rec.max_cycles} was asked for"))
-        if self._seconds_left() <= 0:
-            return await self._end("timed_out", T.timed_out_error(self.wf.timeout))
+            error = ErrorInfo(code="unknown_step", message=f"no step named {rec.next_step!r}")
+        elif rec.cycle >= rec.max_cycles:
+            error = ErrorInfo(code="cycle_limit_exceeded",
+                              message=f"a cycle past max_cycles={rec.max_cycles} was asked for")
+        if error is not None or self._seconds_left() <= 0:
+            status = "failed" if error is not None else "timed_out"
+            why = error or T.timed_out_error(self.wf.timeout)
+            self._apply(lambda r: T.ended(r, status, why, utcnow()))
+            return None
+        assert step is not None
         structlog.contextvars.bind_contextvars(cycle=rec.cycle + 1)
         if step.is_gate:
-            done = await self._commit(lambda r: T.gate_entered(r, self.wf, step, utcnow()))
-            log.info("approval_required", step=step.name)
-            return done
+            self._apply(lambda r: T.gate_entered(r, self.wf, step, utcnow()))
+            return None
         if step.external:
-            return await self._hand_over(step)
-        return await self._run_step(step)
+            self._hand_over(step)
+            return None
+        self._apply(lambda r: T.step_began(r, step, utcnow()))
+        return step
+
+    def _log_end(self, rec: ExecutionRecord) -> None:
+        if rec.status == "completed":
+            log.info("execution_completed", cycles=rec.cycle)
+        elif rec.is_terminal:
+            log.info("execution_ended", status=rec.status,
+                     error=rec.error.code if rec.error else None)
+        elif rec.status == "awaiting_approval":
+            log.info("approval_required", step=rec.step.name if rec.step else None)
 
     # ---- running a step -------------------------------------------------------------------
 
-    async def _run_step(self, step: StepDef) -> bool:
+    async def _run_step(self, step: StepDef) -> tuple[int, Make]:
+        """Run the cycle's step; answer the cycle and the change that ends it (not applied
+        yet)."""
         owner = self.owner
-        self._apply(lambda rec: T.step_began(rec, step, utcnow()), flush=False)
         assert owner.head.step is not None
         cycle = owner.head.step.cycle or 0
         self._lines = 0
@@ -161,12 +218,12 @@ class Runner(ContextLink):
         finally:
             owner.flush_reports()
         duration_ms = int((loop.time() - began) * 1000)
+        attempt = outcome.attempt
         if outcome.timed_out:
-            return await self._end("timed_out", T.timed_out_error(self.wf.timeout),
-                                   attempt=outcome.attempt, duration_ms=duration_ms)
+            return cycle, _ending("timed_out", T.timed_out_error(self.wf.timeout), attempt,
+                                  duration_ms)
         if outcome.error is not None:
-            return await self._end("failed", outcome.error, attempt=outcome.attempt,
-                                   duration_ms=duration_ms)
+            return cycle, _ending("failed", outcome.error, attempt, duration_ms)
         try:
             state = json_copy(outcome.ctx.state)
             decisions = [(name, json_copy(value)) for name, value in outcome.ctx.decisions]
@@ -174,11 +231,12 @@ class Runner(ContextLink):
             output = None if isinstance(value, Goto) else json_copy(
                 value.result if isinstance(value, Done) else value)
         except NotJSON as exc:  # what a step leaves must be storable
-            return await self._end("failed", ErrorInfo(code="not_serializable", message=str(exc)),
-                                   attempt=outcome.attempt, duration_ms=duration_ms)
-        return await self._commit(lambda rec: T.cycle_finished(
-            rec, self.wf, state=state, decisions=decisions, value=value, output=output,
-            attempt=outcome.attempt, duration_ms=duration_ms, now=utcnow()), cycle=cycle)
+            return cycle, _ending("failed", ErrorInfo(code="not_serializable", message=str(exc)),
+                                  attempt, duration_ms)
+        wf = self.wf
+        return cycle, lambda rec: T.cycle_finished(
+            rec, wf, state=state, decisions=decisions, value=value, output=output,
+            attempt=attempt, duration_ms=duration_ms, now=utcnow())
 
     async def _attempts(self, step: StepDef, cycle: int) -> _Outcome:
         """Attempts of the step, each under its timeout, until one succeeds or none are left.
@@ -284,9 +342,10 @@ class Runner(ContextLink):
 
     # ---- waits and ends -------------------------------------------------------------------
 
-    async def _hand_over(self, step: StepDef) -> bool:
-        """Hand the step to a worker outside the process and end the task: the execution holds
-        no task while it waits; the worker's complete (or the timeout) decides the cycle."""
+    def _hand_over(self, step: StepDef) -> None:
+        """Hand the step to a worker outside the process; the task ends once that is
+        committed: the execution holds no task while it waits, and the worker's complete (or
+        the timeout) decides the cycle."""
         rec = self.owner.head
         token = secrets.token_urlsafe(24)
         timeout = step.timeout or self.wf.cycle_timeout or self.limits.default_cycle_timeout
@@ -300,20 +359,8 @@ class Runner(ContextLink):
                           "state": rec.state, "callback": callback, "deadline": deadline})
             deliveries = (outbox.dispatch(step.url, body),)
         log.info("external_step_waiting", step=step.name, url=step.url, timeout=timeout)
-        return await self._commit(
-            lambda r: T.handed_over(r, step, token, deadline, callback, utcnow()),
-            deliveries=deliveries)
-
-    async def _fail(self, error: ErrorInfo) -> bool:
-        return await self._end("failed", error)
-
-    async def _end(self, status: str, error: ErrorInfo, *, attempt: int | None = None,
-                   duration_ms: int | None = None) -> bool:
-        done = await self._commit(lambda rec: T.ended(rec, status, error, utcnow(),
-                                                      attempt=attempt, duration_ms=duration_ms))
-        if done:
-            log.info("execution_ended", status=status, error=error.code)
-        return done
+        self._apply(lambda r: T.handed_over(r, step, token, deadline, callback, utcnow()),
+                    deliveries=deliveries)
 
     async def _cancelled(self) -> None:
         """A user's cancel: the cut-off step's record fails `cancelled`, with how long it ran."""
@@ -328,41 +375,13 @@ class Runner(ContextLink):
         if future is not None:
             await asyncio.shield(future)
 
-    # ---- committing ------------------------------------------------------------------------
+    # ---- applying ---------------------------------------------------------------------------
 
-    def _apply(self, make: Callable[[Any], T.Change | None], flush: bool = True) -> None:
-        """Apply a change without waiting for its commit (a start, a retry, progress)."""
-        future = self.owner.apply(make, flush=flush, by=self)
+    def _apply(self, make: Make, deliveries: tuple[Delivery, ...] = ()) -> None:
+        """Apply a change, held for the loop's next turn (or the next write made at once)."""
+        future = self.owner.apply(make, flush=bool(deliveries), by=self, deliveries=deliveries)
         if future is not None:
             future.add_done_callback(_retrieve)
-
-    async def _commit(self, make: Callable[[Any], T.Change | None], *, cycle: int | None = None,
-                      deliveries: tuple[Delivery, ...] = ()) -> bool:
-        """Apply a change and wait for its commit; answer whether this task is done with it
-        (the record is terminal, or waits) or must run another cycle.
-
-        When the store refuses the write (full, locked), the execution waits: the change is
-        made again from the committed record once the store takes writes again. If what it
-        was built on is gone (the step's start was never committed), the cycle runs again.
-        """
-        owner = self.owner
-        backoff = 0.5
-        while True:
-            if cycle is not None and (owner.head.step is None or owner.head.step.cycle != cycle):
-                return False  # the cycle's start was lost with a refused write: run it again
-            try:
-                future = owner.apply(make, by=self, deliveries=deliveries)
-                if future is not None:
-                    await future
-            except StoreUnavailableError as exc:
-                log.warning("commit_waiting", error=str(exc), retry_in=backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 10.0)
-                continue
-            rec = owner.head
-            if rec.status == "completed":
-                log.info("execution_completed", cycles=rec.cycle)
-            return rec.is_terminal or rec.wait is not None or rec.status != "running"
 
     def _seconds_left(self) -> float:
         if self._end_at == _INF:
@@ -372,6 +391,11 @@ class Runner(ContextLink):
 
 def _retrying(rec: ExecutionRecord, *, attempt: int, error: ErrorInfo) -> T.Change:
     return T.retrying(rec, attempt, error, utcnow())
+
+
+def _ending(status: str, error: ErrorInfo, attempt: int, duration_ms: int) -> Make:
+    return lambda rec: T.ended(rec, status, error, utcnow(), attempt=attempt,
+                               duration_ms=duration_ms)
 
 
 def external_callback(base_url: str, execution_id: str, step: str, token: str) -> dict[str, str]:

@@ -26,7 +26,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgspec
 import structlog
 
 from workflowd.clock import utcnow
@@ -43,11 +42,14 @@ log = structlog.get_logger(__name__)
 # takes one step per row and, between steps, the GIL back from a busy event loop (measured:
 # milliseconds per row when the loop is busy, microseconds with this). `json_extract`, not
 # `->>`, so that SQLite 3.24 and later do.
+# The columns of executions and events are read out of the documents themselves, so the loop
+# encodes each record once and each event not at all (its JSON is made with the event).
 _UPSERT_EXECUTION = (
     "INSERT INTO executions (id, workflow_id, status, created_at, finished_at, doc) "
-    "SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), "
-    "json_extract(value, '$[2]'), json_extract(value, '$[3]'), json_extract(value, '$[4]'), "
-    "json_extract(value, '$[5]') FROM json_each(?) WHERE true ON CONFLICT (id) DO UPDATE SET "
+    "SELECT json_extract(value, '$.execution_id'), json_extract(value, '$.workflow_id'), "
+    "json_extract(value, '$.status'), json_extract(value, '$.created_at'), "
+    "json_extract(value, '$.finished_at'), value FROM json_each(?) WHERE true "
+    "ON CONFLICT (id) DO UPDATE SET "
     "status = excluded.status, finished_at = excluded.finished_at, doc = excluded.doc"
 )
 _UPSERT_STEP = (
@@ -58,8 +60,8 @@ _UPSERT_STEP = (
 )
 _INSERT_EVENT = (
     "INSERT INTO events (execution_id, seq, doc) "
-    "SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), "
-    "json_extract(value, '$[2]') FROM json_each(?)"
+    "SELECT json_extract(value, '$.execution_id'), json_extract(value, '$.seq'), value "
+    "FROM json_each(?)"
 )
 _INSERT_LOG = "INSERT INTO logs (execution_id, doc) VALUES (?, ?)"
 _INSERT_DELIVERY = (
@@ -101,9 +103,9 @@ class Write:
     execution_id: str | None = None
     base_seq: int = 0
     seq: int = 0
-    execution: bytes | None = None  # [id, workflow_id, status, created_at, finished_at, doc]
+    execution: bytes | None = None  # the record's document
     steps: Sequence[tuple[int, bytes]] = ()  # (cycle, [execution_id, cycle, doc])
-    events: Sequence[bytes] = ()  # [execution_id, seq, doc]
+    events: Sequence[bytes] = ()  # each event's document
     logs: Sequence[tuple[str, str]] = ()  # (execution_id, doc)
     idempotency: IdempotencyRecord | None = None
     statements: Sequence[tuple[str, tuple[Any, ...]]] = ()
@@ -118,12 +120,9 @@ class Write:
         encoded here, on the caller's thread."""
         execution_id = rec.execution_id
         return cls(
-            execution_id=execution_id, base_seq=base_seq, seq=rec.seq,
-            execution=encode((execution_id, rec.workflow_id, rec.status, rec.created_at,
-                              rec.finished_at, rec)),
+            execution_id=execution_id, base_seq=base_seq, seq=rec.seq, execution=encode(rec),
             steps=[(s.cycle or 0, encode((execution_id, s.cycle or 0, s))) for s in steps],
-            events=[encode((execution_id, e.seq, msgspec.Raw(e.json))) for e in events],
-            **extra)
+            events=[e.json for e in events], **extra)
 
 
 @dataclass(slots=True)
