@@ -150,8 +150,17 @@ async def _run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args_in = sys.argv[1:] if argv is None else argv
+    if args_in[:1] == ["chaos"]:
+        # A command of its own (the reliability bar), with its own options; everything else
+        # is the performance run, parsed exactly as before.
+        from bench.chaos import main as chaos_main
+
+        return chaos_main(args_in[1:])
     parser = argparse.ArgumentParser(prog="python -m bench", description=(
-        "Measure workflowd against DESIGN.md's performance bars (one machine, loopback)."))
+        "Measure workflowd against DESIGN.md's performance bars (one machine, loopback)."),
+        epilog="python -m bench chaos [--executions N] [--kills K] [--seed S]: kill -9 the "
+               "service during a mixed load and check the reliability bar (see --help there)")
     parser.add_argument("--quick", action="store_true", help="a short smoke run")
     parser.add_argument("--peers", action="store_true",
                         help="also run workload (b) on DBOS and LangGraph (own venv)")
@@ -164,5 +173,5 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", action="store_true",
                         help="py-spy the server during (b) (needs py-spy in the venv)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary work directory")
-    args = parser.parse_args(argv)
+    args = parser.parse_args(args_in)
     return asyncio.run(_run(args))
