@@ -49,7 +49,7 @@ def judge(chaos: Chaos, run: Run) -> dict[str, Any]:
             if back[str(t.execution_id)].execution is None
             or t.execution_id not in store.ids]
     not_terminal = [
-        Finding(eid, "not terminal", _where(rb.execution))
+        Finding(eid, "not terminal", _where(rb.execution, rb.events))
         for eid, rb in back.items()
         if rb.execution is not None and rb.execution.get("status") not in TERMINAL_STATUSES
         and eid in chaos.by_id]
@@ -123,11 +123,12 @@ def _violations(chaos: Chaos, run: Run, committed: dict[str, dict[int, set[str]]
     return found
 
 
-def _where(execution: dict[str, Any] | None) -> str:
+def _where(execution: dict[str, Any] | None, events: list[dict[str, Any]]) -> str:
     execution = execution or {}
     step = (execution.get("current_step") or {}).get("name")
+    last = f"{events[-1].get('type')} at seq {events[-1].get('seq')}" if events else "none"
     return (f"{execution.get('workflow_id')} {execution.get('status')}, cycle "
-            f"{execution.get('cycle')}, current step {step}")
+            f"{execution.get('cycle')}, current step {step}, last event {last}")
 
 
 def _as_dict(finding: Finding) -> dict[str, Any]:
@@ -165,9 +166,12 @@ def detail_lines(f: dict[str, Any], limit: int = 8) -> list[str]:
             if shown[i["kind"]] <= limit:
                 label = name if name != "violation" else f"violation ({i['kind']})"
                 out.append(f"  {label}: {i['id']} {i['detail']}")
-    for server, lines in f["server_errors"].items():
-        out.append(f"  server {server} logged {len(lines)}+ error line(s), first: "
-                   f"{lines[0][:240]}")
+    logged = f["server_errors"]
+    if logged["first_lines"]:
+        events = ", ".join(f"{n} {name}" for name, n in logged["events"].items())
+        name, lines = next(iter(logged["first_lines"].items()))
+        out.append(f"  the service logged {events or 'error lines'} ({len(logged['first_lines'])}"
+                   f" of {logged['processes']} processes); first, in {name}: {lines[0][:200]}")
     if f["sigterm_exit"] != 0:
         out.append(f"  the last service exited {f['sigterm_exit']} on SIGTERM")
     return out

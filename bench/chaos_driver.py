@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import re
 import signal
 import sys
 import time
@@ -41,6 +42,8 @@ ENGINE = {"max_concurrent": 200, "max_queued": 1_000_000, "shutdown_grace": 1.0}
 JSON_HEADERS = {"Content-Type": "application/json"}
 FOLLOW_CONCURRENCY = 8
 SUBMIT_CONCURRENCY = 8
+# A console log line of a warning or worse: `<ts> [warning  ] <event> ...`.
+_LOG_LINE = re.compile(r"^\S+ \[(?:warning|error|critical)\s*\] (\S+)")
 
 
 def _log(message: str) -> None:
@@ -100,7 +103,7 @@ class Run:
     seconds: float
     drain_seconds: float
     sigterm_exit: int
-    server_errors: dict[str, list[str]]
+    server_errors: dict[str, Any]
 
 
 class Chaos:
@@ -450,19 +453,27 @@ class Chaos:
                    seconds=time.monotonic() - began, drain_seconds=drained,
                    sigterm_exit=sigterm_rc, server_errors=self.server_errors())
 
-    def server_errors(self) -> dict[str, list[str]]:
-        out: dict[str, list[str]] = {}
+    def server_errors(self) -> dict[str, Any]:
+        """Warnings and errors the services logged: how many of each event, and the first
+        lines of each process that logged any."""
+        events: Counter[str] = Counter()
+        first: dict[str, list[str]] = {}
         for svc in self.services:
             try:
                 text = svc.log.read_text(errors="replace")
             except OSError:
                 continue
             bad = [ln for ln in text.splitlines()
-                   if any(w in ln.lower() for w in ("error", "traceback", "exception"))]
+                   if any(w in ln.lower() for w in ("error", "traceback", "exception"))
+                   or _LOG_LINE.match(ln)]
+            for ln in bad:
+                match = _LOG_LINE.match(ln)
+                if match:
+                    events[match.group(1)] += 1
             if bad:
-                out[svc.name] = bad[:20]
-        return out
-
+                first[svc.name] = bad[:20]
+        return {"events": dict(events.most_common()), "processes": len(self.services),
+                "first_lines": first}
 
 def _path(url: str) -> str:
     """The path of a callback URL: the driver sends it to whichever service is up."""
