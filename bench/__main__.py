@@ -1,4 +1,5 @@
-"""`python -m bench [--quick] [--peers] [--out PATH]`: see `bench.run`."""
+"""`python -m bench [--quick] [--peers] [--out PATH]`, or `python -m bench chaos [...]`: see
+`bench.run`."""
 
 import sys
 

@@ -151,8 +151,17 @@ async def _run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args_in = sys.argv[1:] if argv is None else argv
+    if args_in[:1] == ["chaos"]:
+        # A command of its own (the reliability bar), with its own options; everything else
+        # is the performance run, parsed exactly as before.
+        from bench.chaos import main as chaos_main
+
+        return chaos_main(args_in[1:])
     parser = argparse.ArgumentParser(prog="python -m bench", description=(
-        "Measure workflowd against DESIGN.md's performance bars (one machine, loopback)."))
+        "Measure workflowd against DESIGN.md's performance bars (one machine, loopback)."),
+        epilog="python -m bench chaos [--executions N] [--kills K] [--seed S]: kill -9 the "
+               "service during a mixed load and check the reliability bar (see --help there)")
     parser.add_argument("--quick", action="store_true", help="a short smoke run")
     parser.add_argument("--peers", action="store_true",
                         help="also run workload (b) on DBOS and LangGraph (own venv)")
@@ -167,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="keep the temporary work directory")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="a setting for every service of the run (value as JSON, else text)")
-    args = parser.parse_args(argv)
+    args = parser.parse_args(args_in)
     for item in args.set:
         name, _, raw = item.partition("=")
         section, _, key = name.partition(".")
