@@ -32,6 +32,8 @@ class WorkflowdError(Exception):
     status: ClassVar[int] = 500
     code: ClassVar[str] = "internal_error"
     title: ClassVar[str] = "Internal error"
+    # Seconds a client should wait before trying again (`Retry-After`), where that helps.
+    retry_after: int | None = None
 
     def __init__(self, detail: str) -> None:
         super().__init__(detail)
