@@ -34,7 +34,7 @@ from workflowd.engine.ledger import Ledger
 from workflowd.engine.outbox import Outbox
 from workflowd.errors import InvalidTransitionError
 from workflowd.records import ExecutionRecord, IdempotencyRecord
-from workflowd.store import Delivery
+from workflowd.store import Delivery, StoreClosedError
 
 if TYPE_CHECKING:
     from workflowd.engine.runner import Runner
@@ -181,6 +181,17 @@ class Owner:
             self._tick = None
         held, self._held = self._held, []
         logs, self._logs = self._logs, []
+        try:
+            return self._write(held, logs, remember, deliveries)
+        except StoreClosedError:
+            # The service is stopping: what was not handed over is not written, and the
+            # execution resumes from its last commit at the next start.
+            self.head = self._written = self.committed
+            return None
+
+    def _write(self, held: list[T.Change], logs: list[tuple[str, str]],
+               remember: Remember | None, deliveries: tuple[Delivery, ...],
+               ) -> asyncio.Future[None] | None:
         if not held:
             if logs:
                 self._last = self._ledger.write_logs(logs)

@@ -220,7 +220,8 @@ class Scheduler:
                 raise InvalidTransitionError(
                     f"execution {execution_id} is {owner.committed.status}")
             # It reached a gate or a wait before the cancel landed: cancel it from there.
-        self._queued.discard(execution_id)
+        # A queued one stays in the queue until the cancel commits (nothing launches a
+        # cancelled head), so a refused write leaves it queued as it was.
         return await self._apply(owner, lambda rec: T.cancelled(rec, utcnow()), remember)
 
     async def step_progress(self, execution_id: str, step: str, token: str,
