@@ -9,8 +9,20 @@ from collections.abc import AsyncIterator
 
 import structlog
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
-from workflowd.api import delivery, demo, executions, health, live, steps, stream, workflows
+from workflowd.api import (
+    delivery,
+    demo,
+    executions,
+    health,
+    live,
+    steps,
+    stream,
+    tickets,
+    workflows,
+)
+from workflowd.api.auth import TicketStore, TokenTable, authorization
 from workflowd.api.keys import (
     HUB,
     INFLIGHT,
@@ -20,6 +32,7 @@ from workflowd.api.keys import (
     SETTINGS,
     SOCKETS,
     STORE,
+    TICKETS,
     WORKFLOWS,
 )
 from workflowd.api.middlewares import problem_json, request_context
@@ -68,9 +81,15 @@ async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(settings: Settings) -> web.Application:
     """Build the app; workflow definitions are loaded and checked here, before anything runs."""
-    app = web.Application(middlewares=[request_context, problem_json],
+    ticket_store = TicketStore()
+    # With auth off there is no authorization middleware at all: every caller is anonymous.
+    middlewares: list[Middleware] = [request_context, problem_json]
+    if settings.auth.enabled:
+        middlewares.append(authorization(TokenTable(settings.auth.tokens), ticket_store))
+    app = web.Application(middlewares=middlewares,
                           client_max_size=settings.server.max_body_bytes)
     app[SETTINGS] = settings
+    app[TICKETS] = ticket_store
     app[WORKFLOWS] = load_workflows(settings.workflows.modules)
     app[HUB] = Hub()
     app[INFLIGHT] = {}
@@ -79,6 +98,6 @@ def create_app(settings: Settings) -> web.Application:
     app.on_shutdown.append(stream.close_sockets)
     app.cleanup_ctx.extend([store_ctx, delivery.outbox_ctx, scheduler_ctx])
     # Routes under one prefix are tried in the order they were added: the most polled first.
-    for module in (live, workflows, executions, steps, stream, health, demo):
+    for module in (live, workflows, executions, steps, stream, tickets, health, demo):
         app.add_routes(module.routes.table)
     return app

@@ -7,6 +7,7 @@ import weakref
 
 from aiohttp import web
 
+from workflowd.api.auth import TicketStore
 from workflowd.api.views import LiveBodies
 from workflowd.config import Settings
 from workflowd.definitions import Workflow
@@ -15,8 +16,8 @@ from workflowd.engine.outbox import Outbox
 from workflowd.store import Store
 
 __all__ = [
-    "HUB", "INFLIGHT", "LIVE_BODIES", "OUTBOX", "SCHEDULER", "SETTINGS", "SOCKETS", "STORE",
-    "WORKFLOWS",
+    "HUB", "INFLIGHT", "LIVE_BODIES", "OUTBOX", "SCHEDULER",
+    "SETTINGS", "SOCKETS", "STORE", "TICKETS", "WORKFLOWS",
 ]
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -30,3 +31,5 @@ LIVE_BODIES = web.AppKey("live_bodies", LiveBodies)
 INFLIGHT = web.AppKey("inflight", dict[tuple[str, str], asyncio.Future[None]])
 # Open WebSockets, closed with 1001 at shutdown.
 SOCKETS = web.AppKey("sockets", weakref.WeakSet[web.WebSocketResponse])
+# Tickets for WebSocket and SSE.
+TICKETS = web.AppKey("tickets", TicketStore)

@@ -7,7 +7,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from workflowd.api.problems import problem
-from workflowd.errors import QueueFullError, WorkflowdError
+from workflowd.errors import WorkflowdError
 from workflowd.ids import new_request_id
 
 __all__ = ["problem_json", "request_context"]
@@ -33,7 +33,7 @@ async def problem_json(request: web.Request, handler: Handler) -> web.StreamResp
     try:
         return await handler(request)
     except WorkflowdError as exc:
-        headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, QueueFullError) else None
+        headers = exc.headers() or None
         return problem(exc.status, exc.detail, instance=instance, code=exc.code, title=exc.title,
                        extra=exc.extra(), headers=headers)
     except web.HTTPException as exc:

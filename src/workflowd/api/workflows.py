@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
+from workflowd.api.auth import identity_of
 from workflowd.api.idempotency import Answer, answer_once
 from workflowd.api.keys import HUB, SCHEDULER, WORKFLOWS
 from workflowd.api.parsing import json_response, parse_body, parse_query
@@ -18,7 +19,6 @@ from workflowd.records import API_PREFIX, ExecutionRecord
 __all__ = ["routes"]
 
 routes = Routes()
-ANONYMOUS = "anonymous"
 
 
 class SubmitQuery(BaseModel):
@@ -55,14 +55,15 @@ async def submit(request: web.Request) -> web.Response:
     if workflow_id not in request.app[WORKFLOWS]:
         raise UnknownWorkflowError(f"no workflow with id {workflow_id!r}")
     body = await parse_body(request, SubmitBody)
+    callback_url = str(body.callback_url) if body.callback_url else None
+    subject = identity_of(request).subject
     scheduler = request.app[SCHEDULER]
     response = await answer_once(
         request, f"submit:{workflow_id}", _submitted,
         lambda remember: scheduler.submit(
             workflow_id, input=body.input, priority=body.priority, labels=body.labels,
-            require_approval=body.require_approval,
-            callback_url=str(body.callback_url) if body.callback_url else None,
-            submitted_by=ANONYMOUS, remember=remember),
+            require_approval=body.require_approval, callback_url=callback_url,
+            submitted_by=subject, remember=remember),
     )
     if query.wait <= 0 or response.status != 202:
         return response

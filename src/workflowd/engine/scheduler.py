@@ -185,10 +185,16 @@ class Scheduler:
         return rec
 
     async def approve(self, execution_id: str, comment: str | None, decided_by: str,
-                      remember: Remember | None = None) -> ExecutionRecord:
+                      remember: Remember | None = None, *,
+                      four_eyes: bool = False) -> ExecutionRecord:
+        """`four_eyes`: the subject that submitted the execution may not approve it."""
         owner = await self._owner(execution_id)
+        if four_eyes and owner.head.submitted_by == decided_by:
+            raise ForbiddenError(f"{decided_by!r} submitted execution {execution_id} and may "
+                                 "not approve it too ([auth] four_eyes)")
         if owner.head.status == "awaiting_approval":
-            self._check_room()  # approving into a full queue leaves it waiting
+            # approving into a full queue leaves it waiting
+            self._check_room()
         return await self._apply(owner, lambda rec: T.approved(rec, decided_by, comment,
                                                                utcnow()), remember)
 
@@ -224,25 +230,30 @@ class Scheduler:
         return await self._apply(owner, lambda rec: T.cancelled(rec, utcnow()), remember)
 
     async def step_progress(self, execution_id: str, step: str, token: str,
-                            report: ProgressReport) -> ExecutionRecord:
+                            report: ProgressReport, *, trusted: bool = False,
+                            ) -> ExecutionRecord:
         """Progress reported by another service, for the step running in the process or
-        waited on from an outside worker."""
+        waited on from an outside worker. `trusted`: the caller proved a role that may report
+        for any step (a worker's or admin's bearer token), so the step's token is not checked."""
         owner = await self._owner_of_step(execution_id, step)
         rec = owner.head
         if rec.wait is not None and rec.wait.kind == "external":
-            T.external_progress(rec, step, token, report, utcnow())  # checks; writes nothing
+            # checks; writes nothing
+            T.external_progress(rec, step, token, report, utcnow(), trusted=trusted)
         else:
             running = rec.step
             if running is None or running.name != step or running.status != "running":
                 raise InvalidTransitionError(f"step {step!r} of {execution_id} is not running")
-            if not token or not self.tokens.check(execution_id, running.cycle or 0, token):
+            if not trusted and (
+                    not token or not self.tokens.check(execution_id, running.cycle or 0, token)):
                 raise ForbiddenError("wrong or stale token for this step run")
         owner.report(report)
         return owner.committed
 
     async def step_complete(self, execution_id: str, step: str, token: str, *, success: bool,
                             output: Any, error: ErrorInfo | None,
-                            remember: Remember | None = None) -> ExecutionRecord:
+                            remember: Remember | None = None,
+                            trusted: bool = False) -> ExecutionRecord:
         """An outside worker finished its step: the cycle is committed with its output."""
         owner = await self._owner_of_step(execution_id, step)
         wf = owner.wf
@@ -253,8 +264,8 @@ class Scheduler:
             raise InvalidTransitionError(str(exc)) from None
         owner.flush_reports()  # held progress commits before the end
         return await self._apply(owner, lambda rec: T.external_answered(
-            rec, wf, step, token, success=success, output=output, error=error, now=utcnow()),
-            remember)
+            rec, wf, step, token, success=success, output=output, error=error, now=utcnow(),
+            trusted=trusted), remember)
 
     # ---- internals: owners -----------------------------------------------------------------
 
