@@ -32,9 +32,11 @@ from workflowd.api.keys import (
     SETTINGS,
     SOCKETS,
     STORE,
+    SUBMIT_RATE,
     TICKETS,
     WORKFLOWS,
 )
+from workflowd.api.limits import SubmitRate
 from workflowd.api.middlewares import problem_json, request_context
 from workflowd.api.views import LiveBodies
 from workflowd.config import Settings
@@ -66,7 +68,8 @@ async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     scheduler = Scheduler(app[WORKFLOWS], app[STORE], app[HUB], settings.engine,
                           settings.live.progress_interval, app[OUTBOX],
-                          settings.server.base_url())
+                          settings.server.base_url(),
+                          max_queued_per_subject=settings.limits.max_queued_per_subject)
     app[SCHEDULER] = scheduler
     await scheduler.recover()
     sweeper = asyncio.create_task(
@@ -91,6 +94,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[TICKETS] = ticket_store
     app[WORKFLOWS] = load_workflows(settings.workflows.modules)
+    app[SUBMIT_RATE] = SubmitRate(settings.limits.submits_per_minute)
     app[HUB] = Hub()
     app[INFLIGHT] = {}
     app[LIVE_BODIES] = LiveBodies()

@@ -8,6 +8,7 @@ import weakref
 from aiohttp import web
 
 from workflowd.api.auth import TicketStore
+from workflowd.api.limits import SubmitRate
 from workflowd.api.views import LiveBodies
 from workflowd.config import Settings
 from workflowd.definitions import Workflow
@@ -17,7 +18,7 @@ from workflowd.store import Store
 
 __all__ = [
     "HUB", "INFLIGHT", "LIVE_BODIES", "OUTBOX", "SCHEDULER",
-    "SETTINGS", "SOCKETS", "STORE", "TICKETS", "WORKFLOWS",
+    "SETTINGS", "SOCKETS", "STORE", "SUBMIT_RATE", "TICKETS", "WORKFLOWS",
 ]
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -31,5 +32,6 @@ LIVE_BODIES = web.AppKey("live_bodies", LiveBodies)
 INFLIGHT = web.AppKey("inflight", dict[tuple[str, str], asyncio.Future[None]])
 # Open WebSockets, closed with 1001 at shutdown.
 SOCKETS = web.AppKey("sockets", weakref.WeakSet[web.WebSocketResponse])
-# Tickets for WebSocket and SSE.
+# Tickets for WebSocket and SSE; submit rates.
 TICKETS = web.AppKey("tickets", TicketStore)
+SUBMIT_RATE = web.AppKey("submit_rate", SubmitRate)

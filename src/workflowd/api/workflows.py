@@ -7,7 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from workflowd.api.auth import identity_of
 from workflowd.api.idempotency import Answer, answer_once
-from workflowd.api.keys import HUB, SCHEDULER, WORKFLOWS
+from workflowd.api.keys import HUB, SCHEDULER, SUBMIT_RATE, WORKFLOWS
 from workflowd.api.parsing import json_response, parse_body, parse_query
 from workflowd.api.routing import Routes
 from workflowd.api.views import execution_view, links, summary, workflow_view
@@ -57,6 +57,7 @@ async def submit(request: web.Request) -> web.Response:
     body = await parse_body(request, SubmitBody)
     callback_url = str(body.callback_url) if body.callback_url else None
     subject = identity_of(request).subject
+    request.app[SUBMIT_RATE].take(subject)
     scheduler = request.app[SCHEDULER]
     response = await answer_once(
         request, f"submit:{workflow_id}", _submitted,
