@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 
 import structlog
 from aiohttp import web
@@ -27,6 +27,7 @@ from workflowd.api.keys import (
     HUB,
     INFLIGHT,
     LIVE_BODIES,
+    OUTBOUND,
     OUTBOX,
     SCHEDULER,
     SETTINGS,
@@ -40,9 +41,11 @@ from workflowd.api.limits import SubmitRate
 from workflowd.api.middlewares import problem_json, request_context
 from workflowd.api.views import LiveBodies
 from workflowd.config import Settings
-from workflowd.definitions import load_workflows
+from workflowd.definitions import Workflow, load_workflows
 from workflowd.engine import Hub, Scheduler
 from workflowd.engine.retention import sweep_forever
+from workflowd.errors import DefinitionError
+from workflowd.outbound import OutboundPolicy, OutboundRefused
 from workflowd.store import Store
 
 __all__ = ["create_app"]
@@ -94,6 +97,8 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[TICKETS] = ticket_store
     app[WORKFLOWS] = load_workflows(settings.workflows.modules)
+    app[OUTBOUND] = settings.outbound.policy()
+    _check_external_urls(app[WORKFLOWS].values(), app[OUTBOUND])
     app[SUBMIT_RATE] = SubmitRate(settings.limits.submits_per_minute)
     app[HUB] = Hub()
     app[INFLIGHT] = {}
@@ -105,3 +110,17 @@ def create_app(settings: Settings) -> web.Application:
     for module in (live, workflows, executions, steps, stream, tickets, health, demo):
         app.add_routes(module.routes.table)
     return app
+
+
+def _check_external_urls(registered: Iterable[Workflow], policy: OutboundPolicy) -> None:
+    """Every external step's `url=` is one the service may send to (`[outbound]`)."""
+    for wf in registered:
+        for step in wf.steps:
+            if step.url is None:
+                continue
+            try:
+                policy.check_url(step.url)
+            except OutboundRefused as exc:
+                raise DefinitionError(
+                    f"workflow {wf.id!r}: external step {step.name!r}: url refused: {exc}",
+                ) from None
