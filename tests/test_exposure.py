@@ -25,7 +25,9 @@ def test_serve_refuses_beyond_loopback_without_auth(tmp_path: Path, host: str) -
     config.write_text(f'[server]\nhost = "{host}"\nport = 0\n[store]\npath = "{db}"\n')
     done = subprocess.run(
         [sys.executable, "-m", "workflowd", "serve", "--config", str(config)],
-        env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=str(tmp_path),
+        # The source tree's workflowd, whatever the environment has installed.
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])},
+        cwd=str(tmp_path),
         capture_output=True, text=True, timeout=30, check=False)
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
