@@ -37,20 +37,25 @@ def _quiet_logs() -> None:
 def _fresh_test_state() -> None:
     workflows.RELEASES.clear()
     workflows.STARTED.clear()
+    workflows.CALLBACKS.clear()
 
 
 @pytest.fixture
 def make_client(aiohttp_client: AiohttpClient, settings: Settings) -> MakeClient:
-    """A client on a new app; `engine=` / `store=` override those settings sections."""
+    """A client on a new app; `engine=` / `store=` override those settings sections;
+    `headers=` are sent with every request (a bearer token, with `auth=`)."""
 
-    async def make(**sections: Any) -> TestClient[Any, Any]:
+    async def make(*, headers: dict[str, str] | None = None,
+                   **sections: Any) -> TestClient[Any, Any]:
         data = settings.model_dump()
         for name, values in sections.items():
             if isinstance(values, dict):
                 data[name].update(values)
             else:
                 data[name] = values
-        return await aiohttp_client(create_app(Settings.model_validate(data)))
+        app = create_app(Settings.model_validate(data))
+        return await aiohttp_client(app, headers=headers) if headers else \
+            await aiohttp_client(app)
 
     return make
 

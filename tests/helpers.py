@@ -111,3 +111,26 @@ async def wait_for_step(client: TestClient[Any, Any], execution_id: str,
             if resp.status == 200:
                 status = await resp.json()
         return status
+
+
+# Auth on (API.md §8): one token per role, plus a second token of the approver's subject with
+# the submitter role (four-eyes is about subjects, not tokens).
+SUBJECTS = {"viewer": "vera", "submitter": "sam", "approver": "ana", "worker": "walt",
+            "admin": "ada"}
+TOKENS = {role: f"wfd-test-token-{role}-5f1c0a9e" for role in SUBJECTS}
+ANA_SUBMITS = "wfd-test-token-ana-submits-77d2"
+
+
+def auth_settings(**extra: Any) -> dict[str, Any]:
+    """An `[auth]` section with the tokens above (only their hashes, as a config holds)."""
+    from workflowd.api.auth import hash_token
+
+    tokens = [{"subject": SUBJECTS[role], "role": role, "sha256": hash_token(token)}
+              for role, token in TOKENS.items()]
+    tokens.append({"subject": "ana", "role": "submitter", "sha256": hash_token(ANA_SUBMITS)})
+    return {"enabled": True, "tokens": tokens, **extra}
+
+
+def bearer(role_or_token: str) -> dict[str, str]:
+    """The Authorization header for a role's token (or for a token given as it is)."""
+    return {"Authorization": f"Bearer {TOKENS.get(role_or_token, role_or_token)}"}

@@ -40,7 +40,8 @@ def test_shipped_config_toml_loads_and_shows_the_defaults() -> None:
     """The repository's config.toml is valid and its values are the defaults it claims."""
     shipped = load_settings(ROOT / "config.toml", environ={})
     defaults = Settings()
-    for section in ("server", "engine", "workflows", "retention", "logging"):
+    for section in ("server", "engine", "workflows", "retention", "logging", "auth", "limits",
+                    "outbound"):
         assert getattr(shipped, section) == getattr(defaults, section), section
     assert shipped.store.path == defaults.store.path
     assert shipped.store.max_batch == defaults.store.max_batch
@@ -177,3 +178,67 @@ def test_serve_with_bad_config_exits_2(tmp_path: Path, capsys: pytest.CaptureFix
     err = capsys.readouterr().err
     assert "bad configuration" in err
     assert "Traceback" not in err
+
+
+SECRET = "wfd-live-9f8e7d6c5b4a"
+
+
+@pytest.mark.parametrize("text", [
+    f'[[auth.tokens]]\nsubject = "ana"\nrole = "admin"\nsha256 = "{SECRET}"\n',
+    f'[[auth.tokens]]\nsubject = "ana"\nrole = "admin"\nsha256 = "{"a" * 64}"\n'
+    f'token = "{SECRET}"\n',
+    f'[[auth.tokens]]\nsubject = "ana"\nrole = "root"\nsha256 = "{SECRET}"\n',
+    f'[auth]\ntokens = "{SECRET}"\n',
+    f"[delivery]\nsecret = [\"{SECRET}\"]\n",
+    f'[[webhooks]]\nurl = "http://u:{SECRET}@169.254.169.254/"\n',
+    f'[[webhooks]]\nurl = "nope://u:{SECRET}@x/"\nsecret = 1\n',
+    f'[store]\nurl = "postgresql://wf:{SECRET}@db.internal/wf"\n',
+    f'[auht]\nsha256 = "{SECRET}"\n',
+])
+def test_config_errors_never_show_a_secret(tmp_path: Path, text: str,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """A refused value that may be a secret (tokens, hashes, webhook secrets, a store URL's
+    password) is named by its key, never shown: not in the error, not on serve's stderr."""
+    path = _write(tmp_path, text)
+    with pytest.raises(ValidationError) as refused:
+        load_settings(path, environ={})
+    assert SECRET not in str(refused.value)
+    assert main(["serve", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "bad configuration" in err
+    assert SECRET not in err
+
+
+def test_config_errors_still_show_plain_values(tmp_path: Path) -> None:
+    """Keys that hold no secret keep showing the refused value, which helps."""
+    with pytest.raises(ValidationError) as refused:
+        load_settings(_write(tmp_path, '[server]\nport = "eighty"\n'), environ={})
+    assert "server.port" in str(refused.value)
+    assert "eighty" in str(refused.value)
+
+
+def test_auth_settings_are_consistent() -> None:
+    """Auth on needs a token; four-eyes needs auth; two tokens cannot share a hash; a hash is
+    64 lowercase hex characters."""
+    token = {"subject": "ana", "role": "approver", "sha256": "a" * 64}
+    Settings.model_validate({"auth": {"enabled": True, "tokens": [token], "four_eyes": True}})
+    for auth in ({"enabled": True}, {"four_eyes": True},
+                 {"enabled": True, "tokens": [token, {**token, "subject": "bo"}]},
+                 {"enabled": True, "tokens": [{**token, "sha256": "A" * 64}]},
+                 {"enabled": True, "tokens": [{**token, "role": "public"}]},
+                 {"enabled": True, "tokens": [{**token, "subject": ""}]}):
+        with pytest.raises(ValidationError):
+            Settings.model_validate({"auth": auth})
+
+
+def test_limits_and_outbound_from_the_environment() -> None:
+    """The new sections take WORKFLOWD_* overrides like the others."""
+    settings = load_settings(None, environ={
+        "WORKFLOWD_LIMITS_SUBMITS_PER_MINUTE": "30",
+        "WORKFLOWD_LIMITS_MAX_QUEUED_PER_SUBJECT": "5",
+        "WORKFLOWD_OUTBOUND_ALLOW_HOSTS": '["hooks.example.com"]',
+        "WORKFLOWD_AUTH_ALLOW_ANONYMOUS": "true",
+    })
+    assert (settings.limits.submits_per_minute, settings.limits.max_queued_per_subject) == (30, 5)
+    assert settings.outbound.allow_hosts == ["hooks.example.com"]
+    assert settings.auth.allow_anonymous

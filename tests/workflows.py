@@ -262,3 +262,15 @@ async def before_gate(ctx: Context) -> None:
 
 
 gate_timeout.approval("too_late")
+
+
+handoff = Workflow("handoff", title="An in-process step that hands its work to another service")
+CALLBACKS: dict[str, dict[str, str]] = {}
+
+
+@handoff.step
+async def delegate(ctx: Context) -> None:
+    """Publishes `ctx.callback` for the test (the other service), then waits to be released."""
+    CALLBACKS[ctx.execution_id] = ctx.callback
+    release(f"callback:{ctx.execution_id}").set()
+    await release(ctx.execution_id).wait()

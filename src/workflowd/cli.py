@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from workflowd.api import create_app
 from workflowd.api.keys import WORKFLOWS
-from workflowd.config import Settings, load_settings
+from workflowd.config import Settings, check_exposure, load_settings
 from workflowd.errors import DefinitionError
 from workflowd.log import configure_logging
 
@@ -58,6 +58,7 @@ def tune_runtime() -> None:
 def serve(config: str | None) -> int:
     try:
         settings = _settings(config)
+        check_exposure(settings)  # no auth beyond loopback: refuse, saying why
     except (OSError, ValueError, ValidationError) as exc:
         print(f"workflowd: bad configuration: {exc}", file=sys.stderr)  # noqa: T201
         return 2

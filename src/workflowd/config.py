@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -9,10 +10,24 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails
 
-__all__ = ["Settings", "load_settings", "parse_duration"]
+from workflowd.outbound import OutboundPolicy, OutboundRefused
+from workflowd.redact import redact_text, redact_value
 
+__all__ = ["ConfigError", "Settings", "check_exposure", "is_loopback", "load_settings",
+           "parse_duration"]
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 
@@ -129,6 +144,63 @@ class LoggingSettings(_Section):
     format: Literal["console", "json"] = "console"
 
 
+class TokenSettings(_Section):
+    """One `[[auth.tokens]]` table: who holds the token, their role, and the token's hash."""
+
+    subject: str = Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")
+    role: Literal["viewer", "submitter", "approver", "worker", "admin"]
+    # Lowercase hex SHA-256 of the token's UTF-8 bytes (`workflowd token create` prints it).
+    sha256: str
+
+    @field_validator("sha256")
+    @classmethod
+    def _hex(cls, value: str) -> str:
+        # The message never repeats the value: it may be a token pasted here by mistake.
+        if not _SHA256.fullmatch(value):
+            raise ValueError("must be the lowercase hex SHA-256 of the token (64 characters "
+                             "0-9a-f), never the token itself")
+        return value
+
+
+class AuthSettings(_Section):
+    # Off: every route is open, as on a laptop; `serve` then refuses a host beyond loopback.
+    enabled: bool = False
+    tokens: list[TokenSettings] = Field(default_factory=list)
+    # The subject that submitted an execution cannot approve it.
+    four_eyes: bool = False
+    # Serve beyond loopback with auth off (something in front authenticates callers).
+    allow_anonymous: bool = False
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AuthSettings:
+        hashes = [token.sha256 for token in self.tokens]
+        if len(set(hashes)) != len(hashes):
+            raise ValueError("auth.tokens: two tokens have the same sha256")
+        if self.enabled and not self.tokens:
+            raise ValueError("auth.enabled = true needs at least one [[auth.tokens]] table "
+                             "(else no one could call the API)")
+        if self.four_eyes and not self.enabled:
+            raise ValueError("auth.four_eyes = true needs auth.enabled = true (without tokens "
+                             "every approval is anonymous)")
+        return self
+
+
+class LimitsSettings(_Section):
+    # Submits a minute per subject (token bucket; bursts up to the same number); 0: no limit.
+    submits_per_minute: int = Field(default=0, ge=0)
+    # Queued executions per submitting subject (running and waiting ones do not count); 0: none.
+    max_queued_per_subject: int = Field(default=0, ge=0)
+
+
+class OutboundSettings(_Section):
+    # Hosts callback_url, webhooks and external steps may be sent to ("*.example.com" for
+    # subdomains); empty: any host. Link-local and metadata addresses are refused either way.
+    allow_hosts: list[str] = Field(default_factory=list)
+
+    def policy(self) -> OutboundPolicy:
+        return OutboundPolicy.of(self.allow_hosts)
+
+
 class Settings(_Section):
     server: ServerSettings = Field(default_factory=ServerSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
@@ -139,6 +211,19 @@ class Settings(_Section):
     workflows: WorkflowSettings = Field(default_factory=WorkflowSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    limits: LimitsSettings = Field(default_factory=LimitsSettings)
+    outbound: OutboundSettings = Field(default_factory=OutboundSettings)
+
+    @model_validator(mode="after")
+    def _webhooks_allowed(self) -> Settings:
+        policy = self.outbound.policy()
+        for i, hook in enumerate(self.webhooks):
+            try:
+                policy.check_url(str(hook.url))
+            except OutboundRefused as exc:
+                raise ValueError(f"webhooks.{i}.url: {exc}") from None
+        return self
 
 
 def _env_value(raw: str) -> Any:
@@ -170,10 +255,78 @@ def _apply_env(data: dict[str, Any], environ: dict[str, str]) -> None:
 
 def load_settings(path: str | Path | None = None,
                   environ: dict[str, str] | None = None) -> Settings:
-    """Read the TOML file (if any) and the environment into validated settings."""
+    """Read the TOML file (if any) and the environment into validated settings.
+
+    A refused value raises pydantic's `ValidationError`, naming each key and its problem; the
+    value itself is shown only for keys that cannot hold a secret."""
     data: dict[str, Any] = {}
     if path is not None:
         with open(path, "rb") as f:
             data = tomllib.load(f)
     _apply_env(data, dict(os.environ if environ is None else environ))
-    return Settings.model_validate(data)
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise _without_secrets(exc) from None
+
+
+# Sections whose values are never secrets: a refused value there is shown, to help.
+_PLAIN_SECTIONS = frozenset({"server", "engine", "live", "workflows", "retention", "logging",
+                             "limits", "outbound", "cluster"})
+_SECRET_KEYS = frozenset({"secret", "sha256", "token", "tokens", "password", "url", "dsn"})
+HIDDEN = "[hidden]"
+
+
+def _shows_value(loc: tuple[int | str, ...]) -> bool:
+    return (bool(loc) and loc[0] in _PLAIN_SECTIONS
+            and not any(isinstance(part, str) and part.lower() in _SECRET_KEYS for part in loc))
+
+
+def _without_secrets(exc: ValidationError) -> ValidationError:
+    """The same errors, with the input hidden where it may be a secret (a token, a hash, a
+    webhook secret, a password in a store URL) and URL passwords scrubbed from the rest."""
+    details: list[InitErrorDetails] = []
+    for error in exc.errors():
+        detail: InitErrorDetails = {
+            "type": error["type"], "loc": error["loc"],
+            "input": redact_value(error["input"]) if _shows_value(error["loc"]) else HIDDEN,
+        }
+        ctx = error.get("ctx")
+        if ctx:
+            detail["ctx"] = {k: ValueError(redact_text(str(v))) if isinstance(v, Exception)
+                             else v for k, v in ctx.items()}
+        details.append(detail)
+    try:
+        return ValidationError.from_exception_data(exc.title, details)
+    except (TypeError, ValueError, KeyError):  # an error type that cannot be rebuilt
+        return ValidationError.from_exception_data(
+            exc.title, [{"type": "value_error", "loc": d["loc"], "input": HIDDEN,
+                         "ctx": {"error": ValueError("invalid value")}} for d in details])
+
+
+class ConfigError(ValueError):
+    """Settings that are valid one by one but may not be served as they are."""
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` names only this machine (an empty host binds every interface)."""
+    host = host.strip().strip("[]").lower().rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name (or nothing): it may resolve to any interface
+
+
+def check_exposure(settings: Settings) -> None:
+    """Refuse to serve beyond loopback with auth off, unless `[auth] allow_anonymous` says so:
+    anyone who can reach the port could approve, reject and cancel."""
+    auth, host = settings.auth, settings.server.host
+    if auth.enabled or auth.allow_anonymous or is_loopback(host):
+        return
+    raise ConfigError(
+        f"refusing to serve on {host or '(every interface)'!r} with [auth] enabled = false: "
+        "anyone who can reach it could submit, approve and cancel; turn on [auth] with "
+        "[[auth.tokens]], or set [auth] allow_anonymous = true if something in front "
+        "authenticates callers")

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, get_args, overload
 
 from workflowd.errors import DefinitionError
+from workflowd.outbound import OutboundPolicy, OutboundRefused
 
 if TYPE_CHECKING:
     from workflowd.context import Context
@@ -195,6 +196,13 @@ class Workflow:
             raise DefinitionError(f"workflow {self.id!r}: timeout must be > 0")
         if url is not None and not url.startswith(("http://", "https://")):
             raise DefinitionError(f"workflow {self.id!r}: external url must be http(s)")
+        if url is not None:
+            try:  # link-local and metadata hosts; `[outbound] allow_hosts` is checked at start
+                OutboundPolicy().check_url(url)
+            except OutboundRefused as exc:
+                raise DefinitionError(
+                    f"workflow {self.id!r}: external step {name!r}: url refused: {exc}",
+                ) from None
         step = StepDef(name=name, kind=kind, index=len(self.steps), agent=agent, tool=tool,
                        timeout=timeout, external=True, url=url)
         self._add(step)

@@ -16,8 +16,10 @@ __all__ = [
     "InvalidTransitionError",
     "NotReadyError",
     "QueueFullError",
+    "RateLimitedError",
     "StoreError",
     "StoreUnavailableError",
+    "UnauthorizedError",
     "UnknownExecutionError",
     "UnknownStepError",
     "UnknownWorkflowError",
@@ -42,6 +44,10 @@ class WorkflowdError(Exception):
     def extra(self) -> dict[str, Any]:
         """Fields added to the problem document beside the standard ones."""
         return {}
+
+    def headers(self) -> dict[str, str]:
+        """Headers the answer carries (`Retry-After`, `WWW-Authenticate`)."""
+        return {"Retry-After": str(self.retry_after)} if self.retry_after is not None else {}
 
 
 class DefinitionError(WorkflowdError):
@@ -96,6 +102,17 @@ class UnknownStepError(WorkflowdError):
     title = "Step not found"
 
 
+class UnauthorizedError(WorkflowdError):
+    """No credentials, or ones that name no one (auth on)."""
+
+    status = 401
+    code = "unauthorized"
+    title = "Unauthorized"
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": "Bearer"}
+
+
 class ForbiddenError(WorkflowdError):
     status = 403
     code = "forbidden"
@@ -116,6 +133,16 @@ class QueueFullError(WorkflowdError):
     def __init__(self, detail: str, retry_after: int) -> None:
         super().__init__(detail)
         self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+
+class RateLimitedError(QueueFullError):
+    """A caller over its rate (`[limits] submits_per_minute`, open tickets): nothing changed."""
+
+    code = "rate_limited"
+    title = "Too many requests"
 
 
 class NotReadyError(WorkflowdError):

@@ -8,8 +8,14 @@ import sys
 import structlog
 
 from workflowd.config import LoggingSettings
+from workflowd.redact import RedactingFilter, redact_secrets
 
 __all__ = ["configure_logging"]
+
+# Standard-library loggers whose lines may show a request line or a URL.
+_STDLIB_LOGGERS = ("aiohttp.access", "aiohttp.client", "aiohttp.server", "aiohttp.web",
+                   "aiohttp.websocket", "asyncio", "aiosqlite", "")
+_FILTER = RedactingFilter()
 
 
 def configure_logging(settings: LoggingSettings, *, cache: bool = True) -> None:
@@ -26,6 +32,8 @@ def configure_logging(settings: LoggingSettings, *, cache: bool = True) -> None:
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.StackInfoRenderer(),
             structlog.processors.format_exc_info,
+            # Last before rendering, so tracebacks and bound fields are covered too.
+            redact_secrets,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(level),
@@ -34,3 +42,7 @@ def configure_logging(settings: LoggingSettings, *, cache: bool = True) -> None:
     )
     logging.basicConfig(level=max(level, logging.WARNING), stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
+    for name in _STDLIB_LOGGERS:  # a logger's filters see only what is logged on it
+        logger = logging.getLogger(name)
+        if _FILTER not in logger.filters:
+            logger.addFilter(_FILTER)

@@ -5,29 +5,47 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 
 import structlog
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
-from workflowd.api import delivery, demo, executions, health, live, steps, stream, workflows
+from workflowd.api import (
+    delivery,
+    demo,
+    executions,
+    health,
+    live,
+    steps,
+    stream,
+    tickets,
+    workflows,
+)
+from workflowd.api.auth import TicketStore, TokenTable, authorization
 from workflowd.api.keys import (
     HUB,
     INFLIGHT,
     LIVE_BODIES,
+    OUTBOUND,
     OUTBOX,
     SCHEDULER,
     SETTINGS,
     SOCKETS,
     STORE,
+    SUBMIT_RATE,
+    TICKETS,
     WORKFLOWS,
 )
+from workflowd.api.limits import SubmitRate
 from workflowd.api.middlewares import problem_json, request_context
 from workflowd.api.views import LiveBodies
 from workflowd.config import Settings
-from workflowd.definitions import load_workflows
+from workflowd.definitions import Workflow, load_workflows
 from workflowd.engine import Hub, Scheduler
 from workflowd.engine.retention import sweep_forever
+from workflowd.errors import DefinitionError
+from workflowd.outbound import OutboundPolicy, OutboundRefused
 from workflowd.store import Store
 
 __all__ = ["create_app"]
@@ -53,7 +71,8 @@ async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     scheduler = Scheduler(app[WORKFLOWS], app[STORE], app[HUB], settings.engine,
                           settings.live.progress_interval, app[OUTBOX],
-                          settings.server.base_url())
+                          settings.server.base_url(),
+                          max_queued_per_subject=settings.limits.max_queued_per_subject)
     app[SCHEDULER] = scheduler
     await scheduler.recover()
     sweeper = asyncio.create_task(
@@ -68,10 +87,19 @@ async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(settings: Settings) -> web.Application:
     """Build the app; workflow definitions are loaded and checked here, before anything runs."""
-    app = web.Application(middlewares=[request_context, problem_json],
+    ticket_store = TicketStore()
+    # With auth off there is no authorization middleware at all: every caller is anonymous.
+    middlewares: list[Middleware] = [request_context, problem_json]
+    if settings.auth.enabled:
+        middlewares.append(authorization(TokenTable(settings.auth.tokens), ticket_store))
+    app = web.Application(middlewares=middlewares,
                           client_max_size=settings.server.max_body_bytes)
     app[SETTINGS] = settings
+    app[TICKETS] = ticket_store
     app[WORKFLOWS] = load_workflows(settings.workflows.modules)
+    app[OUTBOUND] = settings.outbound.policy()
+    _check_external_urls(app[WORKFLOWS].values(), app[OUTBOUND])
+    app[SUBMIT_RATE] = SubmitRate(settings.limits.submits_per_minute)
     app[HUB] = Hub()
     app[INFLIGHT] = {}
     app[LIVE_BODIES] = LiveBodies()
@@ -79,6 +107,20 @@ def create_app(settings: Settings) -> web.Application:
     app.on_shutdown.append(stream.close_sockets)
     app.cleanup_ctx.extend([store_ctx, delivery.outbox_ctx, scheduler_ctx])
     # Routes under one prefix are tried in the order they were added: the most polled first.
-    for module in (live, workflows, executions, steps, stream, health, demo):
+    for module in (live, workflows, executions, steps, stream, tickets, health, demo):
         app.add_routes(module.routes.table)
     return app
+
+
+def _check_external_urls(registered: Iterable[Workflow], policy: OutboundPolicy) -> None:
+    """Every external step's `url=` is one the service may send to (`[outbound]`)."""
+    for wf in registered:
+        for step in wf.steps:
+            if step.url is None:
+                continue
+            try:
+                policy.check_url(step.url)
+            except OutboundRefused as exc:
+                raise DefinitionError(
+                    f"workflow {wf.id!r}: external step {step.name!r}: url refused: {exc}",
+                ) from None

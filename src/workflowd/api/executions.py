@@ -10,8 +10,9 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from workflowd.api.auth import identity_of
 from workflowd.api.idempotency import Answer, answer_once
-from workflowd.api.keys import SCHEDULER, STORE, WORKFLOWS
+from workflowd.api.keys import SCHEDULER, SETTINGS, STORE, WORKFLOWS
 from workflowd.api.parsing import SQL_INT_MAX, json_response, parse_body, parse_query, sql_int
 from workflowd.api.routing import Routes
 from workflowd.api.views import execution_view, list_item, live_status, steps_view, trace_view
@@ -26,7 +27,6 @@ __all__ = ["routes"]
 
 routes = Routes()
 BASE = f"{API_PREFIX}/executions/{{execution_id}}"
-ANONYMOUS = "anonymous"
 
 
 class _Query(BaseModel):
@@ -170,9 +170,12 @@ async def approve(request: web.Request) -> web.Response:
     execution_id = request.match_info["execution_id"]
     body = await parse_body(request, ApproveBody)
     scheduler = request.app[SCHEDULER]
+    subject = identity_of(request).subject
+    four_eyes = request.app[SETTINGS].auth.four_eyes
     return await answer_once(
         request, f"approve:{execution_id}", _live_answer(202, approved=True),
-        lambda remember: scheduler.approve(execution_id, body.comment, ANONYMOUS, remember))
+        lambda remember: scheduler.approve(execution_id, body.comment, subject, remember,
+                                           four_eyes=four_eyes))
 
 
 @routes.post(f"{BASE}/reject", role="approver", body=RejectBody,
@@ -181,9 +184,10 @@ async def reject(request: web.Request) -> web.Response:
     execution_id = request.match_info["execution_id"]
     body = await parse_body(request, RejectBody)
     scheduler = request.app[SCHEDULER]
+    subject = identity_of(request).subject
     return await answer_once(
         request, f"reject:{execution_id}", _live_answer(200, rejected=True),
-        lambda remember: scheduler.reject(execution_id, body.reason, ANONYMOUS, remember))
+        lambda remember: scheduler.reject(execution_id, body.reason, subject, remember))
 
 
 @routes.post(f"{BASE}/cancel", role="submitter",

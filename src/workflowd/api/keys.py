@@ -6,17 +6,21 @@ import asyncio
 import weakref
 
 from aiohttp import web
+from aiohttp.abc import AbstractResolver
 
+from workflowd.api.auth import TicketStore
+from workflowd.api.limits import SubmitRate
 from workflowd.api.views import LiveBodies
 from workflowd.config import Settings
 from workflowd.definitions import Workflow
 from workflowd.engine import Hub, Scheduler
 from workflowd.engine.outbox import Outbox
+from workflowd.outbound import OutboundPolicy
 from workflowd.store import Store
 
 __all__ = [
-    "HUB", "INFLIGHT", "LIVE_BODIES", "OUTBOX", "SCHEDULER", "SETTINGS", "SOCKETS", "STORE",
-    "WORKFLOWS",
+    "HUB", "INFLIGHT", "LIVE_BODIES", "OUTBOUND", "OUTBOX", "RESOLVER", "SCHEDULER",
+    "SETTINGS", "SOCKETS", "STORE", "SUBMIT_RATE", "TICKETS", "WORKFLOWS",
 ]
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -30,3 +34,9 @@ LIVE_BODIES = web.AppKey("live_bodies", LiveBodies)
 INFLIGHT = web.AppKey("inflight", dict[tuple[str, str], asyncio.Future[None]])
 # Open WebSockets, closed with 1001 at shutdown.
 SOCKETS = web.AppKey("sockets", weakref.WeakSet[web.WebSocketResponse])
+# Where outbound requests may go ([outbound]); tickets for WebSocket and SSE; submit rates.
+OUTBOUND = web.AppKey("outbound", OutboundPolicy)
+TICKETS = web.AppKey("tickets", TicketStore)
+SUBMIT_RATE = web.AppKey("submit_rate", SubmitRate)
+# The DNS resolver under outbound requests, when not aiohttp's own (tests put a stub here).
+RESOLVER = web.AppKey("resolver", AbstractResolver)

@@ -33,7 +33,7 @@ async def problem_json(request: web.Request, handler: Handler) -> web.StreamResp
     try:
         return await handler(request)
     except WorkflowdError as exc:
-        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
+        headers = exc.headers() or None
         return problem(exc.status, exc.detail, instance=instance, code=exc.code, title=exc.title,
                        extra=exc.extra(), headers=headers)
     except web.HTTPException as exc:

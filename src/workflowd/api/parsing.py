@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Mapping
 from typing import Any, TypeVar
@@ -13,7 +14,7 @@ from pydantic import BaseModel, ValidationError
 from workflowd.codec import dumps
 from workflowd.errors import BadRequestError, ValidationProblem
 
-__all__ = ["SQL_INT_MAX", "json_response", "parse_body", "parse_query", "sql_int"]
+__all__ = ["MAX_DEPTH", "SQL_INT_MAX", "json_response", "parse_body", "parse_query", "sql_int"]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -46,6 +47,7 @@ async def parse_body(request: web.Request, model: type[M]) -> M:
     raw = await request.read()
     if not raw.strip():
         raw = b"{}"
+    _refuse_deep(raw)
     _refuse_non_finite(raw)
     try:
         return model.model_validate_json(raw)
@@ -53,6 +55,27 @@ async def parse_body(request: web.Request, model: type[M]) -> M:
         if any(e["type"] == "json_invalid" for e in exc.errors()):
             raise BadRequestError(f"the body is not valid JSON: {exc.errors()[0]['msg']}") from None
         raise _problem_from(exc, "body") from None
+
+
+# JSON nested deeper than this is refused (422) before it is parsed: kept in an execution, a
+# deep value makes every later encode, copy and read of it recurse that deep.
+MAX_DEPTH = 64
+_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
+_NESTING = {ord("["): 1, ord("{"): 1, ord("]"): -1, ord("}"): -1}
+
+
+def _refuse_deep(raw: bytes) -> None:
+    """422 for arrays and objects nested deeper than `MAX_DEPTH`. A body with fewer opening
+    brackets than that cannot be (two counts in C, the common case); else the brackets outside
+    strings are summed as they open and close."""
+    if raw.count(b"[") + raw.count(b"{") <= MAX_DEPTH:
+        return
+    brackets = _STRING.sub(b"", raw).translate(None, _NOT_BRACKET)
+    depth = max(itertools.accumulate(map(_NESTING.__getitem__, brackets)), default=0)
+    if depth > MAX_DEPTH:
+        raise ValidationProblem(f"body: JSON nested deeper than {MAX_DEPTH} levels", [
+            {"loc": ["body"], "msg": f"nested deeper than {MAX_DEPTH} levels"}])
 
 
 def _refuse_non_finite(raw: bytes) -> None:

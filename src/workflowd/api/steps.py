@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from workflowd.api.auth import identity_of
 from workflowd.api.idempotency import Answer, answer_once
 from workflowd.api.keys import SCHEDULER
 from workflowd.api.parsing import json_response, parse_body
@@ -36,7 +37,8 @@ async def step_progress(request: web.Request) -> web.Response:
     report = ProgressReport(body.percentage, body.message, body.current_task,
                             body.estimated_remaining_seconds, body.custom_data)
     rec = await request.app[SCHEDULER].step_progress(
-        request.match_info["execution_id"], request.match_info["step"], _token(request), report)
+        request.match_info["execution_id"], request.match_info["step"], _token(request), report,
+        trusted=identity_of(request).any_step)
     return json_response({"execution_id": rec.execution_id, "step": request.match_info["step"],
                           "accepted": True}, 202)
 
@@ -52,9 +54,10 @@ async def step_complete(request: web.Request) -> web.Response:
     body = await parse_body(request, CompleteBody)
     execution_id, step = request.match_info["execution_id"], request.match_info["step"]
     token = _token(request)
+    trusted = identity_of(request).any_step  # a worker's or admin's bearer token
     scheduler = request.app[SCHEDULER]
     return await answer_once(
         request, f"complete:{execution_id}:{step}", _completed,
         lambda remember: scheduler.step_complete(
             execution_id, step, token, success=body.success, output=body.output,
-            error=body.error_info(), remember=remember))
+            error=body.error_info(), remember=remember, trusted=trusted))

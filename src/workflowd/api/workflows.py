@@ -5,20 +5,21 @@ from __future__ import annotations
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
+from workflowd.api.auth import identity_of
 from workflowd.api.idempotency import Answer, answer_once
-from workflowd.api.keys import HUB, SCHEDULER, WORKFLOWS
+from workflowd.api.keys import HUB, OUTBOUND, SCHEDULER, SUBMIT_RATE, WORKFLOWS
 from workflowd.api.parsing import json_response, parse_body, parse_query
 from workflowd.api.routing import Routes
 from workflowd.api.views import execution_view, links, summary, workflow_view
 from workflowd.codec import dumps
-from workflowd.errors import UnknownWorkflowError
+from workflowd.errors import UnknownWorkflowError, ValidationProblem
 from workflowd.models import SubmitBody
+from workflowd.outbound import OutboundRefused
 from workflowd.records import API_PREFIX, ExecutionRecord
 
 __all__ = ["routes"]
 
 routes = Routes()
-ANONYMOUS = "anonymous"
 
 
 class SubmitQuery(BaseModel):
@@ -55,14 +56,22 @@ async def submit(request: web.Request) -> web.Response:
     if workflow_id not in request.app[WORKFLOWS]:
         raise UnknownWorkflowError(f"no workflow with id {workflow_id!r}")
     body = await parse_body(request, SubmitBody)
+    callback_url = str(body.callback_url) if body.callback_url else None
+    if callback_url is not None:
+        try:
+            request.app[OUTBOUND].check_url(callback_url)
+        except OutboundRefused as exc:
+            raise ValidationProblem(f"body.callback_url: refused: {exc}", [
+                {"loc": ["body", "callback_url"], "msg": f"refused: {exc}"}]) from None
+    subject = identity_of(request).subject
+    request.app[SUBMIT_RATE].take(subject)
     scheduler = request.app[SCHEDULER]
     response = await answer_once(
         request, f"submit:{workflow_id}", _submitted,
         lambda remember: scheduler.submit(
             workflow_id, input=body.input, priority=body.priority, labels=body.labels,
-            require_approval=body.require_approval,
-            callback_url=str(body.callback_url) if body.callback_url else None,
-            submitted_by=ANONYMOUS, remember=remember),
+            require_approval=body.require_approval, callback_url=callback_url,
+            submitted_by=subject, remember=remember),
     )
     if query.wait <= 0 or response.status != 202:
         return response

@@ -227,6 +227,9 @@ class Owner:
                     workflow_id=self.committed.workflow_id, cycle=self.committed.cycle,
                     seq=self.committed.seq, error=str(future.exception()))
         self.arm()
+        # The scheduler looks again at what is committed: a queued execution whose cancel
+        # was refused goes back into the queue.
+        self._on_commit(self, self.committed)
 
     # ---- the timer of a wait -----------------------------------------------------------------
 

@@ -9,7 +9,7 @@ import contextvars
 import functools
 import heapq
 import itertools
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -50,7 +50,8 @@ INTERNAL_ERROR = "internal_error"
 class Scheduler:
     def __init__(self, workflows: dict[str, Workflow], store: Store, hub: Hub,
                  settings: EngineSettings, progress_interval: float = 0.1,
-                 outbox: Outbox | None = None, base_url: str = "") -> None:
+                 outbox: Outbox | None = None, base_url: str = "", *,
+                 max_queued_per_subject: int = 0) -> None:
         self.workflows = workflows
         self.store = store
         self.hub = hub
@@ -72,7 +73,12 @@ class Scheduler:
         self._accepting = False
         self._draining = False
         self._heap: list[tuple[int, int, str]] = []
-        self._queued: set[str] = set()
+        # Queued executions, each with the subject that submitted it, and counted by subject
+        # (`max_queued_per_subject`; 0: no limit).
+        self._queued: dict[str, str] = {}
+        self._queued_by: Counter[str] = Counter()
+        self._reserved_by: Counter[str] = Counter()
+        self.max_queued_per_subject = max_queued_per_subject
         self._arrival = itertools.count()
         self._reserved = 0
         self._cut_off: set[asyncio.Task[None]] = set()  # runners that ignored a cancel
@@ -163,7 +169,7 @@ class Scheduler:
         if wf is None:
             raise UnknownWorkflowError(f"no workflow with id {workflow_id!r}")
         if not require_approval:
-            self._check_room()
+            self._check_room(submitted_by)
         change = T.submitted(
             execution_id=new_execution_id(), wf=wf, input=input, priority=priority,
             labels=labels or {}, require_approval=require_approval,
@@ -171,11 +177,13 @@ class Scheduler:
             submitted_by=submitted_by, callback_url=callback_url, now=utcnow())
         rec = change.record
         self._reserved += 1
+        self._reserved_by[submitted_by] += 1
         try:
             await self.ledger.write(rec, change.events, change.steps, base_seq=0,
                                     idempotency=remember(rec) if remember else None)
         finally:
             self._reserved -= 1
+            _decrement(self._reserved_by, submitted_by)
         log.info("execution_submitted", execution_id=rec.execution_id, workflow_id=wf.id,
                  status=rec.status, cycle=0)
         self._own(rec)
@@ -185,10 +193,16 @@ class Scheduler:
         return rec
 
     async def approve(self, execution_id: str, comment: str | None, decided_by: str,
-                      remember: Remember | None = None) -> ExecutionRecord:
+                      remember: Remember | None = None, *,
+                      four_eyes: bool = False) -> ExecutionRecord:
+        """`four_eyes`: the subject that submitted the execution may not approve it."""
         owner = await self._owner(execution_id)
+        if four_eyes and owner.head.submitted_by == decided_by:
+            raise ForbiddenError(f"{decided_by!r} submitted execution {execution_id} and may "
+                                 "not approve it too ([auth] four_eyes)")
         if owner.head.status == "awaiting_approval":
-            self._check_room()  # approving into a full queue leaves it waiting
+            # approving into a full queue leaves it waiting
+            self._check_room(owner.head.submitted_by)
         return await self._apply(owner, lambda rec: T.approved(rec, decided_by, comment,
                                                                utcnow()), remember)
 
@@ -225,25 +239,30 @@ class Scheduler:
         return await self._apply(owner, lambda rec: T.cancelled(rec, utcnow()), remember)
 
     async def step_progress(self, execution_id: str, step: str, token: str,
-                            report: ProgressReport) -> ExecutionRecord:
+                            report: ProgressReport, *, trusted: bool = False,
+                            ) -> ExecutionRecord:
         """Progress reported by another service, for the step running in the process or
-        waited on from an outside worker."""
+        waited on from an outside worker. `trusted`: the caller proved a role that may report
+        for any step (a worker's or admin's bearer token), so the step's token is not checked."""
         owner = await self._owner_of_step(execution_id, step)
         rec = owner.head
         if rec.wait is not None and rec.wait.kind == "external":
-            T.external_progress(rec, step, token, report, utcnow())  # checks; writes nothing
+            # checks; writes nothing
+            T.external_progress(rec, step, token, report, utcnow(), trusted=trusted)
         else:
             running = rec.step
             if running is None or running.name != step or running.status != "running":
                 raise InvalidTransitionError(f"step {step!r} of {execution_id} is not running")
-            if not token or not self.tokens.check(execution_id, running.cycle or 0, token):
+            if not trusted and (
+                    not token or not self.tokens.check(execution_id, running.cycle or 0, token)):
                 raise ForbiddenError("wrong or stale token for this step run")
         owner.report(report)
         return owner.committed
 
     async def step_complete(self, execution_id: str, step: str, token: str, *, success: bool,
                             output: Any, error: ErrorInfo | None,
-                            remember: Remember | None = None) -> ExecutionRecord:
+                            remember: Remember | None = None,
+                            trusted: bool = False) -> ExecutionRecord:
         """An outside worker finished its step: the cycle is committed with its output."""
         owner = await self._owner_of_step(execution_id, step)
         wf = owner.wf
@@ -254,8 +273,8 @@ class Scheduler:
             raise InvalidTransitionError(str(exc)) from None
         owner.flush_reports()  # held progress commits before the end
         return await self._apply(owner, lambda rec: T.external_answered(
-            rec, wf, step, token, success=success, output=output, error=error, now=utcnow()),
-            remember)
+            rec, wf, step, token, success=success, output=output, error=error, now=utcnow(),
+            trusted=trusted), remember)
 
     # ---- internals: owners -----------------------------------------------------------------
 
@@ -299,7 +318,7 @@ class Scheduler:
         if rec.is_terminal:
             owner.close()
             self.owners.pop(execution_id, None)
-            self._queued.discard(execution_id)
+            self._dequeue(execution_id)
             self.held.discard(execution_id)
             finished = self.finished
             finished[execution_id] = rec
@@ -345,16 +364,28 @@ class Scheduler:
         if not self._accepting:
             raise NotReadyError("the service is starting or shutting down")
 
-    def _check_room(self) -> None:
+    def _check_room(self, subject: str) -> None:
         if self.queued + self._reserved >= self.settings.max_queued:
             raise QueueFullError(
                 f"{self.settings.max_queued} executions are already queued", retry_after=1)
+        limit = self.max_queued_per_subject
+        if limit and self._queued_by[subject] + self._reserved_by[subject] >= limit:
+            raise QueueFullError(
+                f"{subject!r} already has {limit} executions queued "
+                "([limits] max_queued_per_subject)", retry_after=1)
 
     def _enqueue(self, rec: ExecutionRecord) -> None:
         if rec.execution_id in self.held:
             return
-        self._queued.add(rec.execution_id)
+        if rec.execution_id not in self._queued:
+            self._queued[rec.execution_id] = rec.submitted_by
+            self._queued_by[rec.submitted_by] += 1
         heapq.heappush(self._heap, (-rec.priority, next(self._arrival), rec.execution_id))
+
+    def _dequeue(self, execution_id: str) -> None:
+        subject = self._queued.pop(execution_id, None)
+        if subject is not None:
+            _decrement(self._queued_by, subject)
 
     def _pump(self) -> None:
         """Start queued executions, highest priority first, while there is room."""
@@ -363,7 +394,7 @@ class Scheduler:
             _, _, execution_id = heapq.heappop(self._heap)
             if execution_id not in self._queued:
                 continue  # cancelled while queued
-            self._queued.discard(execution_id)
+            self._dequeue(execution_id)
             owner = self.owners.get(execution_id)
             if owner is not None and owner.runner is None \
                     and owner.head.status in ("queued", "running"):
@@ -412,3 +443,12 @@ class Scheduler:
         if future is not None:
             future.add_done_callback(lambda f: f.cancelled() or f.exception())
 
+
+
+def _decrement(counter: Counter[str], key: str) -> None:
+    """One less of `key`, dropping it at zero (the counters stay as small as what they count)."""
+    left = counter[key] - 1
+    if left > 0:
+        counter[key] = left
+    else:
+        del counter[key]
