@@ -104,6 +104,17 @@ async def test_cancel_a_long_execution(page: Page, dashboard: Dashboard) -> None
     await expect(page.get_by_role("button", name="Cancel")).to_have_count(0)
 
 
+async def test_retries_show_on_the_timeline(page: Page, dashboard: Dashboard) -> None:
+    """A step that failed once and was retried shows its attempt and the failure."""
+    execution_id = await dashboard.submit("flaky", input={"fail_times": 1})
+    await open_execution(page, execution_id)
+    row = page.locator('.tl-row[data-step="wobble"]')
+    await expect(row).to_have_attribute("data-status", "completed")
+    await expect(row.locator(".attempts")).to_have_text(", attempt 2")
+    await expect(row.locator(".retries li")).to_have_text(
+        "attempt 1 failed: RuntimeError: attempt 1 failed; retried")
+
+
 async def test_a_dropped_websocket_resumes_without_gap_or_duplicate(
         page: Page, dashboard: Dashboard) -> None:
     """The socket drops while the step runs; what is committed meanwhile comes with the

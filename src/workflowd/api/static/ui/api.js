@@ -17,6 +17,8 @@ export class ApiError extends Error {
 export const auth = {
   role: null,
   subject: null,
+  // The sign-in was declined ("Not now"): not asked again until the reader asks to sign in.
+  declined: false,
   // Set by the app: shows the sign-in dialog; resolves to a token, or null if declined.
   ask: null,
   listeners: new Set(),
@@ -64,7 +66,7 @@ async function problemOf(resp) {
 let asking = null;
 
 async function askForToken(problem) {
-  if (!auth.ask) return null;
+  if (!auth.ask || auth.declined) return null;
   // Many calls may meet the same 401 at once: one dialog answers them all.
   asking ??= auth.ask(problem).finally(() => { asking = null; });
   return asking;

@@ -67,7 +67,13 @@ auth.ask = (problem) => new Promise((resolve) => {
   const close = async () => {
     dialog.removeEventListener("close", close);
     const token = tokenInput.value.trim();
-    if (dialog.returnValue !== "ok" || !token) { resolve(null); return; }
+    if (dialog.returnValue !== "ok" || !token) {
+      auth.declined = true;
+      showWho();
+      resolve(null);
+      return;
+    }
+    auth.declined = false;
     auth.setToken(token);
     try {
       await ticket();  // learns the subject and role
@@ -82,10 +88,16 @@ auth.ask = (problem) => new Promise((resolve) => {
 });
 
 function showWho() {
-  if (!auth.token()) { who.hidden = true; clear(who); return; }
+  if (!auth.token()) {
+    who.hidden = !auth.declined;
+    const signIn = h("button", {type: "button", class: "link"}, "Sign in");
+    signIn.addEventListener("click", () => { auth.declined = false; render({focus: true}); });
+    clear(who, auth.declined ? signIn : null);
+    return;
+  }
   who.hidden = false;
   const signOut = h("button", {type: "button", class: "link"}, "Sign out");
-  signOut.addEventListener("click", () => { auth.signOut(); render({focus: true}); });
+  signOut.addEventListener("click", () => { lastRole = null; auth.signOut(); render({focus: true}); });
   clear(who, auth.subject ? [h("span", {}, "Signed in as "), h("strong", {}, auth.subject),
                              ` (${auth.role})`, " "] : "Signed in ", signOut);
 }

@@ -65,8 +65,12 @@ export function fmtTime(iso) {
          `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
 }
 
-export function timeEl(iso) {
-  return iso ? h("time", {datetime: iso, title: iso}, fmtTime(iso)) : "–";
+// `short`: only the time of day for a moment of today (the whole date otherwise).
+export function timeEl(iso, {short = false} = {}) {
+  if (!iso) return "–";
+  let text = fmtTime(iso);
+  if (short && new Date(iso).toDateString() === new Date().toDateString()) text = text.slice(11);
+  return h("time", {datetime: iso, title: fmtTime(iso)}, text);
 }
 
 export function fmtDuration(ms) {

@@ -227,23 +227,26 @@ export function executionView(main, {id}) {
       }
       const start = ms(s.started_at);
       const end = ms(s.completed_at) ?? now;
-      const fill = h("span", {class: `tl-bar b-${s.status}`});
+      // A wait (a gate, an outside worker) holds no task: drawn hatched, said in words.
+      const waiting = s.status === "waiting";
+      const wait = waiting || s.kind === "approval";
+      const fill = h("span", {class: `tl-bar b-${s.status}${wait ? " b-wait" : ""}`});
       fill.style.left = `${((start - t0) / span) * 100}%`;
       fill.style.width = `${Math.max(((end - start) / span) * 100, 0.6)}%`;
-      const waited = s.status === "waiting";
-      const took = s.duration_ms ?? (end - start);
+      const took = waiting || s.status === "running" ? end - start : (s.duration_ms ?? end - start);
       const retries = retriesOf(s.cycle);
+      const how = waiting ? `waiting for ${fmtDuration(took)} so far`
+        : s.status === "running" ? `running for ${fmtDuration(took)}`
+        : wait ? `waited ${fmtDuration(took)}` : `took ${fmtDuration(took)}`;
       const info = h("div", {class: "tl-info"},
-        statusBadge(waited && s.kind === "approval" ? "waiting" : s.status), " ",
-        h("span", {class: "when"}, `cycle ${s.cycle}, at +${fmtDuration(start - t0)}, `,
-          waited ? `waiting for ${fmtDuration(took)}` :
-          s.status === "running" ? `running for ${fmtDuration(took)}` : `took ${fmtDuration(took)}`),
+        statusBadge(s.status), " ",
+        h("span", {class: "when"}, `cycle ${s.cycle}, at +${fmtDuration(start - t0)}, ${how}`),
         s.attempt > 1 ? h("span", {class: "attempts"}, `, attempt ${s.attempt}`) : null,
         retries.length ? h("ul", {class: "retries"}, retries.map((r) =>
           h("li", {}, `attempt ${r.attempt} failed: ${r.error}; retried`))) : null,
         s.error ? h("p", {class: "step-error"}, h("strong", {}, s.error.code),
                     ` ${s.error.message}`) : null);
-      return h("li", {class: `tl-row${waited ? " wait" : ""}`, "data-step": s.name,
+      return h("li", {class: `tl-row${wait ? " wait" : ""}`, "data-step": s.name,
                       "data-status": s.status, "data-cycle": s.cycle},
                name, h("div", {class: "tl-track", "aria-hidden": "true"}, fill), info);
     }));

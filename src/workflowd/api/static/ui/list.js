@@ -59,7 +59,7 @@ class Row {
       h("td", {"data-label": "Progress"},
         h("span", {class: "progress-cell"}, this.progress.bar, this.pct)),
       this.step,
-      h("td", {"data-label": "Created"}, timeEl(item.created_at)),
+      h("td", {"data-label": "Created"}, timeEl(item.created_at, {short: true})),
       h("td", {"data-label": "Labels"}, h("span", {class: "labels"},
         Object.entries(item.labels ?? {}).map(([k, v]) => h("span", {class: "label"}, `${k}:${v}`)))));
     this.refresh = throttle(() => this.fetchLive(), 250);
@@ -70,7 +70,13 @@ class Row {
   show(live) {
     clear(this.status, statusBadge(live.status));
     this.tr.dataset.status = live.status;
-    if (live.progress) {
+    // A bar where it tells something: followed live, or full once completed. An execution
+    // that ended otherwise shows its status only.
+    const ended = isTerminal(live.status) && live.status !== "completed";
+    this.progress.bar.hidden = ended;
+    if (ended) {
+      this.pct.textContent = "–";
+    } else if (live.progress) {
       const pct = live.progress.percentage;
       this.progress.set(pct, live.progress.message);
       this.pct.textContent = `${Math.round(pct)}%`;
