@@ -156,6 +156,19 @@ async def test_the_list_updates_while_executions_run(page: Page, dashboard: Dash
     assert await page.evaluate("performance.getEntriesByType('navigation').length") == 1
 
 
+async def test_a_burst_of_new_executions_all_appear(page: Page, dashboard: Dashboard) -> None:
+    """Many executions at once (read as one page, not one request each) all show, newest
+    first, each with its final status."""
+    await page.goto("/ui/")
+    await expect(page.locator("#conn")).to_have_text("Live")
+    await expect(page.locator(".empty")).to_be_visible()
+    ids = [await dashboard.submit("three-steps", input={}) for _ in range(15)]
+    await expect(page.locator("tbody tr")).to_have_count(15)
+    await expect(page.locator('tbody tr[data-status="completed"]')).to_have_count(15)
+    shown = await page.locator("tbody tr").evaluate_all("rows => rows.map(r => r.dataset.id)")
+    assert shown == ids[::-1]
+
+
 async def test_filters_are_kept_in_the_url(page: Page, dashboard: Dashboard) -> None:
     """Filters by workflow, status and label show in the URL, so the view can be shared."""
     audit = await dashboard.submit("audit-plan", input={}, labels={"team": "audit"})

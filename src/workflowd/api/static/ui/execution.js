@@ -2,7 +2,7 @@
 // and result, events and logs as they come; Approve, Reject and Cancel where they apply.
 // Followed over `WS /executions/{id}/ws`, resuming with `after=` after a drop.
 
-import {ApiError, auth, get, may, post} from "./api.js";
+import {API, ApiError, auth, get, may, post} from "./api.js";
 import {announce, clear, fmtDuration, h, isTerminal, jsonBlock, problemBox, progressBar,
         statusBadge, statusText, throttle, timeEl} from "./dom.js";
 import {Follower, showConnection} from "./live.js";
@@ -11,6 +11,8 @@ const KINDS = {agent_execution: "agent execution", tool_call: "tool call",
                decision_point: "decision point", data_processing: "data processing",
                approval: "approval gate", external: "external step", sleep: "sleep"};
 const SKIP_FIELDS = new Set(["seq", "type", "execution_id", "ts"]);
+// Events kept on the page; older ones are dropped from it (the API has them all).
+const SHOWN_EVENTS = 1000;
 
 function ms(iso) {
   return iso ? new Date(iso).getTime() : null;
@@ -45,7 +47,8 @@ export function executionView(main, {id}) {
   let steps = [];
   let trace = null;
   let logs = [];
-  const events = [];
+  const retries = [];  // step_retrying events, for the timeline
+  let dropped = 0;
   let prompt = null;
   let currentTask = null;
   let disposed = false;
@@ -64,8 +67,9 @@ export function executionView(main, {id}) {
   const decisions = h("div");
   const data = h("div", {class: "data"});
   const eventList = h("ol", {class: "events", "aria-label": "Events"});
+  const earlier = h("p", {class: "note", hidden: true});
   const eventBox = h("div", {class: "scroll", tabindex: 0, role: "region",
-                             "aria-label": "Events, oldest first"}, eventList);
+                             "aria-label": "Events, oldest first"}, earlier, eventList);
   const logList = h("ol", {class: "logs"});
   const conn = h("span", {class: "connects", "data-connects": 0});
 
@@ -207,7 +211,7 @@ export function executionView(main, {id}) {
     clear(actions, parts, slot);
   };
 
-  const retriesOf = (cycle) => events.filter((e) => e.type === "step_retrying" && e.cycle === cycle);
+  const retriesOf = (cycle) => retries.filter((e) => e.cycle === cycle);
 
   const renderTimeline = () => {
     const ran = steps.filter((s) => s.started_at);
@@ -340,7 +344,14 @@ export function executionView(main, {id}) {
     },
     onEvent: (event) => {
       const atBottom = stick();
-      events.push(event);
+      if (event.type === "step_retrying") retries.push(event);
+      if (eventList.childElementCount >= SHOWN_EVENTS) {
+        eventList.firstElementChild.remove();
+        dropped += 1;
+        earlier.hidden = false;
+        earlier.textContent = `${dropped} earlier events are not shown here ` +
+                              `(GET ${API}${path}/events has them all).`;
+      }
       eventList.append(h("li", {"data-seq": event.seq, "data-type": event.type},
         h("span", {class: "seq"}, `#${event.seq}`), " ",
         h("time", {datetime: event.ts}, eventTime(event.ts)), " ",

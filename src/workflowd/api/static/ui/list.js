@@ -164,16 +164,23 @@ export function executionsView(main, {navigate}) {
     clear(problems, problemBox(err));
   };
 
+  // Newest first; among rows made in the same millisecond, the order the server lists them in
+  // (pages), or else the order their first events came in (events come in commit order).
+  let top = 0;
+  let bottom = 0;
+  const heard = new Map();
   const render = () => {
     const ordered = [...rows.values()].sort((a, b) =>
-      a.item.created_at < b.item.created_at ? 1 : a.item.created_at > b.item.created_at ? -1 : 0);
+      a.item.created_at < b.item.created_at ? 1 : a.item.created_at > b.item.created_at ? -1
+        : b.rank - a.rank);
     tbody.replaceChildren(...ordered.map((row) => row.tr));
     empty.hidden = rows.size > 0;
     more.hidden = cursor === null;
   };
 
-  const addRow = (item) => {
+  const addRow = (item, rank) => {
     const row = new Row(item, titles);
+    row.rank = rank;
     row.onChange = (r) => {
       if (filters.status && r.item.status !== filters.status) {
         rows.delete(r.id);
@@ -190,14 +197,16 @@ export function executionsView(main, {navigate}) {
     clear(problems);
     const keep = new Set(page.items.map((item) => item.execution_id));
     for (const id of rows.keys()) if (!keep.has(id)) rows.delete(id);
+    bottom = 0;
     for (const item of page.items) {
       const row = rows.get(item.execution_id);
       if (row) {
         row.item = {...row.item, ...item};
+        row.rank = -(++bottom);
         row.show({status: item.status, progress: null, current_step: null});
         if (!isTerminal(item.status)) row.refresh();
       } else {
-        addRow(item);
+        addRow(item, -(++bottom));
       }
     }
     cursor = page.next_cursor;
@@ -208,7 +217,9 @@ export function executionsView(main, {navigate}) {
     if (!cursor) return;
     try {
       const page = await get(`/executions?${query(filters, {limit: String(PAGE), cursor})}`);
-      for (const item of page.items) if (!rows.has(item.execution_id)) addRow(item);
+      for (const item of page.items) {
+        if (!rows.has(item.execution_id)) addRow(item, -(++bottom));
+      }
       cursor = page.next_cursor;
       render();
     } catch (err) { fail(err); }
@@ -235,7 +246,7 @@ export function executionsView(main, {navigate}) {
                    statusBadge(status), " ", h("b", {class: "count"}, `${n}${more ? "+" : ""}`)));
       }));
   };
-  const refreshCounts = throttle(() => countAll().catch(fail), 1000);
+  const refreshCounts = throttle(() => countAll().catch(fail), 1500);
 
   // An execution this page has not seen: shown if it matches the filters and falls within the
   // rows loaded (or all of them are).
@@ -253,7 +264,7 @@ export function executionsView(main, {navigate}) {
       const oldest = [...rows.values()].reduce(
         (min, r) => (r.item.created_at < min ? r.item.created_at : min), "\uffff");
       if (cursor !== null && item.created_at < oldest) return;
-      addRow(item);
+      addRow(item, heard.get(id) ?? ++top);
       render();
     } catch (err) {
       if (!(err instanceof ApiError)) throw err;
@@ -261,14 +272,30 @@ export function executionsView(main, {navigate}) {
       adding.delete(id);
     }
   };
+  // Executions heard of but not shown, looked at together: a few one by one, many (a busy
+  // service) by reading the first page again, one request instead of one each.
+  const unknown = new Set();
+  const considerAll = throttle(async () => {
+    const ids = [...unknown];
+    unknown.clear();
+    if (ids.length > 10) await load().catch(fail);
+    else await Promise.all(ids.map(consider));
+  }, 300);
 
   const live = new Live({
     url: () => socketUrl("/ws", {workflow_id: filters.workflow_id}),
     onMessage: (event) => {
       if (!event.execution_id) return;
+      if (!heard.has(event.execution_id)) {
+        if (heard.size > 10_000) heard.clear();  // only ties within a millisecond need it
+        heard.set(event.execution_id, ++top);
+      }
       const row = rows.get(event.execution_id);
       if (row) row.refresh();
-      else if (STATUS_EVENTS.has(event.type)) consider(event.execution_id);
+      else if (STATUS_EVENTS.has(event.type) && !excluded.has(event.execution_id)) {
+        unknown.add(event.execution_id);
+        considerAll();
+      }
       if (STATUS_EVENTS.has(event.type)) refreshCounts();
     },
     onState: (state) => {
@@ -309,6 +336,7 @@ export function executionsView(main, {navigate}) {
       disposed = true;
       live.stop();
       refreshCounts.cancel();
+      considerAll.cancel();
       for (const row of rows.values()) row.refresh.cancel();
     },
   };
