@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from playwright.async_api import Locator, Page, expect
+from playwright.async_api import Locator, Page, Route, expect
 
 from tests import workflows
 from tests.ui.conftest import API, Dashboard, Pages
@@ -88,6 +88,28 @@ async def test_reject_with_a_comment(page: Page, dashboard: Dashboard) -> None:
         "data-status", "failed")
     await expect(page.locator('.tl-row[data-step="report"]')).to_have_attribute(
         "data-status", "skipped")
+
+
+async def test_a_refused_approve_shows_the_problem(page: Page, dashboard: Dashboard) -> None:
+    """Someone else decides first: the page's Approve is answered 409, shown as the problem's
+    title and detail (and still shown once the page has caught up)."""
+    execution_id = await dashboard.submit("audit-plan", input={})
+    await open_execution(page, execution_id)
+    approve = f"{API}/executions/{execution_id}/approve"
+
+    async def someone_else_first(route: Route) -> None:
+        await dashboard.call("POST", approve, json={"comment": "me first"}, expect=202)
+        await route.continue_()
+
+    await page.route(f"**{approve}", someone_else_first)
+    await page.get_by_role("button", name="Approve").click()
+    answer = await dashboard.call("POST", approve, json={}, expect=409)
+    problem = page.locator(".problem")
+    await expect(problem.locator(".problem-title")).to_have_text(answer["title"])
+    await expect(problem.locator(".problem-detail")).to_contain_text("this needs awaiting_approval")
+    await expect(status_of(page)).to_have_text(re.compile("completed"))
+    await expect(page.locator(".verdict .comment")).to_have_text("me first")
+    await expect(problem).to_be_visible()
 
 
 async def test_cancel_a_long_execution(page: Page, dashboard: Dashboard) -> None:

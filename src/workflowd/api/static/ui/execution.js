@@ -61,6 +61,8 @@ export function executionView(main, {id}) {
   const pct = h("span", {class: "pct"});
   const message = h("span", {class: "message"});
   const actions = h("div", {class: "actions"});
+  // What an action was answered with, kept while the actions offered are drawn again.
+  const actionProblems = h("div", {class: "problem-slot"});
   const decision = h("div", {class: "decision"});
   const errorBox = h("div");
   const timeline = h("ol", {class: "timeline", "aria-label": "Steps in the order they ran"});
@@ -84,7 +86,7 @@ export function executionView(main, {id}) {
           h("h2", {id: "status-title"}, "Status"),
           summary,
           h("div", {class: "progress"}, bar.bar, pct, message),
-          errorBox, decision, actions),
+          errorBox, decision, actions, actionProblems),
         h("section", {class: "panel", "aria-labelledby": "steps-title"},
           h("h2", {id: "steps-title"}, "Steps"),
           timeline),
@@ -156,16 +158,16 @@ export function executionView(main, {id}) {
                        : h("p", {class: "note"}, "No comment.")));
   };
 
-  const act = async (buttons, slot, call, done) => {
+  const act = async (buttons, call, done) => {
     for (const b of buttons) b.disabled = true;
-    clear(slot);
+    clear(actionProblems);
     try {
       await call();
       announce(done);
       await refreshAll.now();
     } catch (err) {
       if (!(err instanceof ApiError)) throw err;
-      slot.append(problemBox(err));
+      actionProblems.append(problemBox(err));
     } finally {
       for (const b of buttons) b.disabled = false;
     }
@@ -181,16 +183,15 @@ export function executionView(main, {id}) {
     const key = `${st}|${prompt}|${auth.role}`;
     if (key === shownActions) return;
     shownActions = key;
-    const slot = h("div", {class: "problem-slot"});
     const parts = [];
     if (canDecide) {
       const comment = h("textarea", {id: "comment", name: "comment", rows: 2});
       const approve = h("button", {type: "button", class: "primary"}, "Approve");
       const reject = h("button", {type: "button"}, "Reject");
       const both = [approve, reject];
-      approve.addEventListener("click", () => act(both, slot,
+      approve.addEventListener("click", () => act(both,
         () => post(`${path}/approve`, {comment: comment.value || null}), "Approved"));
-      reject.addEventListener("click", () => act(both, slot,
+      reject.addEventListener("click", () => act(both,
         () => post(`${path}/reject`, {reason: comment.value || null}), "Rejected"));
       const allowed = may("approve");
       parts.push(h("section", {class: "approval", "aria-labelledby": "approval-title"},
@@ -203,12 +204,12 @@ export function executionView(main, {id}) {
     }
     if (canCancel && may("cancel")) {
       const cancel = h("button", {type: "button", class: "danger"}, "Cancel");
-      cancel.addEventListener("click", () => act([cancel], slot,
+      cancel.addEventListener("click", () => act([cancel],
         () => post(`${path}/cancel`), "Cancel asked"));
       parts.push(h("p", {class: "buttons"}, cancel,
                    h("span", {class: "note"}, " stops the running step and ends the execution.")));
     }
-    clear(actions, parts, slot);
+    clear(actions, parts);
   };
 
   const retriesOf = (cycle) => retries.filter((e) => e.cycle === cycle);
@@ -323,6 +324,7 @@ export function executionView(main, {id}) {
                                               get(`${path}/trace`), fetchLogs()]);
       if (disposed) return;
       exec = e; steps = s.items; trace = t; logs = l;
+      clear(problems);
       renderAll();
     } catch (err) { fail(err); }
   }, 250);
