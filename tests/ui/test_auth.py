@@ -14,6 +14,7 @@ import pytest_asyncio
 from playwright.async_api import Page, expect
 
 from tests.ui.conftest import API, Dashboard, MakeDashboard, Pages, has_auth
+from tests.ui.test_accessibility import serious_violations
 
 pytestmark = [
     pytest.mark.asyncio(loop_scope="session"),
@@ -51,6 +52,7 @@ async def test_asks_for_a_token_and_keeps_it_for_the_tab_only(
     await page.goto("/ui/")
     dialog = page.get_by_role("dialog", name="Sign in")
     await expect(dialog).to_be_visible()
+    assert await serious_violations(page) == []
     await dialog.get_by_label("Token").fill(token("viewer"))
     await dialog.get_by_role("button", name="Sign in").click()
     await expect(dialog).to_be_hidden()
