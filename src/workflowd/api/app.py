@@ -13,13 +13,13 @@ from aiohttp.typedefs import Middleware
 
 from workflowd.api import (
     delivery,
-    demo,
     executions,
     health,
     live,
     steps,
     stream,
     tickets,
+    ui,
     workflows,
 )
 from workflowd.api.auth import TicketStore, TokenTable, authorization
@@ -107,7 +107,7 @@ def create_app(settings: Settings) -> web.Application:
     app.on_shutdown.append(stream.close_sockets)
     app.cleanup_ctx.extend([store_ctx, delivery.outbox_ctx, scheduler_ctx])
     # Routes under one prefix are tried in the order they were added: the most polled first.
-    for module in (live, workflows, executions, steps, stream, tickets, health, demo):
+    for module in (live, workflows, executions, steps, stream, tickets, health, ui):
         app.add_routes(module.routes.table)
     return app
 
