@@ -111,3 +111,16 @@ async def wait_for_step(client: TestClient[Any, Any], execution_id: str,
             if resp.status == 200:
                 status = await resp.json()
         return status
+
+
+async def wait_for_step_event(client: TestClient[Any, Any], execution_id: str, event_type: str,
+                              step: str, timeout: float = 15.0) -> dict[str, Any]:
+    """The first event of `event_type` for `step`, waiting (long-poll) until it is committed."""
+    path = f"{API}/executions/{execution_id}/status/live"
+    async with asyncio.timeout(timeout):
+        while True:
+            status = await live(client, execution_id)
+            for event in await events(client, execution_id):
+                if event["type"] == event_type and event.get("step") == step:
+                    return event
+            await client.get(path, params={"since": str(status["seq"]), "wait": "5"})

@@ -262,3 +262,68 @@ async def before_gate(ctx: Context) -> None:
 
 
 gate_timeout.approval("too_late")
+
+
+held_two = Workflow("held-two", title="A first step held until released, then a second")
+
+
+@held_two.step
+async def held(ctx: Context) -> None:
+    STARTED.append(ctx.input["name"])
+    await release(ctx.input["name"]).wait()
+    ctx.state["held"] = True
+
+
+@held_two.step
+async def second(ctx: Context) -> None:
+    ctx.state["second"] = True
+
+
+napper = Workflow("napper", title="A durable sleep step between two steps")
+
+
+@napper.step
+async def before_nap(ctx: Context) -> None:
+    ctx.state["before"] = True
+
+
+napper.sleep("nap", 0.3)
+
+
+@napper.step
+async def after_nap(ctx: Context) -> None:
+    ctx.state["after"] = True
+
+
+long_nap = Workflow("long-nap", title="A sleep step that outlasts a restart")
+long_nap.sleep("wait_a_bit", 1.5)
+
+
+@long_nap.step
+async def woken(ctx: Context) -> Any:
+    return done({"woke": True})
+
+
+snoozer = Workflow("snoozer", title="A step that sleeps with ctx.sleep, then runs again")
+
+
+@snoozer.step
+async def snooze(ctx: Context) -> Any:
+    runs = ctx.state.get("runs", 0) + 1
+    ctx.state["runs"] = runs
+    ctx.state.setdefault("woke", []).append(ctx.woke)
+    if runs < ctx.input.get("times", 2):
+        await ctx.sleep(ctx.input.get("seconds", 0.2))
+        ctx.state["never"] = True  # nothing after ctx.sleep runs
+    return done({"runs": runs, "woke": ctx.state["woke"]})
+
+
+thread_snoozer = Workflow("thread-snoozer", title="A plain def step that sleeps once")
+
+
+@thread_snoozer.step
+def thread_snooze(ctx: Context) -> Any:
+    if not ctx.woke:
+        ctx.state["slept"] = True
+        ctx.sleep(0.1)
+    return done({"slept": ctx.state.get("slept"), "woke": ctx.woke})

@@ -19,12 +19,16 @@ if TYPE_CHECKING:
     from workflowd.context import Context
 
 __all__ = [
+    "FUNCTIONS",
+    "MAX_SLEEP",
     "Done",
     "Goto",
+    "Sleep",
     "StepDef",
     "StepKind",
     "Workflow",
     "done",
+    "function",
     "goto",
     "load_workflows",
 ]
@@ -47,6 +51,19 @@ class Done:
     """A step's answer: finish the execution with this result."""
 
     result: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class Sleep:
+    """How a step ended when it called `ctx.sleep`: commit the cycle, hold no task for
+    `seconds`, then run `target` (the same step, run again from its start)."""
+
+    seconds: float
+    target: str
+
+
+# The longest durable sleep (ten years): past it a deadline would not be a date any more.
+MAX_SLEEP = 10 * 366 * 86400.0
 
 
 def goto(name: str) -> Goto:
@@ -77,6 +94,8 @@ class StepDef:
     is_async: bool = False
     external: bool = False
     url: str | None = None
+    sleep: float | None = None  # a durable sleep step: seconds it holds no task
+    type: str | None = None  # the step's `type` in a JSON definition (None: Python)
 
     @property
     def is_gate(self) -> bool:
@@ -96,6 +115,8 @@ class Workflow:
     version: int = 1
     description: str | None = None
     steps: list[StepDef] = field(default_factory=list)
+    # "json" for a workflow compiled from a stored definition (`workflowd.flows`).
+    source: Literal["python", "json"] = "python"
 
     def __post_init__(self) -> None:
         if not self.id or not isinstance(self.id, str):
@@ -200,6 +221,19 @@ class Workflow:
         self._add(step)
         return step
 
+    def sleep(self, name: str, seconds: float, *, kind: str = "data_processing") -> StepDef:
+        """Declare a durable sleep: the execution holds no task for `seconds`, across
+        restarts, then goes on with the next step."""
+        if kind not in STEP_KINDS:
+            raise DefinitionError(f"workflow {self.id!r}: step kind {kind!r} is not one of "
+                                  f"{', '.join(STEP_KINDS)}")
+        if not 0 < seconds <= MAX_SLEEP:
+            raise DefinitionError(f"workflow {self.id!r}: sleep {name!r} needs seconds in "
+                                  f"(0, {MAX_SLEEP:.0f}]")
+        step = StepDef(name=name, kind=kind, index=len(self.steps), sleep=float(seconds))
+        self._add(step)
+        return step
+
     def approval(self, name: str, prompt: str | None = None) -> StepDef:
         """Declare a human approval gate at this point of the step list."""
         gate = StepDef(name=name, kind="approval", index=len(self.steps), prompt=prompt)
@@ -257,6 +291,40 @@ def _names_in(expr: ast.expr) -> set[str]:
     if isinstance(expr, ast.BoolOp):
         return set().union(*(_names_in(value) for value in expr.values))
     return set()
+
+
+# Step functions registered with `@workflowd.function`, by name: what a JSON definition's
+# `call` steps run.
+FUNCTIONS: dict[str, StepFn] = {}
+
+
+@overload
+def function(fn: F) -> F: ...
+
+
+@overload
+def function(fn: None = None, *, name: str | None = None) -> Callable[[F], F]: ...
+
+
+def function(fn: F | None = None, *, name: str | None = None) -> Any:
+    """Register a step function for the `call` steps of JSON definitions (API.md §11):
+    `@workflowd.function` or `@workflowd.function(name="ocr")`. It receives a `Context` and
+    answers like any step (None, `goto`, `done`); a `def` one runs in a worker thread."""
+
+    def register(func: F) -> F:
+        key = name or func.__name__
+        existing = FUNCTIONS.get(key)
+        if existing is not None and _origin(existing) != _origin(func):
+            raise DefinitionError(f"two step functions are registered as {key!r}")
+        FUNCTIONS[key] = func
+        return func
+
+    return register(fn) if fn is not None else register
+
+
+def _origin(fn: Callable[..., Any]) -> tuple[str, str]:
+    # A module imported again (a test reloading it) registers the same function anew.
+    return getattr(fn, "__module__", ""), getattr(fn, "__qualname__", repr(fn))
 
 
 def load_workflows(modules: list[str]) -> dict[str, Workflow]:

@@ -50,7 +50,8 @@ def execution_view(rec: ExecutionRecord) -> dict[str, Any]:
     item.update(workflow_version=rec.workflow_version, input=rec.input, state=rec.state,
                 result=rec.result, error=rec.error, cycle=rec.cycle, max_cycles=rec.max_cycles,
                 current_step=rec.current_step, progress=rec.progress, approval=rec.approval,
-                started_at=rec.started_at)
+                started_at=rec.started_at, mode=rec.mode,
+                next_step=None if rec.is_terminal else rec.next_step)
     return item
 
 

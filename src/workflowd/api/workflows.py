@@ -62,7 +62,7 @@ async def submit(request: web.Request) -> web.Response:
             workflow_id, input=body.input, priority=body.priority, labels=body.labels,
             require_approval=body.require_approval,
             callback_url=str(body.callback_url) if body.callback_url else None,
-            submitted_by=ANONYMOUS, remember=remember),
+            submitted_by=ANONYMOUS, remember=remember, mode=body.mode),
     )
     if query.wait <= 0 or response.status != 202:
         return response

@@ -23,8 +23,8 @@ import structlog
 from workflowd.clock import seconds_until, ts_after, utcnow
 from workflowd.codec import NotJSON, dumps, json_copy
 from workflowd.config import EngineSettings
-from workflowd.context import Context, ContextLink, ProgressReport, freeze
-from workflowd.definitions import Done, Goto, StepDef, Workflow
+from workflowd.context import Context, ContextLink, ProgressReport, SleepRequested, freeze
+from workflowd.definitions import Done, Goto, Sleep, StepDef, Workflow
 from workflowd.engine import transitions as T
 from workflowd.engine.owner import Owner, Remember, Superseded
 from workflowd.errors import InvalidTransitionError, StoreUnavailableError
@@ -137,6 +137,10 @@ class Runner(ContextLink):
                 message=f"a cycle past max_cycles={rec.max_cycles} was asked for"))
         if self._seconds_left() <= 0:
             return await self._end("timed_out", T.timed_out_error(self.wf.timeout))
+        if rec.pause_at is not None and rec.cycle >= rec.pause_at:
+            # A pause asked for (or manual mode): stop before this step, holding no task.
+            log.info("execution_paused", next_step=step.name)
+            return await self._commit(lambda r: T.paused(r, utcnow()))
         structlog.contextvars.bind_contextvars(cycle=rec.cycle + 1)
         if step.is_gate:
             done = await self._commit(lambda r: T.gate_entered(r, self.wf, step, utcnow()))
@@ -144,6 +148,8 @@ class Runner(ContextLink):
             return done
         if step.external:
             return await self._hand_over(step)
+        if step.sleep is not None:
+            return await self._sleep_step(step)
         return await self._run_step(step)
 
     # ---- running a step -------------------------------------------------------------------
@@ -171,11 +177,17 @@ class Runner(ContextLink):
             state = json_copy(outcome.ctx.state)
             decisions = [(name, json_copy(value)) for name, value in outcome.ctx.decisions]
             value = outcome.value
-            output = None if isinstance(value, Goto) else json_copy(
+            output = None if isinstance(value, Goto | Sleep) else json_copy(
                 value.result if isinstance(value, Done) else value)
         except NotJSON as exc:  # what a step leaves must be storable
             return await self._end("failed", ErrorInfo(code="not_serializable", message=str(exc)),
                                    attempt=outcome.attempt, duration_ms=duration_ms)
+        if isinstance(value, Sleep):
+            until = ts_after(value.seconds)
+            log.info("step_sleeping", step=step.name, seconds=value.seconds, until=until)
+            return await self._commit(lambda rec: T.sleeping(
+                rec, self.wf, state=state, decisions=decisions, sleep=value, until=until,
+                attempt=outcome.attempt, duration_ms=duration_ms, now=utcnow()), cycle=cycle)
         return await self._commit(lambda rec: T.cycle_finished(
             rec, self.wf, state=state, decisions=decisions, value=value, output=output,
             attempt=outcome.attempt, duration_ms=duration_ms, now=utcnow()), cycle=cycle)
@@ -207,7 +219,17 @@ class Runner(ContextLink):
                         value = await self._call(step, ctx)
                 if self.cancel_requested:
                     raise asyncio.CancelledError  # the step swallowed the cancel; honour it
+                if ctx.sleep_for is not None and not isinstance(value, Done):
+                    # It caught the sleep's signal and returned: it still sleeps, then goes on
+                    # where it said (itself again, unless a goto).
+                    target = value.target if isinstance(value, Goto) else step.name
+                    value = Sleep(ctx.sleep_for, target)
                 return _Outcome(attempt=attempt, ctx=ctx, value=value)
+            except SleepRequested as request:
+                if self.cancel_requested:
+                    raise asyncio.CancelledError from None
+                return _Outcome(attempt=attempt, ctx=ctx,
+                                value=Sleep(request.seconds, step.name))
             except TimeoutError as exc:
                 if timer is None or not timer.expired():
                     error = ErrorInfo(code="step_failed", message=f"TimeoutError: {exc}")
@@ -258,7 +280,8 @@ class Runner(ContextLink):
         return Context(execution_id=rec.execution_id, workflow_id=rec.workflow_id,
                        input=self._input, state=json_copy(rec.state), cycle=cycle,
                        attempt=attempt, step=step.name, link=self,
-                       loop=asyncio.get_running_loop(), threaded=not step.is_async)
+                       loop=asyncio.get_running_loop(), threaded=not step.is_async,
+                       woke=rec.woke)
 
     # ---- what a step reports (ContextLink), on the loop -----------------------------------
 
@@ -303,6 +326,14 @@ class Runner(ContextLink):
         return await self._commit(
             lambda r: T.handed_over(r, step, token, deadline, callback, utcnow()),
             deliveries=deliveries)
+
+    async def _sleep_step(self, step: StepDef) -> bool:
+        """A durable sleep: the step waits, holding no task (its timer is the owner's, armed
+        from the record), and the task ends."""
+        assert step.sleep is not None
+        until = ts_after(step.sleep)
+        log.info("sleep_step_waiting", step=step.name, seconds=step.sleep, until=until)
+        return await self._commit(lambda r: T.sleep_entered(r, step, until, utcnow()))
 
     async def _fail(self, error: ErrorInfo) -> bool:
         return await self._end("failed", error)

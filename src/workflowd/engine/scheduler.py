@@ -12,7 +12,7 @@ import itertools
 from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Literal
 
 import structlog
 
@@ -157,28 +157,34 @@ class Scheduler:
     async def submit(self, workflow_id: str, *, input: dict[str, Any], priority: int = 0,
                      labels: dict[str, str] | None = None, require_approval: bool = False,
                      callback_url: str | None = None, submitted_by: str = "anonymous",
-                     remember: Remember | None = None) -> ExecutionRecord:
+                     remember: Remember | None = None, mode: Literal["auto", "manual"] = "auto",
+                     workflow: Workflow | None = None,
+                     statements: Sequence[tuple[str, tuple[Any, ...]]] = (),
+                     ) -> ExecutionRecord:
+        """A new execution of `workflow_id` (or of `workflow`, a definition the caller looked
+        up: a JSON one's current version). `statements` commit with it (artifact uses)."""
         self._check_accepting()
-        wf = self.workflows.get(workflow_id)
+        wf = workflow or self.workflows.get(workflow_id)
         if wf is None:
             raise UnknownWorkflowError(f"no workflow with id {workflow_id!r}")
-        if not require_approval:
+        if not require_approval and mode != "manual":
             self._check_room()
         change = T.submitted(
             execution_id=new_execution_id(), wf=wf, input=input, priority=priority,
             labels=labels or {}, require_approval=require_approval,
             max_cycles=wf.max_cycles or self.settings.default_max_cycles,
-            submitted_by=submitted_by, callback_url=callback_url, now=utcnow())
+            submitted_by=submitted_by, callback_url=callback_url, now=utcnow(), mode=mode)
         rec = change.record
         self._reserved += 1
         try:
             await self.ledger.write(rec, change.events, change.steps, base_seq=0,
-                                    idempotency=remember(rec) if remember else None)
+                                    idempotency=remember(rec) if remember else None,
+                                    statements=statements)
         finally:
             self._reserved -= 1
         log.info("execution_submitted", execution_id=rec.execution_id, workflow_id=wf.id,
                  status=rec.status, cycle=0)
-        self._own(rec)
+        self._own(rec, wf)
         if rec.status == "queued":
             self._enqueue(rec)
             self._pump()
@@ -223,6 +229,34 @@ class Scheduler:
         self._queued.discard(execution_id)
         return await self._apply(owner, lambda rec: T.cancelled(rec, utcnow()), remember)
 
+    async def pause(self, execution_id: str, remember: Remember | None = None,
+                    ) -> ExecutionRecord:
+        """Pause: at once when no task holds the execution and no step is in flight, else
+        after the cycle under way commits (the runner looks between cycles)."""
+        owner = await self._owner(execution_id)
+        at_once = owner.runner is None
+        rec = await self._apply(owner, lambda rec: T.pause_requested(rec, utcnow(),
+                                                                     at_once=at_once), remember)
+        if rec.status == "paused":
+            self._queued.discard(execution_id)
+        return rec
+
+    async def resume(self, execution_id: str, remember: Remember | None = None,
+                     ) -> ExecutionRecord:
+        """Let a paused (or manual) execution run on by itself."""
+        owner = await self._owner(execution_id)
+        if owner.head.status == "paused":
+            self._check_room()  # like an approve: into a full queue it stays paused
+        return await self._apply(owner, lambda rec: T.resumed(rec, utcnow()), remember)
+
+    async def step(self, execution_id: str, remember: Remember | None = None,
+                   ) -> ExecutionRecord:
+        """Run the next step of a paused execution, then pause again."""
+        owner = await self._owner(execution_id)
+        if owner.head.status == "paused":
+            self._check_room()
+        return await self._apply(owner, lambda rec: T.stepped(rec, utcnow()), remember)
+
     async def step_progress(self, execution_id: str, step: str, token: str,
                             report: ProgressReport) -> ExecutionRecord:
         """Progress reported by another service, for the step running in the process or
@@ -258,12 +292,16 @@ class Scheduler:
 
     # ---- internals: owners -----------------------------------------------------------------
 
-    def _own(self, rec: ExecutionRecord) -> Owner:
-        owner = Owner(rec, self.workflows.get(rec.workflow_id), self.ledger, self._committed,
+    def _own(self, rec: ExecutionRecord, wf: Workflow | None = None) -> Owner:
+        owner = Owner(rec, wf or self.workflow_of(rec), self.ledger, self._committed,
                       self.progress_interval)
         self.owners[rec.execution_id] = owner
         owner.arm()  # the timer of a wait, if it waits with a deadline
         return owner
+
+    def workflow_of(self, rec: ExecutionRecord) -> Workflow | None:
+        """The definition an execution runs on (None: not loaded here)."""
+        return self.workflows.get(rec.workflow_id)
 
     async def _owner(self, execution_id: str) -> Owner:
         """The owner of an unfinished execution; 409 for a finished one, 404 for none."""
