@@ -6,6 +6,7 @@ import asyncio
 import time
 from typing import Any
 
+import workflowd
 from workflowd import Context, Workflow, done, goto
 
 # Steps that wait for the test to let them go, keyed by a name from the input.
@@ -327,3 +328,23 @@ def thread_snooze(ctx: Context) -> Any:
         ctx.state["slept"] = True
         ctx.sleep(0.1)
     return done({"slept": ctx.state.get("slept"), "woke": ctx.woke})
+
+
+# Step functions for the `call` steps of JSON definitions.
+
+
+@workflowd.function
+async def add_one(ctx: Context) -> None:
+    ctx.state["n"] = ctx.state.get("n", ctx.input.get("n", 0)) + 1
+
+
+@workflowd.function(name="finish-with")
+def finish_with(ctx: Context) -> Any:
+    ctx.progress(50, "finishing")
+    return done({"n": ctx.state.get("n"), "answer": ctx.state.get("ask")})
+
+
+@workflowd.function
+async def hold_json(ctx: Context) -> None:
+    STARTED.append(ctx.input["name"])
+    await release(ctx.input["name"]).wait()

@@ -22,6 +22,7 @@ __all__ = [
     "UnknownStepError",
     "UnknownWorkflowError",
     "ValidationProblem",
+    "WorkflowConflictError",
     "WorkflowdError",
 ]
 
@@ -104,6 +105,15 @@ class InvalidTransitionError(WorkflowdError):
     status = 409
     code = "invalid_transition"
     title = "Conflict with the execution's status"
+
+
+class WorkflowConflictError(WorkflowdError):
+    """A definition change that conflicts with what exists (a Python workflow's id, an id
+    taken, a version stored meanwhile)."""
+
+    status = 409
+    code = "workflow_conflict"
+    title = "Conflict with an existing workflow"
 
 
 class QueueFullError(WorkflowdError):

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from workflowd.api import (
     control,
+    definitions,
     delivery,
     demo,
     executions,
@@ -22,6 +23,7 @@ from workflowd.api import (
     workflows,
 )
 from workflowd.api.keys import (
+    CATALOG,
     HUB,
     INFLIGHT,
     LIVE_BODIES,
@@ -63,7 +65,7 @@ async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     scheduler = Scheduler(app[WORKFLOWS], app[STORE], app[HUB], settings.engine,
                           settings.live.progress_interval, app[OUTBOX],
-                          settings.server.base_url())
+                          settings.server.base_url(), catalog=app[CATALOG])
     app[SCHEDULER] = scheduler
     await scheduler.recover()
     sweeper = asyncio.create_task(
@@ -87,8 +89,10 @@ def create_app(settings: Settings) -> web.Application:
     app[LIVE_BODIES] = LiveBodies()
     app[SOCKETS] = weakref.WeakSet()
     app.on_shutdown.append(stream.close_sockets)
-    app.cleanup_ctx.extend([store_ctx, delivery.outbox_ctx, scheduler_ctx])
+    app.cleanup_ctx.extend([store_ctx, delivery.outbox_ctx, definitions.catalog_ctx,
+                            scheduler_ctx])
     # Routes under one prefix are tried in the order they were added: the most polled first.
-    for module in (live, workflows, executions, steps, stream, health, demo, control):
+    for module in (live, workflows, executions, steps, stream, health, demo, control,
+                   definitions):
         app.add_routes(module.routes.table)
     return app

@@ -102,6 +102,7 @@ def workflow_view(wf: Workflow) -> dict[str, Any]:
         "version": wf.version,
         "description": wf.description,
         "max_cycles": wf.max_cycles,
+        "source": wf.source,
         "steps": [{"name": s.name, "kind": s.kind, "agent": s.agent, "tool": s.tool}
                   for s in wf.steps],
     }

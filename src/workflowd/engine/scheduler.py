@@ -22,6 +22,7 @@ from workflowd.config import EngineSettings
 from workflowd.context import ProgressReport
 from workflowd.definitions import Workflow
 from workflowd.engine import transitions as T
+from workflowd.engine.catalog import Catalog
 from workflowd.engine.hub import Hub
 from workflowd.engine.ledger import Ledger
 from workflowd.engine.outbox import Outbox
@@ -50,8 +51,10 @@ INTERNAL_ERROR = "internal_error"
 class Scheduler:
     def __init__(self, workflows: dict[str, Workflow], store: Store, hub: Hub,
                  settings: EngineSettings, progress_interval: float = 0.1,
-                 outbox: Outbox | None = None, base_url: str = "") -> None:
+                 outbox: Outbox | None = None, base_url: str = "",
+                 catalog: Catalog | None = None) -> None:
         self.workflows = workflows
+        self.catalog = catalog  # JSON definitions by version (None: Python ones only)
         self.store = store
         self.hub = hub
         self.settings = settings
@@ -108,14 +111,31 @@ class Scheduler:
     async def recover(self) -> int:
         """Take up every unfinished execution from the store; answer how many."""
         unfinished = await self.store.unfinished()
+        if self.catalog is not None:
+            await self.catalog.preload(unfinished)
         for rec in unfinished:
             owner = self._own(rec)
-            if owner.wf is None:
+            wf = owner.wf
+            mismatch = T.version_mismatch(rec, wf) if wf is not None else None
+            if wf is not None and mismatch is None and wf.version != rec.workflow_version:
+                # A deploy changed the module: every step it still needs is there.
+                log.info("execution_on_new_version", execution_id=rec.execution_id,
+                         workflow_id=rec.workflow_id, started_on=rec.workflow_version,
+                         loaded=wf.version)
+            if wf is None:
                 self.held.add(rec.execution_id)
+            elif mismatch is not None:
+                self._fail_mismatch(owner, mismatch)
             elif rec.step is not None and "answer" in rec.step.metadata:
                 self._finish_legacy_answer(owner)
             elif rec.wait is None and rec.status in ("queued", "running"):
                 self._enqueue(rec)
+        if self.held and self.catalog is not None:
+            # A Python workflow gone whose id is now defined as JSON may take them back.
+            for workflow_id in sorted({self.owners[i].head.workflow_id for i in self.held}):
+                wf = await self.catalog.current(workflow_id)
+                if wf is not None:
+                    self.adopt(wf)
         if self.held:
             missing = sorted({self.owners[i].head.workflow_id for i in self.held})
             log.warning("executions_held", executions=len(self.held), workflows=missing,
@@ -300,8 +320,46 @@ class Scheduler:
         return owner
 
     def workflow_of(self, rec: ExecutionRecord) -> Workflow | None:
-        """The definition an execution runs on (None: not loaded here)."""
+        """The definition an execution runs on, if it is in memory (None: not loaded here)."""
+        owner = self.owners.get(rec.execution_id)
+        if owner is not None and owner.wf is not None:
+            return owner.wf
+        if self.catalog is not None:
+            return self.catalog.resolve(rec)
         return self.workflows.get(rec.workflow_id)
+
+    async def definition_of(self, rec: ExecutionRecord) -> Workflow | None:
+        """Like `workflow_of`, loading a stored JSON version when needed (views of steps)."""
+        wf = self.workflow_of(rec)
+        if wf is None and self.catalog is not None:
+            wf = await self.catalog.for_record(rec)
+        return wf
+
+    def adopt(self, wf: Workflow) -> int:
+        """Executions held for want of their workflow that `wf` (just defined) can run: they
+        are taken up on it; the others stay held. Answers how many were taken up."""
+        taken = 0
+        for execution_id in sorted(self.held):
+            owner = self.owners.get(execution_id)
+            if owner is None or owner.head.workflow_id != wf.id:
+                continue
+            mismatch = T.version_mismatch(owner.head, wf)
+            if mismatch is not None:
+                log.warning("held_execution_not_adopted", execution_id=execution_id,
+                            workflow_id=wf.id, version=wf.version, why=mismatch.message)
+                continue
+            owner.wf = wf
+            self.held.discard(execution_id)
+            taken += 1
+            rec = owner.head
+            log.info("held_execution_adopted", execution_id=execution_id, workflow_id=wf.id,
+                     version=wf.version, started_on=rec.workflow_version)
+            owner.arm()
+            if rec.wait is None and rec.status in ("queued", "running"):
+                self._enqueue(rec)
+        if taken:
+            self._pump()
+        return taken
 
     async def _owner(self, execution_id: str) -> Owner:
         """The owner of an unfinished execution; 409 for a finished one, 404 for none."""
@@ -433,6 +491,17 @@ class Scheduler:
                 and owner.committed is owner.head:
             self._enqueue(owner.head)  # decided while its task was ending: run it on
         self._pump()
+
+    def _fail_mismatch(self, owner: Owner, error: ErrorInfo) -> None:
+        """An execution that the workflow loaded now cannot run (a step it needs is gone):
+        it fails at once, saying which, instead of meeting the gap deep in its run."""
+        rec = owner.head
+        log.warning("workflow_version_mismatch", execution_id=rec.execution_id,
+                    workflow_id=rec.workflow_id, version=rec.workflow_version,
+                    loaded=owner.wf.version if owner.wf else None, why=error.message)
+        future = owner.apply(lambda r: T.ended(r, "failed", error, utcnow()))
+        if future is not None:
+            future.add_done_callback(lambda f: f.cancelled() or f.exception())
 
     def _fail_internal(self, owner: Owner, exc: BaseException) -> None:
         """A task that died of a bug ends its execution `failed`, never left `running`."""

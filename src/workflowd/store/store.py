@@ -24,6 +24,7 @@ from workflowd.records import (
     decode_execution,
     decode_step,
 )
+from workflowd.store.definitions import DefinitionRows
 from workflowd.store.schema import migrate
 from workflowd.store.writer import Delivery, Write, Writer
 
@@ -62,8 +63,10 @@ class ExecutionFilter:
     limit: int = 50
 
 
-class Store:
-    """One file: a write connection for the writer task, a read connection for the rest."""
+class Store(DefinitionRows):
+    """One file: a write connection for the writer task, a read connection for the rest.
+
+    The rows of workflows defined as data are kept in their own module (`DefinitionRows`)."""
 
     def __init__(self, path: str, reader: aiosqlite.Connection, writer: Writer,
                  lock: int | None) -> None:
