@@ -348,3 +348,21 @@ def finish_with(ctx: Context) -> Any:
 async def hold_json(ctx: Context) -> None:
     STARTED.append(ctx.input["name"])
     await release(ctx.input["name"]).wait()
+
+
+shouter = Workflow("shouter", title="Reads its input artifact, saves it upper-cased")
+
+
+@shouter.step
+async def shout(ctx: Context) -> None:
+    async with ctx.artifacts.open(ctx.input["doc"]["artifact_id"]) as f:
+        text = f.read().decode()
+    ctx.state["out"] = await ctx.artifacts.save("shout.txt", text.upper(), "text/plain")
+
+
+@shouter.step
+def whisper(ctx: Context) -> Any:
+    with ctx.artifacts.open(ctx.state["out"]["artifact_id"]) as f:
+        text = f.read().decode()
+    saved = ctx.artifacts.save_sync("whisper.txt", text.lower().encode(), "text/plain")
+    return done({"out": ctx.state["out"], "whisper": saved})

@@ -57,6 +57,9 @@ class ContextLink:
     def callback(self, ctx: Context) -> dict[str, str]:
         raise NotImplementedError
 
+    def artifacts(self, ctx: Context) -> Any:
+        raise NotImplementedError
+
 
 class _Reported:
     """What `ctx.progress` answers: already done, yet awaitable, so `await ctx.progress()` reads."""
@@ -84,14 +87,14 @@ def freeze(value: Any) -> Any:
 class Context:
     """Given to every attempt of a step; `state` is kept at the end of each cycle."""
 
-    __slots__ = ("_expiring", "_link", "_loop", "_open", "_threaded", "artifacts", "attempt",
+    __slots__ = ("_artifacts", "_expiring", "_link", "_loop", "_open", "_threaded", "attempt",
                  "cycle", "decisions", "execution_id", "input", "sleep_for", "state", "step",
                  "woke", "workflow_id")
 
     def __init__(self, *, execution_id: str, workflow_id: str, input: Mapping[str, Any],
                  state: dict[str, Any], cycle: int, attempt: int, step: str, link: ContextLink,
-                 loop: asyncio.AbstractEventLoop, threaded: bool = False, woke: bool = False,
-                 artifacts: Any = None) -> None:
+                 loop: asyncio.AbstractEventLoop, threaded: bool = False,
+                 woke: bool = False) -> None:
         self.execution_id = execution_id
         self.workflow_id = workflow_id
         self.input = input
@@ -103,8 +106,7 @@ class Context:
         # True when this run of the step follows its own `ctx.sleep` (it was woken).
         self.woke = woke
         self.sleep_for: float | None = None  # set by `sleep`
-        # `ctx.artifacts`: open and save artifacts (API.md §12); None outside a service.
-        self.artifacts = artifacts
+        self._artifacts: Any = None  # made on first use
         self._link = link
         self._loop = loop
         self._open = True
@@ -132,6 +134,18 @@ class Context:
         if self._expiring is None:
             self._expiring = asyncio.Event()
         return self._expiring
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop the engine runs on (a `def` step runs in a thread beside it)."""
+        return self._loop
+
+    @property
+    def artifacts(self) -> Any:
+        """Open and save artifacts (`workflowd.engine.artifacts.StepArtifacts`, API.md §12)."""
+        if self._artifacts is None:
+            self._artifacts = self._link.artifacts(self)
+        return self._artifacts
 
     @property
     def callback(self) -> dict[str, str]:

@@ -15,9 +15,11 @@ __all__ = [
     "IdempotencyMismatchError",
     "InvalidTransitionError",
     "NotReadyError",
+    "PayloadTooLargeError",
     "QueueFullError",
     "StoreError",
     "StoreUnavailableError",
+    "UnknownArtifactError",
     "UnknownExecutionError",
     "UnknownStepError",
     "UnknownWorkflowError",
@@ -89,6 +91,12 @@ class UnknownExecutionError(WorkflowdError):
     title = "Execution not found"
 
 
+class UnknownArtifactError(WorkflowdError):
+    status = 404
+    code = "unknown_artifact"
+    title = "Artifact not found"
+
+
 class UnknownStepError(WorkflowdError):
     status = 404
     code = "unknown_step"
@@ -114,6 +122,12 @@ class WorkflowConflictError(WorkflowdError):
     status = 409
     code = "workflow_conflict"
     title = "Conflict with an existing workflow"
+
+
+class PayloadTooLargeError(WorkflowdError):
+    status = 413
+    code = "payload_too_large"
+    title = "Payload too large"
 
 
 class QueueFullError(WorkflowdError):

@@ -11,6 +11,7 @@ import structlog
 from aiohttp import web
 
 from workflowd.api import (
+    artifacts,
     control,
     definitions,
     delivery,
@@ -23,6 +24,7 @@ from workflowd.api import (
     workflows,
 )
 from workflowd.api.keys import (
+    ARTIFACTS,
     CATALOG,
     HUB,
     INFLIGHT,
@@ -65,12 +67,14 @@ async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     scheduler = Scheduler(app[WORKFLOWS], app[STORE], app[HUB], settings.engine,
                           settings.live.progress_interval, app[OUTBOX],
-                          settings.server.base_url(), catalog=app[CATALOG])
+                          settings.server.base_url(), catalog=app[CATALOG],
+                          artifacts=app[ARTIFACTS])
     app[SCHEDULER] = scheduler
     await scheduler.recover()
     sweeper = asyncio.create_task(
         sweep_forever(app[STORE], settings.retention.finished_after,
-                      settings.retention.sweep_interval), name="retention-sweeper")
+                      settings.retention.sweep_interval, app[ARTIFACTS]),
+        name="retention-sweeper")
     yield
     sweeper.cancel()
     with contextlib.suppress(asyncio.CancelledError):
@@ -89,10 +93,10 @@ def create_app(settings: Settings) -> web.Application:
     app[LIVE_BODIES] = LiveBodies()
     app[SOCKETS] = weakref.WeakSet()
     app.on_shutdown.append(stream.close_sockets)
-    app.cleanup_ctx.extend([store_ctx, delivery.outbox_ctx, definitions.catalog_ctx,
-                            scheduler_ctx])
+    app.cleanup_ctx.extend([store_ctx, artifacts.artifacts_ctx, delivery.outbox_ctx,
+                            definitions.catalog_ctx, scheduler_ctx])
     # Routes under one prefix are tried in the order they were added: the most polled first.
     for module in (live, workflows, executions, steps, stream, health, demo, control,
-                   definitions):
+                   definitions, artifacts):
         app.add_routes(module.routes.table)
     return app

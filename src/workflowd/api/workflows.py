@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
+from workflowd.api.artifacts import check_input_artifacts
 from workflowd.api.definitions import definition_view
 from workflowd.api.idempotency import Answer, answer_once
 from workflowd.api.keys import CATALOG, HUB, SCHEDULER, WORKFLOWS
@@ -63,6 +64,8 @@ async def submit(request: web.Request) -> web.Response:
     if wf is None:
         raise UnknownWorkflowError(f"no workflow with id {workflow_id!r}")
     body = await parse_body(request, SubmitBody)
+    named = await check_input_artifacts(request, body.input) \
+        if b"artifact_id" in await request.read() else []
     scheduler = request.app[SCHEDULER]
     response = await answer_once(
         request, f"submit:{workflow_id}", _submitted,
@@ -70,7 +73,8 @@ async def submit(request: web.Request) -> web.Response:
             workflow_id, input=body.input, priority=body.priority, labels=body.labels,
             require_approval=body.require_approval,
             callback_url=str(body.callback_url) if body.callback_url else None,
-            submitted_by=ANONYMOUS, remember=remember, mode=body.mode, workflow=wf),
+            submitted_by=ANONYMOUS, remember=remember, mode=body.mode, workflow=wf,
+            artifacts=named),
     )
     if query.wait <= 0 or response.status != 202:
         return response

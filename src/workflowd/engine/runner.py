@@ -26,6 +26,7 @@ from workflowd.config import EngineSettings
 from workflowd.context import Context, ContextLink, ProgressReport, SleepRequested, freeze
 from workflowd.definitions import Done, Goto, Sleep, StepDef, Workflow
 from workflowd.engine import transitions as T
+from workflowd.engine.artifacts import ArtifactStore, StepArtifacts
 from workflowd.engine.owner import Owner, Remember, Superseded
 from workflowd.errors import InvalidTransitionError, StoreUnavailableError
 from workflowd.records import API_PREFIX, ErrorInfo, ExecutionRecord
@@ -70,12 +71,14 @@ class _Outcome:
 
 class Runner(ContextLink):
     # Slots: thousands of runners wait at once, and a dict each costs more than their fields.
-    __slots__ = ("_end_at", "_input", "_lines", "base_url", "cancel_remember",
+    __slots__ = ("_end_at", "_input", "_lines", "artifact_store", "base_url", "cancel_remember",
                  "cancel_requested", "executor", "limits", "owner", "task", "tokens", "wf")
 
     def __init__(self, owner: Owner, wf: Workflow, limits: EngineSettings, executor: Executor,
-                 tokens: StepTokens, base_url: str = "") -> None:
+                 tokens: StepTokens, base_url: str = "",
+                 artifact_store: ArtifactStore | None = None) -> None:
         self.owner = owner
+        self.artifact_store = artifact_store
         self.wf = wf
         self.limits = limits
         self.executor = executor
@@ -304,6 +307,11 @@ class Runner(ContextLink):
     def callback(self, ctx: Context) -> dict[str, str]:
         return external_callback(self.base_url, ctx.execution_id, ctx.step,
                                  self.tokens.token(ctx.execution_id, ctx.cycle))
+
+    def artifacts(self, ctx: Context) -> StepArtifacts:
+        if self.artifact_store is None:
+            raise RuntimeError("artifacts need the service's artifact store")
+        return StepArtifacts(self.artifact_store, ctx, ctx.loop)
 
     # ---- waits and ends -------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ from workflowd.config import EngineSettings
 from workflowd.context import ProgressReport
 from workflowd.definitions import Workflow
 from workflowd.engine import transitions as T
+from workflowd.engine.artifacts import ArtifactStore
 from workflowd.engine.catalog import Catalog
 from workflowd.engine.hub import Hub
 from workflowd.engine.ledger import Ledger
@@ -52,9 +53,11 @@ class Scheduler:
     def __init__(self, workflows: dict[str, Workflow], store: Store, hub: Hub,
                  settings: EngineSettings, progress_interval: float = 0.1,
                  outbox: Outbox | None = None, base_url: str = "",
-                 catalog: Catalog | None = None) -> None:
+                 catalog: Catalog | None = None,
+                 artifacts: ArtifactStore | None = None) -> None:
         self.workflows = workflows
         self.catalog = catalog  # JSON definitions by version (None: Python ones only)
+        self.artifacts = artifacts  # what `ctx.artifacts` reads and writes
         self.store = store
         self.hub = hub
         self.settings = settings
@@ -178,11 +181,11 @@ class Scheduler:
                      labels: dict[str, str] | None = None, require_approval: bool = False,
                      callback_url: str | None = None, submitted_by: str = "anonymous",
                      remember: Remember | None = None, mode: Literal["auto", "manual"] = "auto",
-                     workflow: Workflow | None = None,
-                     statements: Sequence[tuple[str, tuple[Any, ...]]] = (),
+                     workflow: Workflow | None = None, artifacts: Sequence[str] = (),
                      ) -> ExecutionRecord:
         """A new execution of `workflow_id` (or of `workflow`, a definition the caller looked
-        up: a JSON one's current version). `statements` commit with it (artifact uses)."""
+        up: a JSON one's current version). `artifacts`: ids its input names (checked by the
+        caller), whose use commits with it."""
         self._check_accepting()
         wf = workflow or self.workflows.get(workflow_id)
         if wf is None:
@@ -195,6 +198,8 @@ class Scheduler:
             max_cycles=wf.max_cycles or self.settings.default_max_cycles,
             submitted_by=submitted_by, callback_url=callback_url, now=utcnow(), mode=mode)
         rec = change.record
+        statements = self.store.artifact_use_statements(
+            rec.execution_id, artifacts, "input", rec.created_at) if artifacts else ()
         self._reserved += 1
         try:
             await self.ledger.write(rec, change.events, change.steps, base_seq=0,
@@ -467,7 +472,8 @@ class Scheduler:
     def _launch(self, owner: Owner) -> None:
         wf = owner.wf
         assert wf is not None
-        runner = Runner(owner, wf, self.settings, self.executor, self.tokens, self.base_url)
+        runner = Runner(owner, wf, self.settings, self.executor, self.tokens, self.base_url,
+                        self.artifacts)
         # A fresh context, so the request that submitted it leaks no log fields into the run.
         task = asyncio.create_task(runner.run(), name=f"execution:{owner.execution_id}",
                                    context=contextvars.Context())

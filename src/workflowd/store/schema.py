@@ -11,6 +11,7 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any
 
+from workflowd.store.artifacts import ARTIFACTS_SCHEMA
 from workflowd.store.definitions import DEFINITIONS_SCHEMA
 
 __all__ = ["MIGRATIONS", "migrate"]
@@ -136,6 +137,8 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
     _waits_as_records,
     # 5: workflows defined as data, every version kept (`store/definitions.py`).
     DEFINITIONS_SCHEMA,
+    # 6: artifacts and the executions that use them (`store/artifacts.py`).
+    ARTIFACTS_SCHEMA,
 ]
 
 
