@@ -206,16 +206,18 @@ class Workflow:
 
         When it starts, its `step_started` event carries a `callback` (progress and complete
         URLs, and a token for that run); with `url=`, workflowd POSTs the step's input and the
-        callback there. The execution holds no task while it waits; `timeout` (else the
-        workflow's `cycle_timeout`) bounds the wait.
+        callback there (a path, `/demo/ocr`, is one of this service's routes). The execution
+        holds no task while it waits; `timeout` (else the workflow's `cycle_timeout`) bounds
+        the wait.
         """
         if kind not in STEP_KINDS:
             raise DefinitionError(f"workflow {self.id!r}: step kind {kind!r} is not one of "
                                   f"{', '.join(STEP_KINDS)}")
         if timeout is not None and timeout <= 0:
             raise DefinitionError(f"workflow {self.id!r}: timeout must be > 0")
-        if url is not None and not url.startswith(("http://", "https://")):
-            raise DefinitionError(f"workflow {self.id!r}: external url must be http(s)")
+        if url is not None and not url.startswith(("http://", "https://", "/")):
+            raise DefinitionError(f"workflow {self.id!r}: external url must be http(s), or "
+                                  "a path on this service")
         step = StepDef(name=name, kind=kind, index=len(self.steps), agent=agent, tool=tool,
                        timeout=timeout, external=True, url=url)
         self._add(step)

@@ -94,7 +94,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SOCKETS] = weakref.WeakSet()
     app.on_shutdown.append(stream.close_sockets)
     app.cleanup_ctx.extend([store_ctx, artifacts.artifacts_ctx, delivery.outbox_ctx,
-                            definitions.catalog_ctx, scheduler_ctx])
+                            definitions.catalog_ctx, scheduler_ctx, demo.demo_ctx])
     # Routes under one prefix are tried in the order they were added: the most polled first.
     for module in (live, workflows, executions, steps, stream, health, demo, control,
                    definitions, artifacts):

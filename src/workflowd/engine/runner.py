@@ -329,7 +329,9 @@ class Runner(ContextLink):
             body = dumps({"execution_id": rec.execution_id, "workflow_id": rec.workflow_id,
                           "step": step.name, "cycle": rec.cycle + 1, "input": rec.input,
                           "state": rec.state, "callback": callback, "deadline": deadline})
-            deliveries = (outbox.dispatch(step.url, body),)
+            # A path names a worker route of this service (`[server] public_url`).
+            url = f"{self.base_url}{step.url}" if step.url.startswith("/") else step.url
+            deliveries = (outbox.dispatch(url, body),)
         log.info("external_step_waiting", step=step.name, url=step.url, timeout=timeout)
         return await self._commit(
             lambda r: T.handed_over(r, step, token, deadline, callback, utcnow()),

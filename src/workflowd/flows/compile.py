@@ -131,7 +131,8 @@ def _check(body: DefinitionBody, functions: Mapping[str, StepFn],
                             for loc, msg in check_template(step.headers))
             problems.extend(((*here, "json", *loc), msg)
                             for loc, msg in check_template(step.body))
-        elif isinstance(step, ExternalStep) and step.url is not None:
+        elif isinstance(step, ExternalStep) and step.url is not None \
+                and not step.url.startswith("/"):  # a path: a route of this service
             problems.extend(_check_url(step.url, (*here, "url"), template=False))
         elif isinstance(step, CallStep) and step.function not in functions:
             problems.append(((*here, "function"), (
