@@ -366,3 +366,17 @@ def whisper(ctx: Context) -> Any:
         text = f.read().decode()
     saved = ctx.artifacts.save_sync("whisper.txt", text.lower().encode(), "text/plain")
     return done({"out": ctx.state["out"], "whisper": saved})
+
+
+quick_timeout = Workflow("quick-timeout", title="Two quick steps, a short overall timeout",
+                         timeout=0.5)
+
+
+@quick_timeout.step
+async def quick_a(ctx: Context) -> None:
+    ctx.state["a"] = True
+
+
+@quick_timeout.step
+async def quick_b(ctx: Context) -> None:
+    ctx.state["b"] = True

@@ -212,3 +212,23 @@ async def test_pause_is_idempotent_with_a_key(client: Client) -> None:
     assert await first.json() == await again.json()
     workflows.release("k").set()
     await _paused_at(client, execution_id, 1)
+
+
+async def test_a_paused_execution_still_times_out(client: Client) -> None:
+    """The workflow's timeout bounds a paused execution: it ends `timed_out` while paused,
+    holding no task (its timer is the owner's)."""
+    execution_id = (await submit(client, "quick-timeout", mode="manual"))["execution_id"]
+    await _post(client, execution_id, "step")
+    await _paused_at(client, execution_id, 1)
+    status = await wait_for_status(client, execution_id, "timed_out", "completed")
+    assert status["status"] == "timed_out"
+    result = await get_json(client, f"{API}/executions/{execution_id}/result")
+    assert "while paused" in result["error"]["message"]
+
+
+async def test_a_manual_submit_with_wait_answers_at_once(client: Client) -> None:
+    """`?wait=` on a manual submit: 202 paused at once (it cannot end by itself)."""
+    resp = await client.post(f"{API}/workflows/three-steps/executions?wait=30",
+                             json={"mode": "manual"})
+    assert resp.status == 202
+    assert (await resp.json())["status"] == "paused"

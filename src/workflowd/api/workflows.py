@@ -76,8 +76,8 @@ async def submit(request: web.Request) -> web.Response:
             submitted_by=ANONYMOUS, remember=remember, mode=body.mode, workflow=wf,
             artifacts=named),
     )
-    if query.wait <= 0 or response.status != 202:
-        return response
+    if query.wait <= 0 or response.status != 202 or body.mode == "manual":
+        return response  # a manual one waits for its `step` calls: no use waiting here
     location = response.headers["Location"]
     exec_id = location.rsplit("/", 1)[-1]
     finished = await request.app[HUB].wait_until(
