@@ -124,3 +124,18 @@ async def wait_for_step_event(client: TestClient[Any, Any], execution_id: str, e
                 if event["type"] == event_type and event.get("step") == step:
                     return event
             await client.get(path, params={"since": str(status["seq"]), "wait": "5"})
+
+
+async def wait_for_pause(client: TestClient[Any, Any], execution_id: str, cycle: int,
+                         timeout: float = 15.0) -> dict[str, Any]:
+    """Long-poll until the execution is `paused` with `cycle` committed cycles; fails if it
+    ends instead."""
+    path = f"{API}/executions/{execution_id}/status/live"
+    async with asyncio.timeout(timeout):
+        while True:
+            status = await wait_for_status(client, execution_id, "paused", "completed",
+                                           "failed", "cancelled", "timed_out", "rejected")
+            assert status["status"] == "paused", status
+            if status["cycle"] == cycle:
+                return status
+            await client.get(path, params={"since": str(status["seq"]), "wait": "5"})

@@ -266,3 +266,24 @@ async def _age_execution(client: Client, execution_id: str, hours: float) -> Non
     assert rec is not None
     old = format_ts(datetime.now(UTC) - timedelta(hours=hours))
     await store.commit(Write.of(replace(rec, finished_at=old), base_seq=rec.seq))
+
+
+async def test_bad_input_to_the_new_routes_is_a_4xx_problem(client: Client) -> None:
+    """Bad names, modes and bodies on the routes of issue 13: 4xx problem answers, never 500."""
+    for name in ("", "x" * 256):
+        resp = await client.post(f"{API}/artifacts", params={"name": name}, data=b"x")
+        await problem_of(resp, 422)
+    resp = await client.post(f"{API}/workflows/three-steps/executions", json={"mode": "turbo"})
+    assert (await problem_of(resp, 422))["errors"][0]["loc"] == ["body", "mode"]
+    resp = await client.post(f"{API}/workflows", data=b'{"id": "n", "timeout": NaN}',
+                             headers={"Content-Type": "application/json"})
+    await problem_of(resp, 400)
+    await problem_of(await client.put(f"{API}/workflows/anything", data=b""), 422)
+    await problem_of(await client.get(f"{API}/workflows/unknown/versions"), 404)
+    await problem_of(await client.delete(f"{API}/workflows/unknown"), 404)
+    deep: Any = 1
+    for _ in range(40):
+        deep = [deep]
+    resp = await client.post(f"{API}/workflows", json={"id": "deep", "steps": [{
+        "name": "h", "type": "http", "url": "http://127.0.0.1:1/", "json": {"a": deep}}]})
+    assert "nests at most" in (await problem_of(resp, 422))["errors"][0]["msg"]

@@ -16,6 +16,7 @@ from tests.helpers import (
     problem_of,
     submit,
     wait_for_event,
+    wait_for_pause,
     wait_for_status,
 )
 from workflowd.api.keys import SCHEDULER
@@ -35,23 +36,12 @@ async def _steps(client: Client, execution_id: str) -> list[tuple[str, str]]:
     return [(s["name"], s["status"]) for s in data["items"]]
 
 
-async def _paused_at(client: Client, execution_id: str, cycle: int) -> dict[str, Any]:
-    """Wait until the execution is paused with `cycle` committed cycles."""
-    while True:
-        status = await wait_for_status(client, execution_id, "paused", "failed", "completed")
-        assert status["status"] == "paused", status
-        if status["cycle"] == cycle:
-            return status
-        await client.get(f"{API}/executions/{execution_id}/status/live",
-                         params={"since": str(status["seq"]), "wait": "5"})
-
-
 async def test_manual_mode_steps_a_pipeline_through_then_resumes(client: Client) -> None:
     """mode=manual: paused before each step, one step per `step`, `resume` runs the rest."""
     summary = await submit(client, "three-steps", input={"value": 5}, mode="manual")
     execution_id = summary["execution_id"]
     assert summary["status"] == "paused"
-    status = await _paused_at(client, execution_id, 0)
+    status = await wait_for_pause(client, execution_id, 0)
     assert status["is_paused"]
     assert not status["is_processing"]
     assert not status["is_terminal"]
@@ -63,7 +53,7 @@ async def test_manual_mode_steps_a_pipeline_through_then_resumes(client: Client)
 
     answer = await _post(client, execution_id, "step")
     assert answer["stepped"] is True
-    await _paused_at(client, execution_id, 1)
+    await wait_for_pause(client, execution_id, 1)
     assert await _steps(client, execution_id) == [
         ("one", "completed"), ("two", "pending"), ("three_", "pending")]
     execution = await get_json(client, f"{API}/executions/{execution_id}")
@@ -71,7 +61,7 @@ async def test_manual_mode_steps_a_pipeline_through_then_resumes(client: Client)
     assert execution["next_step"] == "two"
 
     await _post(client, execution_id, "step")
-    await _paused_at(client, execution_id, 2)
+    await wait_for_pause(client, execution_id, 2)
     assert await _steps(client, execution_id) == [
         ("one", "completed"), ("two", "completed"), ("three_", "pending")]
 
@@ -93,12 +83,12 @@ async def test_manual_mode_pauses_before_a_gate_and_after_its_approval(client: C
     """A gate is a step: paused before it; after the approve it pauses before the next."""
     execution_id = (await submit(client, "gated", mode="manual"))["execution_id"]
     await _post(client, execution_id, "step")
-    await _paused_at(client, execution_id, 1)
+    await wait_for_pause(client, execution_id, 1)
     await _post(client, execution_id, "step")
     await wait_for_status(client, execution_id, "awaiting_approval")
     resp = await client.post(f"{API}/executions/{execution_id}/approve", json={})
     assert resp.status == 202
-    await _paused_at(client, execution_id, 2)
+    await wait_for_pause(client, execution_id, 2)
     assert await _steps(client, execution_id) == [
         ("before", "completed"), ("sign_off", "completed"), ("after", "pending")]
     await _post(client, execution_id, "step")
@@ -115,7 +105,7 @@ async def test_pause_during_a_long_step_takes_effect_after_its_cycle(client: Cli
     assert answer["pause_requested"] is True
     assert (await _post(client, execution_id, "pause"))["status"] == "running"  # asked again
     workflows.release("p").set()
-    status = await _paused_at(client, execution_id, 1)
+    status = await wait_for_pause(client, execution_id, 1)
     assert status["current_step"] is None
     assert await _steps(client, execution_id) == [("held", "completed"), ("second", "pending")]
     assert client.app[SCHEDULER].running == 0  # a paused execution holds no task
@@ -193,10 +183,10 @@ async def test_a_paused_execution_survives_a_restart(make_client: MakeClient) ->
     first = await make_client()
     execution_id = (await submit(first, "three-steps", mode="manual"))["execution_id"]
     await _post(first, execution_id, "step")
-    await _paused_at(first, execution_id, 1)
+    await wait_for_pause(first, execution_id, 1)
     await first.close()
     second = await make_client()
-    await _paused_at(second, execution_id, 1)
+    await wait_for_pause(second, execution_id, 1)
     await _post(second, execution_id, "resume")
     assert (await wait_for_status(second, execution_id, "completed"))["cycle"] == 3
 
@@ -211,7 +201,7 @@ async def test_pause_is_idempotent_with_a_key(client: Client) -> None:
     assert (first.status, again.status) == (202, 202)
     assert await first.json() == await again.json()
     workflows.release("k").set()
-    await _paused_at(client, execution_id, 1)
+    await wait_for_pause(client, execution_id, 1)
 
 
 async def test_a_paused_execution_still_times_out(client: Client) -> None:
@@ -219,7 +209,7 @@ async def test_a_paused_execution_still_times_out(client: Client) -> None:
     holding no task (its timer is the owner's)."""
     execution_id = (await submit(client, "quick-timeout", mode="manual"))["execution_id"]
     await _post(client, execution_id, "step")
-    await _paused_at(client, execution_id, 1)
+    await wait_for_pause(client, execution_id, 1)
     status = await wait_for_status(client, execution_id, "timed_out", "completed")
     assert status["status"] == "timed_out"
     result = await get_json(client, f"{API}/executions/{execution_id}/result")

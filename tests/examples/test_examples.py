@@ -3,7 +3,6 @@ and the jobs flow of the README (a JSON workflow over an uploaded text)."""
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +16,11 @@ from tests.helpers import (
     get_json,
     problem_of,
     submit,
+    wait_for_pause,
     wait_for_status,
     wait_for_step_event,
 )
+from tests.test_recovery import _free_port as free_port
 from workflowd.api import create_app
 from workflowd.config import Settings
 
@@ -28,31 +29,14 @@ PDF = Path(__file__).resolve().parents[2] / "src" / "workflowd" / "examples" / "
 TERMINAL = ("completed", "failed", "cancelled", "timed_out", "rejected")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 async def _on_its_port(aiohttp_client: AiohttpClient, settings: Settings) -> Client:
     """The app listening on the port its settings name, so that what it posts to itself
     (the OCR worker's job, the worker's callbacks) arrives."""
-    port = _free_port()
+    port = free_port()
     data = settings.model_dump()
     data["server"]["port"] = port
     return await aiohttp_client(create_app(Settings.model_validate(data)),
                                 server_kwargs={"port": port})
-
-
-async def _paused(client: Client, execution_id: str, cycle: int) -> None:
-    while True:
-        status = await wait_for_status(client, execution_id, "paused", *TERMINAL)
-        assert status["status"] == "paused", status
-        if status["cycle"] == cycle:
-            return
-        await client.get(f"{API}/executions/{execution_id}/status/live",
-                         params={"since": str(status["seq"]), "wait": "5"})
 
 
 async def test_document_pipeline_stepped_through_by_hand(aiohttp_client: AiohttpClient,
@@ -67,10 +51,10 @@ async def test_document_pipeline_stepped_through_by_hand(aiohttp_client: Aiohttp
     execution_id = (await submit(client, "document-pipeline", mode="manual", input={
         "document": {"artifact_id": pdf["artifact_id"]}, "ocr_seconds_per_page": 0.01}))[
         "execution_id"]
-    await _paused(client, execution_id, 0)
+    await wait_for_pause(client, execution_id, 0)
 
     assert (await client.post(f"{API}/executions/{execution_id}/step")).status == 202
-    await _paused(client, execution_id, 1)
+    await wait_for_pause(client, execution_id, 1)
     execution = await get_json(client, f"{API}/executions/{execution_id}")
     assert execution["state"]["document"]["pages"] == 2
     assert execution["next_step"] == "ocr"
@@ -78,7 +62,7 @@ async def test_document_pipeline_stepped_through_by_hand(aiohttp_client: Aiohttp
     assert (await client.post(f"{API}/executions/{execution_id}/step")).status == 202
     started = await wait_for_step_event(client, execution_id, "step_started", "ocr")
     assert started["status"] == "waiting"
-    await _paused(client, execution_id, 2)
+    await wait_for_pause(client, execution_id, 2)
     progress = [e for e in await events(client, execution_id) if e["type"] == "step_progress"
                 and e["step"] == "ocr"]
     # Reports closer than [live] progress_interval are coalesced: the last one is kept.
@@ -92,7 +76,7 @@ async def test_document_pipeline_stepped_through_by_hand(aiohttp_client: Aiohttp
     resp = await client.post(f"{API}/executions/{execution_id}/approve",
                              json={"comment": "text checked"})
     assert resp.status == 202
-    await _paused(client, execution_id, 3)
+    await wait_for_pause(client, execution_id, 3)
     assert (await client.post(f"{API}/executions/{execution_id}/resume")).status == 202
     status = await wait_for_status(client, execution_id, *TERMINAL)
     assert status["status"] == "completed"

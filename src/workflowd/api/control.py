@@ -7,11 +7,10 @@ from typing import Any
 
 from aiohttp import web
 
-from workflowd.api.idempotency import Answer, answer_once
+from workflowd.api.executions import _live_answer
+from workflowd.api.idempotency import answer_once
 from workflowd.api.keys import SCHEDULER
 from workflowd.api.routing import Routes
-from workflowd.api.views import live_status
-from workflowd.codec import dumps
 from workflowd.engine import Remember
 from workflowd.records import API_PREFIX, ExecutionRecord
 
@@ -22,16 +21,9 @@ BASE = f"{API_PREFIX}/executions/{{execution_id}}"
 Act = Callable[[str, Remember | None], Awaitable[ExecutionRecord]]
 
 
-def _live(**extra: Any) -> Callable[[ExecutionRecord], Answer]:
-    def render(rec: ExecutionRecord) -> Answer:
-        return 202, dumps({**live_status(rec), **extra}), None
-
-    return render
-
-
 async def _steer(request: web.Request, action: str, act: Act, **extra: Any) -> web.Response:
     execution_id = request.match_info["execution_id"]
-    return await answer_once(request, f"{action}:{execution_id}", _live(**extra),
+    return await answer_once(request, f"{action}:{execution_id}", _live_answer(202, **extra),
                              lambda remember: act(execution_id, remember))
 
 

@@ -7,7 +7,9 @@ are synced, renamed into place, and only then is the row committed. A crash leav
 temp file, removed at the next start. Retention deletes rows no execution uses, then the
 files no row names.
 
-File work runs in threads (`asyncio.to_thread`), never on the loop.
+Writing, syncing and reading the bytes runs in threads (`asyncio.to_thread`); only the quick
+calls that must not be cut short by a cancel (open, close, unlink of a temp file) run on the
+loop.
 """
 
 from __future__ import annotations
@@ -77,9 +79,6 @@ class ArtifactStore:
             if row is not None:
                 self._remember(row)
         return row
-
-    def cached(self, artifact_id: str) -> ArtifactRow | None:
-        return self._rows.get(artifact_id)
 
     def _remember(self, row: ArtifactRow) -> None:
         self._rows[row.artifact_id] = row

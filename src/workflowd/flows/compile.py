@@ -13,7 +13,13 @@ from pydantic import ValidationError
 
 from workflowd.definitions import StepDef, StepFn, Workflow
 from workflowd.errors import DefinitionError, ValidationProblem
-from workflowd.flows.evaluate import Problem, check_condition, check_pointer, check_template
+from workflowd.flows.evaluate import (
+    Problem,
+    check_condition,
+    check_pointer,
+    check_template,
+    whole_pointer,
+)
 from workflowd.flows.model import (
     STEP_TYPES,
     ApprovalStep,
@@ -33,7 +39,6 @@ __all__ = ["compile_definition", "validate_definition"]
 _DEFAULT_KIND = {"http": "tool_call", "sleep": "data_processing", "branch": "decision_point",
                  "external": "tool_call", "call": "data_processing"}
 _HEADER = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,128}$")
-_WHOLE = re.compile(r"^\{\{\s*(\S*?)\s*\}\}$")
 
 
 def validate_definition(data: Any, *, functions: Mapping[str, StepFn],
@@ -142,9 +147,9 @@ def _check(body: DefinitionBody, functions: Mapping[str, StepFn],
 
 
 def _check_url(url: str, loc: tuple[str | int, ...], *, template: bool) -> list[Problem]:
-    match = _WHOLE.match(url) if template else None
-    if match is not None:
-        why = check_pointer(match.group(1))
+    pointer = whole_pointer(url) if template else None
+    if pointer is not None:
+        why = check_pointer(pointer)
         return [] if why is None else [(loc, why)]
     if "{{" in url:
         return [(loc, "only a whole string \"{{ /input/x }}\" is substituted")]

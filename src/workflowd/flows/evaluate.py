@@ -31,6 +31,7 @@ __all__ = [
     "holds",
     "render",
     "resolve",
+    "whole_pointer",
 ]
 
 Loc = tuple[str | int, ...]
@@ -50,11 +51,17 @@ _MISSING = object()
 # ---- pointers ---------------------------------------------------------------------------------
 
 
+def whole_pointer(text: str) -> str | None:
+    """The pointer of a string that is exactly `"{{ /state/y }}"` (None for any other)."""
+    match = _WHOLE.match(text) if "{{" in text else None
+    return match.group(1) if match is not None else None
+
+
 def check_pointer(pointer: Any) -> str | None:
     """Why `pointer` is not a pointer into `/input` or `/state` (None when it is one)."""
     if not isinstance(pointer, str):
         return "a pointer is a string such as \"/input/x\""
-    if pointer.split("/", 2)[1:2] not in (["input"], ["state"]) or not pointer.startswith("/"):
+    if pointer.split("/", 2)[1:2] not in (["input"], ["state"]):
         return f"pointer {pointer!r} must start with /input or /state"
     if _ESCAPE.search(pointer):
         return f"pointer {pointer!r}: '~' must be written '~0' ('/' as '~1')"
@@ -107,11 +114,11 @@ def check_template(template: Any) -> list[Problem]:
             elif (why := check_pointer(node["$ref"])) is not None:
                 problems.append(((*loc, "$ref"), why))
         elif isinstance(node, str) and "{{" in node and "}}" in node:
-            match = _WHOLE.match(node)
-            if match is None:
+            pointer = whole_pointer(node)
+            if pointer is None:
                 problems.append((loc, "only a whole string \"{{ /state/x }}\" is substituted; "
                                       "write the value with {\"$ref\": ...} or no braces"))
-            elif (why := check_pointer(match.group(1))) is not None:
+            elif (why := check_pointer(pointer)) is not None:
                 problems.append((loc, why))
     return problems
 
@@ -132,8 +139,8 @@ def render(template: Any, scope: Mapping[str, Any]) -> Any:
     if ref is not None:
         return resolve(ref, scope)
     if isinstance(template, str):
-        match = _WHOLE.match(template) if "{{" in template else None
-        return resolve(match.group(1), scope) if match is not None else template
+        pointer = whole_pointer(template)
+        return resolve(pointer, scope) if pointer is not None else template
     if isinstance(template, Mapping):
         return {key: render(item, scope) for key, item in template.items()}
     if isinstance(template, list | tuple):

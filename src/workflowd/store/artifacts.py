@@ -94,7 +94,7 @@ class ArtifactRows:
     async def artifacts_of(self, execution_id: str) -> list[tuple[ArtifactRow, list[str]]]:
         """What an execution named, read and saved, in order of first use, with how."""
         rows = await self._rows(
-            f"SELECT {', '.join('a.' + c.strip() for c in _COLUMNS.split(','))}, "  # noqa: S608
+            "SELECT a.id, a.name, a.media_type, a.size, a.sha256, a.created_at, a.execution_id, "
             "group_concat(u.role), min(u.created_at) AS first FROM artifact_uses u "
             "JOIN artifacts a ON a.id = u.artifact_id WHERE u.execution_id = ? "
             "GROUP BY a.id ORDER BY first, a.id", (execution_id,))
