@@ -134,3 +134,31 @@ def auth_settings(**extra: Any) -> dict[str, Any]:
 def bearer(role_or_token: str) -> dict[str, str]:
     """The Authorization header for a role's token (or for a token given as it is)."""
     return {"Authorization": f"Bearer {TOKENS.get(role_or_token, role_or_token)}"}
+
+
+async def wait_for_step_event(client: TestClient[Any, Any], execution_id: str, event_type: str,
+                              step: str, timeout: float = 15.0) -> dict[str, Any]:
+    """The first event of `event_type` for `step`, waiting (long-poll) until it is committed."""
+    path = f"{API}/executions/{execution_id}/status/live"
+    async with asyncio.timeout(timeout):
+        while True:
+            status = await live(client, execution_id)
+            for event in await events(client, execution_id):
+                if event["type"] == event_type and event.get("step") == step:
+                    return event
+            await client.get(path, params={"since": str(status["seq"]), "wait": "5"})
+
+
+async def wait_for_pause(client: TestClient[Any, Any], execution_id: str, cycle: int,
+                         timeout: float = 15.0) -> dict[str, Any]:
+    """Long-poll until the execution is `paused` with `cycle` committed cycles; fails if it
+    ends instead."""
+    path = f"{API}/executions/{execution_id}/status/live"
+    async with asyncio.timeout(timeout):
+        while True:
+            status = await wait_for_status(client, execution_id, "paused", "completed",
+                                           "failed", "cancelled", "timed_out", "rejected")
+            assert status["status"] == "paused", status
+            if status["cycle"] == cycle:
+                return status
+            await client.get(path, params={"since": str(status["seq"]), "wait": "5"})

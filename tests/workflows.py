@@ -6,6 +6,7 @@ import asyncio
 import time
 from typing import Any
 
+import workflowd
 from workflowd import Context, Workflow, done, goto
 
 # Steps that wait for the test to let them go, keyed by a name from the input.
@@ -274,3 +275,120 @@ async def delegate(ctx: Context) -> None:
     CALLBACKS[ctx.execution_id] = ctx.callback
     release(f"callback:{ctx.execution_id}").set()
     await release(ctx.execution_id).wait()
+
+
+held_two = Workflow("held-two", title="A first step held until released, then a second")
+
+
+@held_two.step
+async def held(ctx: Context) -> None:
+    STARTED.append(ctx.input["name"])
+    await release(ctx.input["name"]).wait()
+    ctx.state["held"] = True
+
+
+@held_two.step
+async def second(ctx: Context) -> None:
+    ctx.state["second"] = True
+
+
+napper = Workflow("napper", title="A durable sleep step between two steps")
+
+
+@napper.step
+async def before_nap(ctx: Context) -> None:
+    ctx.state["before"] = True
+
+
+napper.sleep("nap", 0.3)
+
+
+@napper.step
+async def after_nap(ctx: Context) -> None:
+    ctx.state["after"] = True
+
+
+long_nap = Workflow("long-nap", title="A sleep step that outlasts a restart")
+long_nap.sleep("wait_a_bit", 1.5)
+
+
+@long_nap.step
+async def woken(ctx: Context) -> Any:
+    return done({"woke": True})
+
+
+snoozer = Workflow("snoozer", title="A step that sleeps with ctx.sleep, then runs again")
+
+
+@snoozer.step
+async def snooze(ctx: Context) -> Any:
+    runs = ctx.state.get("runs", 0) + 1
+    ctx.state["runs"] = runs
+    ctx.state.setdefault("woke", []).append(ctx.woke)
+    if runs < ctx.input.get("times", 2):
+        await ctx.sleep(ctx.input.get("seconds", 0.2))
+        ctx.state["never"] = True  # nothing after ctx.sleep runs
+    return done({"runs": runs, "woke": ctx.state["woke"]})
+
+
+thread_snoozer = Workflow("thread-snoozer", title="A plain def step that sleeps once")
+
+
+@thread_snoozer.step
+def thread_snooze(ctx: Context) -> Any:
+    if not ctx.woke:
+        ctx.state["slept"] = True
+        ctx.sleep(0.1)
+    return done({"slept": ctx.state.get("slept"), "woke": ctx.woke})
+
+
+# Step functions for the `call` steps of JSON definitions.
+
+
+@workflowd.function
+async def add_one(ctx: Context) -> None:
+    ctx.state["n"] = ctx.state.get("n", ctx.input.get("n", 0)) + 1
+
+
+@workflowd.function(name="finish-with")
+def finish_with(ctx: Context) -> Any:
+    ctx.progress(50, "finishing")
+    return done({"n": ctx.state.get("n"), "answer": ctx.state.get("ask")})
+
+
+@workflowd.function
+async def hold_json(ctx: Context) -> None:
+    STARTED.append(ctx.input["name"])
+    await release(ctx.input["name"]).wait()
+
+
+shouter = Workflow("shouter", title="Reads its input artifact, saves it upper-cased")
+
+
+@shouter.step
+async def shout(ctx: Context) -> None:
+    async with ctx.artifacts.open(ctx.input["doc"]["artifact_id"]) as f:
+        text = f.read().decode()
+    ctx.state["out"] = await ctx.artifacts.save("shout.txt", text.upper(), "text/plain")
+
+
+@shouter.step
+def whisper(ctx: Context) -> Any:
+    with ctx.artifacts.open(ctx.state["out"]["artifact_id"]) as f:
+        text = f.read().decode()
+    saved = ctx.artifacts.save_sync("whisper.txt", text.lower().encode(), "text/plain")
+    return done({"out": ctx.state["out"], "whisper": saved})
+
+
+quick_timeout = Workflow("quick-timeout", title="Two quick steps, a short overall timeout",
+                         timeout=0.5)
+
+
+@quick_timeout.step
+async def quick_a(ctx: Context) -> None:
+    ctx.state["a"] = True
+
+
+@quick_timeout.step
+async def quick_b(ctx: Context) -> None:
+    ctx.state["b"] = True

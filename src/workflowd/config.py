@@ -139,6 +139,19 @@ class RetentionSettings(_Section):
         return parse_duration(value)
 
 
+class ArtifactSettings(_Section):
+    # Where artifacts' files live; empty: `artifacts/` beside the store file.
+    dir: str = ""
+    # The largest artifact accepted (413 past it); uploads are streamed, never held whole.
+    max_bytes: int = Field(default=100 * 1024 * 1024, ge=1)
+
+    def directory(self, store_path: str) -> str:
+        if self.dir:
+            return self.dir
+        parent = Path(store_path).parent if store_path not in ("", ":memory:") else Path(".")
+        return str(parent / "artifacts")
+
+
 class LoggingSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["console", "json"] = "console"
@@ -210,6 +223,7 @@ class Settings(_Section):
     webhooks: list[WebhookSettings] = Field(default_factory=list)
     workflows: WorkflowSettings = Field(default_factory=WorkflowSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    artifacts: ArtifactSettings = Field(default_factory=ArtifactSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)

@@ -10,15 +10,17 @@ tells it to stop. So a step that runs on never writes under the next one.
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
 from workflowd.codec import NotJSON, json_copy
+from workflowd.definitions import MAX_SLEEP
 
-__all__ = ["Context", "ContextLink", "ProgressReport", "freeze"]
+__all__ = ["Context", "ContextLink", "ProgressReport", "SleepRequested", "freeze"]
 
 _MAX_MESSAGE = 10_000
 
@@ -30,6 +32,15 @@ class ProgressReport:
     current_task: str | None
     estimated_remaining_seconds: float | None
     custom_data: dict[str, Any]
+
+
+class SleepRequested(BaseException):
+    """Raised by `ctx.sleep` to end the step's run where it stands. A BaseException, so that a
+    step's own `except Exception` does not swallow it; the runner catches it."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(seconds)
+        self.seconds = seconds
 
 
 class ContextLink:
@@ -44,6 +55,9 @@ class ContextLink:
         raise NotImplementedError
 
     def callback(self, ctx: Context) -> dict[str, str]:
+        raise NotImplementedError
+
+    def artifacts(self, ctx: Context) -> Any:
         raise NotImplementedError
 
 
@@ -73,12 +87,14 @@ def freeze(value: Any) -> Any:
 class Context:
     """Given to every attempt of a step; `state` is kept at the end of each cycle."""
 
-    __slots__ = ("_expiring", "_link", "_loop", "_open", "_threaded", "attempt", "cycle",
-                 "decisions", "execution_id", "input", "state", "step", "workflow_id")
+    __slots__ = ("_artifacts", "_expiring", "_link", "_loop", "_open", "_threaded", "attempt",
+                 "cycle", "decisions", "execution_id", "input", "sleep_for", "state", "step",
+                 "woke", "workflow_id")
 
     def __init__(self, *, execution_id: str, workflow_id: str, input: Mapping[str, Any],
                  state: dict[str, Any], cycle: int, attempt: int, step: str, link: ContextLink,
-                 loop: asyncio.AbstractEventLoop, threaded: bool = False) -> None:
+                 loop: asyncio.AbstractEventLoop, threaded: bool = False,
+                 woke: bool = False) -> None:
         self.execution_id = execution_id
         self.workflow_id = workflow_id
         self.input = input
@@ -87,6 +103,10 @@ class Context:
         self.attempt = attempt
         self.step = step
         self.decisions: list[tuple[str, Any]] = []
+        # True when this run of the step follows its own `ctx.sleep` (it was woken).
+        self.woke = woke
+        self.sleep_for: float | None = None  # set by `sleep`
+        self._artifacts: Any = None  # made on first use
         self._link = link
         self._loop = loop
         self._open = True
@@ -116,6 +136,18 @@ class Context:
         return self._expiring
 
     @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop the engine runs on (a `def` step runs in a thread beside it)."""
+        return self._loop
+
+    @property
+    def artifacts(self) -> Any:
+        """Open and save artifacts (`workflowd.engine.artifacts.StepArtifacts`, API.md §12)."""
+        if self._artifacts is None:
+            self._artifacts = self._link.artifacts(self)
+        return self._artifacts
+
+    @property
     def callback(self) -> dict[str, str]:
         """`progress_url`, `complete_url` and `token` of this step's run, for a service this
         step hands work to and that reports progress back while the step awaits it."""
@@ -142,6 +174,22 @@ class Context:
                                     _seconds(estimated_remaining_seconds), custom)
             self._on_loop(self._link.on_progress, report)
         return _REPORTED
+
+    def sleep(self, seconds: float) -> Awaitable[None]:
+        """Sleep durably: end this run of the step here, holding no task, and run the step
+        again from its start after `seconds` (across restarts), with `ctx.woke` True.
+
+        What the step left in `ctx.state` (and its decisions) is committed with the cycle
+        before it sleeps; nothing after the call runs in this run. Each run is a cycle (it
+        counts against `max_cycles`). Written `await ctx.sleep(60)` in an `async def` step,
+        `ctx.sleep(60)` in a plain `def` one: either way it does not return.
+        """
+        value = float(seconds)
+        if not 0 < value <= MAX_SLEEP or math.isnan(value):
+            raise ValueError(f"ctx.sleep needs seconds in (0, {MAX_SLEEP:.0f}], got {seconds!r}")
+        if self._open:
+            self.sleep_for = value
+        raise SleepRequested(value)
 
     def decide(self, name: str, outcome: Any) -> None:
         """Record a branch decision; it shows in `/trace` and as a `branch_decided` event."""

@@ -20,12 +20,16 @@ if TYPE_CHECKING:
     from workflowd.context import Context
 
 __all__ = [
+    "FUNCTIONS",
+    "MAX_SLEEP",
     "Done",
     "Goto",
+    "Sleep",
     "StepDef",
     "StepKind",
     "Workflow",
     "done",
+    "function",
     "goto",
     "load_workflows",
 ]
@@ -48,6 +52,19 @@ class Done:
     """A step's answer: finish the execution with this result."""
 
     result: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class Sleep:
+    """How a step ended when it called `ctx.sleep`: commit the cycle, hold no task for
+    `seconds`, then run `target` (the same step, run again from its start)."""
+
+    seconds: float
+    target: str
+
+
+# The longest durable sleep (ten years): past it a deadline would not be a date any more.
+MAX_SLEEP = 10 * 366 * 86400.0
 
 
 def goto(name: str) -> Goto:
@@ -78,6 +95,8 @@ class StepDef:
     is_async: bool = False
     external: bool = False
     url: str | None = None
+    sleep: float | None = None  # a durable sleep step: seconds it holds no task
+    type: str | None = None  # the step's `type` in a JSON definition (None: Python)
 
     @property
     def is_gate(self) -> bool:
@@ -97,6 +116,8 @@ class Workflow:
     version: int = 1
     description: str | None = None
     steps: list[StepDef] = field(default_factory=list)
+    # "json" for a workflow compiled from a stored definition (`workflowd.flows`).
+    source: Literal["python", "json"] = "python"
 
     def __post_init__(self) -> None:
         if not self.id or not isinstance(self.id, str):
@@ -186,17 +207,19 @@ class Workflow:
 
         When it starts, its `step_started` event carries a `callback` (progress and complete
         URLs, and a token for that run); with `url=`, workflowd POSTs the step's input and the
-        callback there. The execution holds no task while it waits; `timeout` (else the
-        workflow's `cycle_timeout`) bounds the wait.
+        callback there (a path, `/demo/ocr`, is one of this service's routes). The execution
+        holds no task while it waits; `timeout` (else the workflow's `cycle_timeout`) bounds
+        the wait.
         """
         if kind not in STEP_KINDS:
             raise DefinitionError(f"workflow {self.id!r}: step kind {kind!r} is not one of "
                                   f"{', '.join(STEP_KINDS)}")
         if timeout is not None and timeout <= 0:
             raise DefinitionError(f"workflow {self.id!r}: timeout must be > 0")
-        if url is not None and not url.startswith(("http://", "https://")):
-            raise DefinitionError(f"workflow {self.id!r}: external url must be http(s)")
-        if url is not None:
+        if url is not None and not url.startswith(("http://", "https://", "/")):
+            raise DefinitionError(f"workflow {self.id!r}: external url must be http(s), or "
+                                  "a path on this service")
+        if url is not None and not url.startswith("/"):
             try:  # link-local and metadata hosts; `[outbound] allow_hosts` is checked at start
                 OutboundPolicy().check_url(url)
             except OutboundRefused as exc:
@@ -205,6 +228,19 @@ class Workflow:
                 ) from None
         step = StepDef(name=name, kind=kind, index=len(self.steps), agent=agent, tool=tool,
                        timeout=timeout, external=True, url=url)
+        self._add(step)
+        return step
+
+    def sleep(self, name: str, seconds: float, *, kind: str = "data_processing") -> StepDef:
+        """Declare a durable sleep: the execution holds no task for `seconds`, across
+        restarts, then goes on with the next step."""
+        if kind not in STEP_KINDS:
+            raise DefinitionError(f"workflow {self.id!r}: step kind {kind!r} is not one of "
+                                  f"{', '.join(STEP_KINDS)}")
+        if not 0 < seconds <= MAX_SLEEP:
+            raise DefinitionError(f"workflow {self.id!r}: sleep {name!r} needs seconds in "
+                                  f"(0, {MAX_SLEEP:.0f}]")
+        step = StepDef(name=name, kind=kind, index=len(self.steps), sleep=float(seconds))
         self._add(step)
         return step
 
@@ -265,6 +301,40 @@ def _names_in(expr: ast.expr) -> set[str]:
     if isinstance(expr, ast.BoolOp):
         return set().union(*(_names_in(value) for value in expr.values))
     return set()
+
+
+# Step functions registered with `@workflowd.function`, by name: what a JSON definition's
+# `call` steps run.
+FUNCTIONS: dict[str, StepFn] = {}
+
+
+@overload
+def function(fn: F) -> F: ...
+
+
+@overload
+def function(fn: None = None, *, name: str | None = None) -> Callable[[F], F]: ...
+
+
+def function(fn: F | None = None, *, name: str | None = None) -> Any:
+    """Register a step function for the `call` steps of JSON definitions (API.md §11):
+    `@workflowd.function` or `@workflowd.function(name="ocr")`. It receives a `Context` and
+    answers like any step (None, `goto`, `done`); a `def` one runs in a worker thread."""
+
+    def register(func: F) -> F:
+        key = name or func.__name__
+        existing = FUNCTIONS.get(key)
+        if existing is not None and _origin(existing) != _origin(func):
+            raise DefinitionError(f"two step functions are registered as {key!r}")
+        FUNCTIONS[key] = func
+        return func
+
+    return register(fn) if fn is not None else register
+
+
+def _origin(fn: Callable[..., Any]) -> tuple[str, str]:
+    # A module imported again (a test reloading it) registers the same function anew.
+    return getattr(fn, "__module__", ""), getattr(fn, "__qualname__", repr(fn))
 
 
 def load_workflows(modules: list[str]) -> dict[str, Workflow]:

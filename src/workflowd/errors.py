@@ -15,15 +15,18 @@ __all__ = [
     "IdempotencyMismatchError",
     "InvalidTransitionError",
     "NotReadyError",
+    "PayloadTooLargeError",
     "QueueFullError",
     "RateLimitedError",
     "StoreError",
     "StoreUnavailableError",
     "UnauthorizedError",
+    "UnknownArtifactError",
     "UnknownExecutionError",
     "UnknownStepError",
     "UnknownWorkflowError",
     "ValidationProblem",
+    "WorkflowConflictError",
     "WorkflowdError",
 ]
 
@@ -96,6 +99,12 @@ class UnknownExecutionError(WorkflowdError):
     title = "Execution not found"
 
 
+class UnknownArtifactError(WorkflowdError):
+    status = 404
+    code = "unknown_artifact"
+    title = "Artifact not found"
+
+
 class UnknownStepError(WorkflowdError):
     status = 404
     code = "unknown_step"
@@ -123,6 +132,21 @@ class InvalidTransitionError(WorkflowdError):
     status = 409
     code = "invalid_transition"
     title = "Conflict with the execution's status"
+
+
+class WorkflowConflictError(WorkflowdError):
+    """A definition change that conflicts with what exists (a Python workflow's id, an id
+    taken, a version stored meanwhile)."""
+
+    status = 409
+    code = "workflow_conflict"
+    title = "Conflict with an existing workflow"
+
+
+class PayloadTooLargeError(WorkflowdError):
+    status = 413
+    code = "payload_too_large"
+    title = "Payload too large"
 
 
 class QueueFullError(WorkflowdError):

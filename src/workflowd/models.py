@@ -7,7 +7,7 @@ check what comes in.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator
 
@@ -37,6 +37,8 @@ class SubmitBody(_Model):
     require_approval: bool = False
     labels: dict[str, str] = Field(default_factory=dict, max_length=32)
     callback_url: HttpUrl | None = None
+    # "manual": run one step per `POST .../step`, paused before each (API.md §12).
+    mode: Literal["auto", "manual"] = "auto"
 
     @field_validator("labels")
     @classmethod

@@ -18,7 +18,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-__all__ = ["METADATA_ADDRESSES", "METADATA_HOSTS", "OutboundPolicy", "OutboundRefused"]
+__all__ = [
+    "METADATA_ADDRESSES",
+    "METADATA_HOSTS",
+    "OutboundPolicy",
+    "OutboundRefused",
+    "check_outbound_literal",
+]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -127,3 +133,9 @@ class OutboundPolicy:
             return any(_literal(allowed) == ip for allowed in self.allow_hosts)
         return any(allowed.startswith("*.") and host.endswith(allowed[1:])
                    for allowed in self.allow_hosts)
+
+
+def check_outbound_literal(url: str, policy: OutboundPolicy | None = None) -> str:
+    """The URL's host if `policy` lets the service send there, as far as the URL's text tells
+    (default: only the rules that always hold; `[outbound] allow_hosts` applies when sent)."""
+    return (policy or OutboundPolicy()).check_url(url)

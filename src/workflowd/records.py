@@ -143,6 +143,16 @@ class ExecutionRecord(msgspec.Struct, frozen=True, gc=False):
     step: StepRecord | None = None  # the record of the step running or waited on
     wait: Wait | None = None
     callback_url: str | None = None
+    # Manual mode and pause (API.md §12): `mode` as submitted ("manual" runs one step per
+    # `step` call); `pause_at` is the committed cycle after which the runner stops `paused`
+    # before the next step (None: it runs on); `woke` tells a step run again after its own
+    # `ctx.sleep` that it was woken.
+    mode: Literal["auto", "manual"] = "auto"
+    pause_at: int | None = None
+    woke: bool = False
+    # Where the workflow's definition comes from: a Python module (its `version=`) or the
+    # store (JSON, every version kept; the execution runs on `workflow_version` of it).
+    source: Literal["python", "json"] = "python"
 
     @property
     def is_terminal(self) -> bool:

@@ -12,7 +12,11 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from workflowd.api import (
+    artifacts,
+    control,
+    definitions,
     delivery,
+    demo,
     executions,
     health,
     live,
@@ -24,6 +28,8 @@ from workflowd.api import (
 )
 from workflowd.api.auth import TicketStore, TokenTable, authorization
 from workflowd.api.keys import (
+    ARTIFACTS,
+    CATALOG,
     HUB,
     INFLIGHT,
     LIVE_BODIES,
@@ -72,12 +78,14 @@ async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
     scheduler = Scheduler(app[WORKFLOWS], app[STORE], app[HUB], settings.engine,
                           settings.live.progress_interval, app[OUTBOX],
                           settings.server.base_url(),
-                          max_queued_per_subject=settings.limits.max_queued_per_subject)
+                          max_queued_per_subject=settings.limits.max_queued_per_subject,
+                          catalog=app[CATALOG], artifacts=app[ARTIFACTS])
     app[SCHEDULER] = scheduler
     await scheduler.recover()
     sweeper = asyncio.create_task(
         sweep_forever(app[STORE], settings.retention.finished_after,
-                      settings.retention.sweep_interval), name="retention-sweeper")
+                      settings.retention.sweep_interval, app[ARTIFACTS]),
+        name="retention-sweeper")
     yield
     sweeper.cancel()
     with contextlib.suppress(asyncio.CancelledError):
@@ -105,18 +113,21 @@ def create_app(settings: Settings) -> web.Application:
     app[LIVE_BODIES] = LiveBodies()
     app[SOCKETS] = weakref.WeakSet()
     app.on_shutdown.append(stream.close_sockets)
-    app.cleanup_ctx.extend([store_ctx, delivery.outbox_ctx, scheduler_ctx])
+    app.cleanup_ctx.extend([store_ctx, artifacts.artifacts_ctx, delivery.outbox_ctx,
+                            definitions.catalog_ctx, scheduler_ctx, demo.demo_ctx])
     # Routes under one prefix are tried in the order they were added: the most polled first.
-    for module in (live, workflows, executions, steps, stream, tickets, health, ui):
+    for module in (live, workflows, executions, steps, stream, tickets, health, ui, demo,
+                   control, definitions, artifacts):
         app.add_routes(module.routes.table)
     return app
 
 
 def _check_external_urls(registered: Iterable[Workflow], policy: OutboundPolicy) -> None:
-    """Every external step's `url=` is one the service may send to (`[outbound]`)."""
+    """Every external step's `url=` is one the service may send to (`[outbound]`); a path
+    names a route of this service."""
     for wf in registered:
         for step in wf.steps:
-            if step.url is None:
+            if step.url is None or step.url.startswith("/"):
                 continue
             try:
                 policy.check_url(step.url)

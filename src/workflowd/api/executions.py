@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from workflowd.api.auth import identity_of
 from workflowd.api.idempotency import Answer, answer_once
-from workflowd.api.keys import SCHEDULER, SETTINGS, STORE, WORKFLOWS
+from workflowd.api.keys import SCHEDULER, SETTINGS, STORE
 from workflowd.api.parsing import SQL_INT_MAX, json_response, parse_body, parse_query, sql_int
 from workflowd.api.routing import Routes
 from workflowd.api.views import execution_view, list_item, live_status, steps_view, trace_view
@@ -112,7 +112,7 @@ async def get_execution(request: web.Request) -> web.Response:
 async def get_steps(request: web.Request) -> web.Response:
     rec = await _execution(request)
     records = await request.app[STORE].steps(rec.execution_id)
-    items = steps_view(rec, records, request.app[WORKFLOWS].get(rec.workflow_id))
+    items = steps_view(rec, records, await request.app[SCHEDULER].definition_of(rec))
     return json_response({"items": items, "next_cursor": None})
 
 
@@ -121,7 +121,8 @@ async def get_steps(request: web.Request) -> web.Response:
 async def get_trace(request: web.Request) -> web.Response:
     rec = await _execution(request)
     records = await request.app[STORE].steps(rec.execution_id)
-    return json_response(trace_view(rec, records, request.app[WORKFLOWS].get(rec.workflow_id)))
+    return json_response(trace_view(rec, records,
+                                    await request.app[SCHEDULER].definition_of(rec)))
 
 
 @routes.get(f"{BASE}/events", role="viewer", query=PageQuery,

@@ -46,6 +46,7 @@ async def metrics(request: web.Request) -> web.Response:
     by_status = await store.count_by_status()
     awaiting = sum(1 for owner in scheduler.owners.values()
                    if owner.committed.status == "awaiting_approval")
+    paused = sum(1 for owner in scheduler.owners.values() if owner.committed.status == "paused")
     events: Counter[str] = scheduler.ledger.events_by_type
     lines: list[str] = []
     _metric(lines, "workflowd_executions", "gauge", "Executions in the store by status.",
@@ -56,6 +57,9 @@ async def metrics(request: web.Request) -> web.Response:
             [("", scheduler.queued)])
     _metric(lines, "workflowd_executions_awaiting_approval", "gauge",
             "Executions stopped at an approval.", [("", awaiting)])
+    _metric(lines, "workflowd_executions_paused", "gauge",
+            "Executions paused (by a pause, or before each step in manual mode).",
+            [("", paused)])
     _metric(lines, "workflowd_events_total", "counter", "Events committed since start, by type.",
             [(f'{{type="{t}"}}', n) for t, n in sorted(events.items())])
     _metric(lines, "workflowd_store_commits_total", "counter", "Transactions committed.",

@@ -14,17 +14,22 @@ from workflowd.api.views import LiveBodies
 from workflowd.config import Settings
 from workflowd.definitions import Workflow
 from workflowd.engine import Hub, Scheduler
+from workflowd.engine.artifacts import ArtifactStore
+from workflowd.engine.catalog import Catalog
 from workflowd.engine.outbox import Outbox
 from workflowd.outbound import OutboundPolicy
 from workflowd.store import Store
 
 __all__ = [
-    "HUB", "INFLIGHT", "LIVE_BODIES", "OUTBOUND", "OUTBOX", "RESOLVER", "SCHEDULER",
-    "SETTINGS", "SOCKETS", "STORE", "SUBMIT_RATE", "TICKETS", "WORKFLOWS",
+    "ARTIFACTS", "CATALOG", "HUB", "INFLIGHT", "LIVE_BODIES", "OUTBOUND", "OUTBOX", "RESOLVER",
+    "SCHEDULER", "SETTINGS", "SOCKETS", "STORE", "SUBMIT_RATE", "TICKETS", "WORKFLOWS",
 ]
 
 SETTINGS = web.AppKey("settings", Settings)
-WORKFLOWS = web.AppKey("workflows", dict[str, Workflow])
+WORKFLOWS = web.AppKey("workflows", dict[str, Workflow])  # the Python ones
+# Every definition by version: the Python ones and those stored as JSON (API.md §11).
+CATALOG = web.AppKey("catalog", Catalog)
+ARTIFACTS = web.AppKey("artifacts", ArtifactStore)
 HUB = web.AppKey("hub", Hub)
 STORE = web.AppKey("store", Store)
 SCHEDULER = web.AppKey("scheduler", Scheduler)

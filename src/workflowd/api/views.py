@@ -50,7 +50,8 @@ def execution_view(rec: ExecutionRecord) -> dict[str, Any]:
     item.update(workflow_version=rec.workflow_version, input=rec.input, state=rec.state,
                 result=rec.result, error=rec.error, cycle=rec.cycle, max_cycles=rec.max_cycles,
                 current_step=rec.current_step, progress=rec.progress, approval=rec.approval,
-                started_at=rec.started_at)
+                started_at=rec.started_at, mode=rec.mode,
+                next_step=None if rec.is_terminal else rec.next_step)
     return item
 
 
@@ -101,6 +102,7 @@ def workflow_view(wf: Workflow) -> dict[str, Any]:
         "version": wf.version,
         "description": wf.description,
         "max_cycles": wf.max_cycles,
+        "source": wf.source,
         "steps": [{"name": s.name, "kind": s.kind, "agent": s.agent, "tool": s.tool}
                   for s in wf.steps],
     }

@@ -5,9 +5,11 @@ from __future__ import annotations
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
+from workflowd.api.artifacts import check_input_artifacts
 from workflowd.api.auth import identity_of
+from workflowd.api.definitions import definition_view
 from workflowd.api.idempotency import Answer, answer_once
-from workflowd.api.keys import HUB, OUTBOUND, SCHEDULER, SUBMIT_RATE, WORKFLOWS
+from workflowd.api.keys import CATALOG, HUB, OUTBOUND, SCHEDULER, SUBMIT_RATE, WORKFLOWS
 from workflowd.api.parsing import json_response, parse_body, parse_query
 from workflowd.api.routing import Routes
 from workflowd.api.views import execution_view, links, summary, workflow_view
@@ -27,20 +29,25 @@ class SubmitQuery(BaseModel):
     wait: float = Field(default=0.0, ge=0.0, le=300.0)
 
 
-@routes.get(f"{API_PREFIX}/workflows", role="viewer", summary="The registered workflows")
+@routes.get(f"{API_PREFIX}/workflows", role="viewer",
+            summary="The workflows: those of Python modules, then those defined as JSON")
 async def list_workflows(request: web.Request) -> web.Response:
     items = [workflow_view(wf) for wf in request.app[WORKFLOWS].values()]
+    items.extend(definition_view(d) for d in await request.app[CATALOG].listing())
     return json_response({"items": items, "next_cursor": None})
 
 
 @routes.get(f"{API_PREFIX}/workflows/{{workflow_id}}", role="viewer",
-            summary="One registered workflow")
+            summary="One workflow (a JSON one at its latest version)")
 async def get_workflow(request: web.Request) -> web.Response:
     workflow_id = request.match_info["workflow_id"]
     wf = request.app[WORKFLOWS].get(workflow_id)
-    if wf is None:
+    if wf is not None:
+        return json_response(workflow_view(wf))
+    defined = await request.app[CATALOG].current_json(workflow_id)
+    if defined is None:
         raise UnknownWorkflowError(f"no workflow with id {workflow_id!r}")
-    return json_response(workflow_view(wf))
+    return json_response(definition_view(defined))
 
 
 def _submitted(rec: ExecutionRecord) -> Answer:
@@ -53,7 +60,9 @@ def _submitted(rec: ExecutionRecord) -> Answer:
 async def submit(request: web.Request) -> web.Response:
     workflow_id = request.match_info["workflow_id"]
     query = parse_query(request, SubmitQuery)
-    if workflow_id not in request.app[WORKFLOWS]:
+    wf = request.app[WORKFLOWS].get(workflow_id) or \
+        await request.app[CATALOG].current(workflow_id)
+    if wf is None:
         raise UnknownWorkflowError(f"no workflow with id {workflow_id!r}")
     body = await parse_body(request, SubmitBody)
     callback_url = str(body.callback_url) if body.callback_url else None
@@ -65,16 +74,19 @@ async def submit(request: web.Request) -> web.Response:
                 {"loc": ["body", "callback_url"], "msg": f"refused: {exc}"}]) from None
     subject = identity_of(request).subject
     request.app[SUBMIT_RATE].take(subject)
+    named = await check_input_artifacts(request, body.input) \
+        if b"artifact_id" in await request.read() else []
     scheduler = request.app[SCHEDULER]
     response = await answer_once(
         request, f"submit:{workflow_id}", _submitted,
         lambda remember: scheduler.submit(
             workflow_id, input=body.input, priority=body.priority, labels=body.labels,
             require_approval=body.require_approval, callback_url=callback_url,
-            submitted_by=subject, remember=remember),
+            submitted_by=subject, remember=remember, mode=body.mode, workflow=wf,
+            artifacts=named),
     )
-    if query.wait <= 0 or response.status != 202:
-        return response
+    if query.wait <= 0 or response.status != 202 or body.mode == "manual":
+        return response  # a manual one waits for its `step` calls: no use waiting here
     location = response.headers["Location"]
     exec_id = location.rsplit("/", 1)[-1]
     finished = await request.app[HUB].wait_until(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from workflowd.engine.hub import Hub
 from workflowd.engine.outbox import Outbox
@@ -38,8 +39,10 @@ class Ledger:
         idempotency: IdempotencyRecord | None = None,
         deliveries: Sequence[Delivery] = (),
         on_commit: Callable[[], None] | None = None,
+        statements: Sequence[tuple[str, tuple[Any, ...]]] = (),
     ) -> asyncio.Future[None]:
-        """Queue the change; the future resolves once it is committed and published."""
+        """Queue the change; the future resolves once it is committed and published.
+        `statements` (from the store, e.g. an execution's artifact uses) commit with it."""
         outbox = self.outbox
         if outbox is not None and events:
             deliveries = [*deliveries, *outbox.for_events(rec, events)]
@@ -56,7 +59,7 @@ class Ledger:
 
         return self.store.write(Write.of(rec, events, steps, base_seq=base_seq, logs=logs,
                                          idempotency=idempotency, deliveries=deliveries,
-                                         on_commit=committed))
+                                         on_commit=committed, statements=statements))
 
     def write_logs(self, logs: Sequence[tuple[str, str]]) -> asyncio.Future[None]:
         """Log lines alone (a step writing them as it runs)."""

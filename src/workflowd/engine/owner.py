@@ -117,7 +117,8 @@ class Owner:
             if self._tick is None:
                 self._tick = asyncio.get_running_loop().call_soon(self._flush)
             future = None
-        if change.record.wait is not None or head.wait is not None:
+        if change.record.wait is not None or head.wait is not None \
+                or change.record.status == "paused" or head.status == "paused":
             self.arm()
         return future
 
@@ -235,14 +236,18 @@ class Owner:
 
     def arm(self) -> None:
         """Arm the one timer a waiting execution needs: its wait's deadline or the workflow's,
-        whichever is first. Derived from the record, so no deadline is ever lost."""
+        whichever is first (a paused one waits for the workflow's). Derived from the record,
+        so no deadline is ever lost."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         rec = self.head
-        if rec.wait is None or rec.is_terminal:
+        if (rec.wait is None and rec.status != "paused") or rec.is_terminal:
             return
-        due = [ts for ts in (rec.wait.deadline, rec.deadline) if ts is not None]
+        wait_deadline = rec.wait.deadline if rec.wait is not None else None
+        if self.wf is None and rec.wait is not None and rec.wait.kind == "sleep":
+            wait_deadline = None  # held (no definition to wake it on): only its timeout runs
+        due = [ts for ts in (wait_deadline, rec.deadline) if ts is not None]
         if not due:
             return
         delay = max(0.0, seconds_until(min(due)))
@@ -252,9 +257,10 @@ class Owner:
 
     def _expire(self) -> None:
         self._timer = None
-        timeout = self.wf.timeout if self.wf is not None else None
+        wf = self.wf
+        timeout = wf.timeout if wf is not None else None
         try:
-            future = self.apply(lambda rec: T.wait_expired(rec, timeout, utcnow()))
+            future = self.apply(lambda rec: T.wait_expired(rec, timeout, utcnow(), wf))
         except InvalidTransitionError:
             return
         if future is None:

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import structlog
 
 from workflowd.clock import format_ts
+from workflowd.engine.artifacts import ArtifactStore
 from workflowd.store import Store
 
 __all__ = ["sweep", "sweep_forever"]
@@ -15,8 +16,10 @@ __all__ = ["sweep", "sweep_forever"]
 log = structlog.get_logger("workflowd.retention")
 
 
-async def sweep(store: Store, finished_after: float) -> int:
-    """Delete what finished more than `finished_after` seconds ago; answer how many."""
+async def sweep(store: Store, finished_after: float,
+                artifacts: ArtifactStore | None = None) -> int:
+    """Delete what finished more than `finished_after` seconds ago, then the artifacts no
+    execution uses any more (and older than that); answer how many executions went."""
     now = datetime.now(UTC)
     cutoff = format_ts(now - timedelta(seconds=finished_after))
     # Idempotency answers live at least a day, so a client's retry never makes a duplicate.
@@ -30,13 +33,16 @@ async def sweep(store: Store, finished_after: float) -> int:
         deleted += len(ids)
     if deleted:
         log.info("retention_swept", deleted=deleted, cutoff=cutoff)
+    if artifacts is not None:
+        await artifacts.collect(cutoff)
     return deleted
 
 
-async def sweep_forever(store: Store, finished_after: float, interval: float) -> None:
+async def sweep_forever(store: Store, finished_after: float, interval: float,
+                        artifacts: ArtifactStore | None = None) -> None:
     while True:
         try:
-            await sweep(store, finished_after)
+            await sweep(store, finished_after, artifacts)
         except Exception:
             log.exception("retention_sweep_failed")
         await asyncio.sleep(interval)

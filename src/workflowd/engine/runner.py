@@ -23,9 +23,10 @@ import structlog
 from workflowd.clock import seconds_until, ts_after, utcnow
 from workflowd.codec import NotJSON, dumps, json_copy
 from workflowd.config import EngineSettings
-from workflowd.context import Context, ContextLink, ProgressReport, freeze
-from workflowd.definitions import Done, Goto, StepDef, Workflow
+from workflowd.context import Context, ContextLink, ProgressReport, SleepRequested, freeze
+from workflowd.definitions import Done, Goto, Sleep, StepDef, Workflow
 from workflowd.engine import transitions as T
+from workflowd.engine.artifacts import ArtifactStore, StepArtifacts
 from workflowd.engine.owner import Make, Owner, Remember, Superseded
 from workflowd.errors import InvalidTransitionError, StoreUnavailableError
 from workflowd.records import API_PREFIX, ErrorInfo, ExecutionRecord
@@ -70,12 +71,14 @@ class _Outcome:
 
 class Runner(ContextLink):
     # Slots: thousands of runners wait at once, and a dict each costs more than their fields.
-    __slots__ = ("_end_at", "_input", "_lines", "base_url", "cancel_remember",
+    __slots__ = ("_end_at", "_input", "_lines", "artifact_store", "base_url", "cancel_remember",
                  "cancel_requested", "executor", "limits", "owner", "task", "tokens", "wf")
 
     def __init__(self, owner: Owner, wf: Workflow, limits: EngineSettings, executor: Executor,
-                 tokens: StepTokens, base_url: str = "") -> None:
+                 tokens: StepTokens, base_url: str = "",
+                 artifact_store: ArtifactStore | None = None) -> None:
         self.owner = owner
+        self.artifact_store = artifact_store
         self.wf = wf
         self.limits = limits
         self.executor = executor
@@ -183,12 +186,24 @@ class Runner(ContextLink):
             self._apply(lambda r: T.ended(r, status, why, utcnow()))
             return None
         assert step is not None
+        if rec.pause_at is not None and rec.cycle >= rec.pause_at:
+            # A pause asked for (or manual mode): stop before this step, holding no task.
+            log.info("execution_paused", next_step=step.name)
+            self._apply(lambda r: T.paused(r, utcnow()))
+            return None
         structlog.contextvars.bind_contextvars(cycle=rec.cycle + 1)
         if step.is_gate:
             self._apply(lambda r: T.gate_entered(r, self.wf, step, utcnow()))
             return None
         if step.external:
             self._hand_over(step)
+            return None
+        if step.sleep is not None:
+            # A durable sleep: it waits holding no task (the owner's timer, armed from the
+            # record, wakes it).
+            until = ts_after(step.sleep)
+            log.info("sleep_step_waiting", step=step.name, seconds=step.sleep, until=until)
+            self._apply(lambda r: T.sleep_entered(r, step, until, utcnow()))
             return None
         self._apply(lambda r: T.step_began(r, step, utcnow()))
         return step
@@ -228,12 +243,19 @@ class Runner(ContextLink):
             state = json_copy(outcome.ctx.state)
             decisions = [(name, json_copy(value)) for name, value in outcome.ctx.decisions]
             value = outcome.value
-            output = None if isinstance(value, Goto) else json_copy(
+            output = None if isinstance(value, Goto | Sleep) else json_copy(
                 value.result if isinstance(value, Done) else value)
         except NotJSON as exc:  # what a step leaves must be storable
             return cycle, _ending("failed", ErrorInfo(code="not_serializable", message=str(exc)),
                                   attempt, duration_ms)
         wf = self.wf
+        if isinstance(value, Sleep):
+            until = ts_after(value.seconds)
+            log.info("step_sleeping", step=step.name, seconds=value.seconds, until=until)
+            sleep = value
+            return cycle, lambda rec: T.sleeping(
+                rec, wf, state=state, decisions=decisions, sleep=sleep, until=until,
+                attempt=attempt, duration_ms=duration_ms, now=utcnow())
         return cycle, lambda rec: T.cycle_finished(
             rec, wf, state=state, decisions=decisions, value=value, output=output,
             attempt=attempt, duration_ms=duration_ms, now=utcnow())
@@ -265,7 +287,17 @@ class Runner(ContextLink):
                         value = await self._call(step, ctx)
                 if self.cancel_requested:
                     raise asyncio.CancelledError  # the step swallowed the cancel; honour it
+                if ctx.sleep_for is not None and not isinstance(value, Done):
+                    # It caught the sleep's signal and returned: it still sleeps, then goes on
+                    # where it said (itself again, unless a goto).
+                    target = value.target if isinstance(value, Goto) else step.name
+                    value = Sleep(ctx.sleep_for, target)
                 return _Outcome(attempt=attempt, ctx=ctx, value=value)
+            except SleepRequested as request:
+                if self.cancel_requested:
+                    raise asyncio.CancelledError from None
+                return _Outcome(attempt=attempt, ctx=ctx,
+                                value=Sleep(request.seconds, step.name))
             except TimeoutError as exc:
                 if timer is None or not timer.expired():
                     error = ErrorInfo(code="step_failed", message=f"TimeoutError: {exc}")
@@ -316,7 +348,8 @@ class Runner(ContextLink):
         return Context(execution_id=rec.execution_id, workflow_id=rec.workflow_id,
                        input=self._input, state=json_copy(rec.state), cycle=cycle,
                        attempt=attempt, step=step.name, link=self,
-                       loop=asyncio.get_running_loop(), threaded=not step.is_async)
+                       loop=asyncio.get_running_loop(), threaded=not step.is_async,
+                       woke=rec.woke)
 
     # ---- what a step reports (ContextLink), on the loop -----------------------------------
 
@@ -340,6 +373,11 @@ class Runner(ContextLink):
         return external_callback(self.base_url, ctx.execution_id, ctx.step,
                                  self.tokens.token(ctx.execution_id, ctx.cycle))
 
+    def artifacts(self, ctx: Context) -> StepArtifacts:
+        if self.artifact_store is None:
+            raise RuntimeError("artifacts need the service's artifact store")
+        return StepArtifacts(self.artifact_store, ctx, ctx.loop)
+
     # ---- waits and ends -------------------------------------------------------------------
 
     def _hand_over(self, step: StepDef) -> None:
@@ -357,7 +395,9 @@ class Runner(ContextLink):
             body = dumps({"execution_id": rec.execution_id, "workflow_id": rec.workflow_id,
                           "step": step.name, "cycle": rec.cycle + 1, "input": rec.input,
                           "state": rec.state, "callback": callback, "deadline": deadline})
-            deliveries = (outbox.dispatch(step.url, body),)
+            # A path names a worker route of this service (`[server] public_url`).
+            url = f"{self.base_url}{step.url}" if step.url.startswith("/") else step.url
+            deliveries = (outbox.dispatch(url, body),)
         log.info("external_step_waiting", step=step.name, url=step.url, timeout=timeout)
         self._apply(lambda r: T.handed_over(r, step, token, deadline, callback, utcnow()),
                     deliveries=deliveries)

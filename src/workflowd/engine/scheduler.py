@@ -12,7 +12,7 @@ import itertools
 from collections import Counter, OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Literal
 
 import structlog
 
@@ -22,6 +22,8 @@ from workflowd.config import EngineSettings
 from workflowd.context import ProgressReport
 from workflowd.definitions import Workflow
 from workflowd.engine import transitions as T
+from workflowd.engine.artifacts import ArtifactStore
+from workflowd.engine.catalog import Catalog
 from workflowd.engine.hub import Hub
 from workflowd.engine.ledger import Ledger
 from workflowd.engine.outbox import Outbox
@@ -51,8 +53,11 @@ class Scheduler:
     def __init__(self, workflows: dict[str, Workflow], store: Store, hub: Hub,
                  settings: EngineSettings, progress_interval: float = 0.1,
                  outbox: Outbox | None = None, base_url: str = "", *,
-                 max_queued_per_subject: int = 0) -> None:
+                 max_queued_per_subject: int = 0, catalog: Catalog | None = None,
+                 artifacts: ArtifactStore | None = None) -> None:
         self.workflows = workflows
+        self.catalog = catalog  # JSON definitions by version (None: Python ones only)
+        self.artifacts = artifacts  # what `ctx.artifacts` reads and writes
         self.store = store
         self.hub = hub
         self.settings = settings
@@ -114,14 +119,31 @@ class Scheduler:
     async def recover(self) -> int:
         """Take up every unfinished execution from the store; answer how many."""
         unfinished = await self.store.unfinished()
+        if self.catalog is not None:
+            await self.catalog.preload(unfinished)
         for rec in unfinished:
             owner = self._own(rec)
-            if owner.wf is None:
+            wf = owner.wf
+            mismatch = T.version_mismatch(rec, wf) if wf is not None else None
+            if wf is not None and mismatch is None and wf.version != rec.workflow_version:
+                # A deploy changed the module: every step it still needs is there.
+                log.info("execution_on_new_version", execution_id=rec.execution_id,
+                         workflow_id=rec.workflow_id, started_on=rec.workflow_version,
+                         loaded=wf.version)
+            if wf is None:
                 self.held.add(rec.execution_id)
+            elif mismatch is not None:
+                self._fail_mismatch(owner, mismatch)
             elif rec.step is not None and "answer" in rec.step.metadata:
                 self._finish_legacy_answer(owner)
             elif rec.wait is None and rec.status in ("queued", "running"):
                 self._enqueue(rec)
+        if self.held and self.catalog is not None:
+            # A Python workflow gone whose id is now defined as JSON may take them back.
+            for workflow_id in sorted({self.owners[i].head.workflow_id for i in self.held}):
+                wf = await self.catalog.current(workflow_id)
+                if wf is not None:
+                    self.adopt(wf)
         if self.held:
             missing = sorted({self.owners[i].head.workflow_id for i in self.held})
             log.warning("executions_held", executions=len(self.held), workflows=missing,
@@ -163,30 +185,38 @@ class Scheduler:
     async def submit(self, workflow_id: str, *, input: dict[str, Any], priority: int = 0,
                      labels: dict[str, str] | None = None, require_approval: bool = False,
                      callback_url: str | None = None, submitted_by: str = "anonymous",
-                     remember: Remember | None = None) -> ExecutionRecord:
+                     remember: Remember | None = None, mode: Literal["auto", "manual"] = "auto",
+                     workflow: Workflow | None = None, artifacts: Sequence[str] = (),
+                     ) -> ExecutionRecord:
+        """A new execution of `workflow_id` (or of `workflow`, a definition the caller looked
+        up: a JSON one's current version). `artifacts`: ids its input names (checked by the
+        caller), whose use commits with it."""
         self._check_accepting()
-        wf = self.workflows.get(workflow_id)
+        wf = workflow or self.workflows.get(workflow_id)
         if wf is None:
             raise UnknownWorkflowError(f"no workflow with id {workflow_id!r}")
-        if not require_approval:
+        if not require_approval and mode != "manual":
             self._check_room(submitted_by)
         change = T.submitted(
             execution_id=new_execution_id(), wf=wf, input=input, priority=priority,
             labels=labels or {}, require_approval=require_approval,
             max_cycles=wf.max_cycles or self.settings.default_max_cycles,
-            submitted_by=submitted_by, callback_url=callback_url, now=utcnow())
+            submitted_by=submitted_by, callback_url=callback_url, now=utcnow(), mode=mode)
         rec = change.record
+        statements = self.store.artifact_use_statements(
+            rec.execution_id, artifacts, "input", rec.created_at) if artifacts else ()
         self._reserved += 1
         self._reserved_by[submitted_by] += 1
         try:
             await self.ledger.write(rec, change.events, change.steps, base_seq=0,
-                                    idempotency=remember(rec) if remember else None)
+                                    idempotency=remember(rec) if remember else None,
+                                    statements=statements)
         finally:
             self._reserved -= 1
             _decrement(self._reserved_by, submitted_by)
         log.info("execution_submitted", execution_id=rec.execution_id, workflow_id=wf.id,
                  status=rec.status, cycle=0)
-        self._own(rec)
+        self._own(rec, wf)
         if rec.status == "queued":
             self._enqueue(rec)
             self._pump()
@@ -238,6 +268,35 @@ class Scheduler:
         # cancelled head), so a refused write leaves it queued as it was.
         return await self._apply(owner, lambda rec: T.cancelled(rec, utcnow()), remember)
 
+    async def pause(self, execution_id: str, remember: Remember | None = None,
+                    ) -> ExecutionRecord:
+        """Pause: at once when no task holds the execution and no step is in flight, else
+        after the cycle under way commits (the runner looks between cycles)."""
+        owner = await self._owner(execution_id)
+        at_once = owner.runner is None
+        rec = await self._apply(owner, lambda rec: T.pause_requested(rec, utcnow(),
+                                                                     at_once=at_once), remember)
+        if rec.status == "paused":
+            self._dequeue(execution_id)
+        return rec
+
+    async def resume(self, execution_id: str, remember: Remember | None = None,
+                     ) -> ExecutionRecord:
+        """Let a paused (or manual) execution run on by itself."""
+        owner = await self._owner(execution_id)
+        if owner.head.status == "paused":
+            # Like an approve: into a full queue it stays paused.
+            self._check_room(owner.head.submitted_by)
+        return await self._apply(owner, lambda rec: T.resumed(rec, utcnow()), remember)
+
+    async def step(self, execution_id: str, remember: Remember | None = None,
+                   ) -> ExecutionRecord:
+        """Run the next step of a paused execution, then pause again."""
+        owner = await self._owner(execution_id)
+        if owner.head.status == "paused":
+            self._check_room(owner.head.submitted_by)
+        return await self._apply(owner, lambda rec: T.stepped(rec, utcnow()), remember)
+
     async def step_progress(self, execution_id: str, step: str, token: str,
                             report: ProgressReport, *, trusted: bool = False,
                             ) -> ExecutionRecord:
@@ -278,12 +337,54 @@ class Scheduler:
 
     # ---- internals: owners -----------------------------------------------------------------
 
-    def _own(self, rec: ExecutionRecord) -> Owner:
-        owner = Owner(rec, self.workflows.get(rec.workflow_id), self.ledger, self._committed,
+    def _own(self, rec: ExecutionRecord, wf: Workflow | None = None) -> Owner:
+        owner = Owner(rec, wf or self.workflow_of(rec), self.ledger, self._committed,
                       self.progress_interval)
         self.owners[rec.execution_id] = owner
         owner.arm()  # the timer of a wait, if it waits with a deadline
         return owner
+
+    def workflow_of(self, rec: ExecutionRecord) -> Workflow | None:
+        """The definition an execution runs on, if it is in memory (None: not loaded here)."""
+        owner = self.owners.get(rec.execution_id)
+        if owner is not None and owner.wf is not None:
+            return owner.wf
+        if self.catalog is not None:
+            return self.catalog.resolve(rec)
+        return self.workflows.get(rec.workflow_id)
+
+    async def definition_of(self, rec: ExecutionRecord) -> Workflow | None:
+        """Like `workflow_of`, loading a stored JSON version when needed (views of steps)."""
+        wf = self.workflow_of(rec)
+        if wf is None and self.catalog is not None:
+            wf = await self.catalog.for_record(rec)
+        return wf
+
+    def adopt(self, wf: Workflow) -> int:
+        """Executions held for want of their workflow that `wf` (just defined) can run: they
+        are taken up on it; the others stay held. Answers how many were taken up."""
+        taken = 0
+        for execution_id in sorted(self.held):
+            owner = self.owners.get(execution_id)
+            if owner is None or owner.head.workflow_id != wf.id:
+                continue
+            mismatch = T.version_mismatch(owner.head, wf)
+            if mismatch is not None:
+                log.warning("held_execution_not_adopted", execution_id=execution_id,
+                            workflow_id=wf.id, version=wf.version, why=mismatch.message)
+                continue
+            owner.wf = wf
+            self.held.discard(execution_id)
+            taken += 1
+            rec = owner.head
+            log.info("held_execution_adopted", execution_id=execution_id, workflow_id=wf.id,
+                     version=wf.version, started_on=rec.workflow_version)
+            owner.arm()
+            if rec.wait is None and rec.status in ("queued", "running"):
+                self._enqueue(rec)
+        if taken:
+            self._pump()
+        return taken
 
     async def _owner(self, execution_id: str) -> Owner:
         """The owner of an unfinished execution; 409 for a finished one, 404 for none."""
@@ -403,7 +504,8 @@ class Scheduler:
     def _launch(self, owner: Owner) -> None:
         wf = owner.wf
         assert wf is not None
-        runner = Runner(owner, wf, self.settings, self.executor, self.tokens, self.base_url)
+        runner = Runner(owner, wf, self.settings, self.executor, self.tokens, self.base_url,
+                        self.artifacts)
         # A fresh context, so the request that submitted it leaks no log fields into the run.
         task = asyncio.create_task(runner.run(), name=f"execution:{owner.execution_id}",
                                    context=contextvars.Context())
@@ -427,6 +529,17 @@ class Scheduler:
                 and owner.committed is owner.head:
             self._enqueue(owner.head)  # decided while its task was ending: run it on
         self._pump()
+
+    def _fail_mismatch(self, owner: Owner, error: ErrorInfo) -> None:
+        """An execution that the workflow loaded now cannot run (a step it needs is gone):
+        it fails at once, saying which, instead of meeting the gap deep in its run."""
+        rec = owner.head
+        log.warning("workflow_version_mismatch", execution_id=rec.execution_id,
+                    workflow_id=rec.workflow_id, version=rec.workflow_version,
+                    loaded=owner.wf.version if owner.wf else None, why=error.message)
+        future = owner.apply(lambda r: T.ended(r, "failed", error, utcnow()))
+        if future is not None:
+            future.add_done_callback(lambda f: f.cancelled() or f.exception())
 
     def _fail_internal(self, owner: Owner, exc: BaseException) -> None:
         """A task that died of a bug ends its execution `failed`, never left `running`."""

@@ -15,14 +15,14 @@ import hmac
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal
 
 from msgspec.structs import replace
 
 from workflowd.clock import format_ts, ms_between, parse_ts
 from workflowd.codec import encode
 from workflowd.context import ProgressReport
-from workflowd.definitions import Done, Goto, StepDef, Workflow
+from workflowd.definitions import Done, Goto, Sleep, StepDef, Workflow
 from workflowd.errors import ForbiddenError, InvalidTransitionError
 from workflowd.records import (
     Approval,
@@ -48,15 +48,23 @@ __all__ = [
     "external_progress",
     "gate_entered",
     "handed_over",
+    "pause_requested",
+    "paused",
     "progressed",
     "rejected",
+    "resumed",
     "retrying",
+    "sleep_entered",
+    "sleeping",
     "soft_timed_out",
     "started",
     "step_began",
+    "stepped",
     "submitted",
     "timed_out_error",
+    "version_mismatch",
     "wait_expired",
+    "woke",
 ]
 
 Item = tuple[str, dict[str, Any]]
@@ -113,8 +121,11 @@ def timed_out_error(timeout: float | None) -> ErrorInfo:
 
 def submitted(*, execution_id: str, wf: Workflow, input: dict[str, Any], priority: int,
               labels: dict[str, str], require_approval: bool, max_cycles: int,
-              submitted_by: str, callback_url: str | None, now: str) -> Change:
-    """A new execution: `queued`, or `awaiting_approval` before its first step."""
+              submitted_by: str, callback_url: str | None, now: str,
+              mode: Literal["auto", "manual"] = "auto") -> Change:
+    """A new execution: `queued`, or `awaiting_approval` before its first step; in manual
+    mode `paused` before it (after the approval, if one is required)."""
+    manual = mode == "manual"
     rec = ExecutionRecord(
         execution_id=execution_id, workflow_id=wf.id, workflow_version=wf.version,
         status="awaiting_approval" if require_approval else "queued", input=input,
@@ -123,10 +134,15 @@ def submitted(*, execution_id: str, wf: Workflow, input: dict[str, Any], priorit
         approval=Approval() if require_approval else None, submitted_by=submitted_by,
         next_step=wf.steps[0].name, callback_url=callback_url,
         wait=Wait(kind="approval") if require_approval else None,
+        mode=mode, pause_at=0 if manual else None, source=wf.source,
     )
     if require_approval:
         return _change(rec, now, [("approval_required", {"step": None, "cycle": 0,
                                                          "prompt": None})])
+    if manual:
+        return _change(rec, now, [("workflow_paused", {"next_step": rec.next_step, "cycle": 0,
+                                                       "mode": mode})],
+                       status="paused", pause_at=None)
     return _change(rec, now, [("workflow_queued", {"priority": priority})])
 
 
@@ -241,6 +257,8 @@ def cycle_finished(rec: ExecutionRecord, wf: Workflow, *, state: dict[str, Any],
     changes: dict[str, Any] = {"cycle": cycle, "state": state, "decisions": all_decisions,
                                "done_steps": done_steps, "current_step": None, "step": None,
                                "wait": None}
+    if rec.woke:
+        changes["woke"] = False
     if isinstance(value, Done) or next_step is None:
         result = output if isinstance(value, Done) else state
         return _finish(rec, now, items, [record], result, changes)
@@ -373,18 +391,26 @@ def rejected(rec: ExecutionRecord, decided_by: str, reason: str | None, now: str
 # ---- waits that hold no task: their deadlines ----------------------------------------------
 
 
-def wait_expired(rec: ExecutionRecord, timeout: float | None, now: str) -> Change | None:
-    """A waiting execution's timer fired: time it out if a deadline has passed (None if not,
-    or if it stopped waiting meanwhile)."""
+def wait_expired(rec: ExecutionRecord, timeout: float | None, now: str,
+                 wf: Workflow | None = None) -> Change | None:
+    """A waiting execution's timer fired: time it out if a deadline has passed, wake it from
+    a durable sleep that ran out (given its workflow), or None if neither (or if it stopped
+    waiting meanwhile). A paused execution waits too: for its workflow's deadline."""
     wait = rec.wait
-    if wait is None or rec.is_terminal:
+    if (wait is None and rec.status != "paused") or rec.is_terminal:
         return None
     moment = parse_ts(now)
     if rec.deadline is not None and parse_ts(rec.deadline) <= moment:
-        where = "at an approval" if wait.kind == "approval" else "while waiting"
+        where = "at an approval" if wait is not None and wait.kind == "approval" \
+            else "while paused" if wait is None else "while waiting"
         error = ErrorInfo(code="timed_out",
                           message=f"the execution ran past its {timeout}s timeout {where}")
         return ended(rec, "timed_out", error, now)
+    if wait is None:
+        return None
+    if wait.kind == "sleep" and wait.deadline is not None and wf is not None \
+            and parse_ts(wait.deadline) <= moment:
+        return woke(rec, wf, now)
     if wait.kind == "external" and wait.deadline is not None \
             and parse_ts(wait.deadline) <= moment:
         step = rec.step.name if rec.step else "?"
@@ -465,3 +491,132 @@ def merge(changes: Iterable[Change]) -> Change:
         last = change
     assert last is not None
     return Change(last.record, events, list(steps.values()))
+
+
+# ---- manual mode and pause (API.md §2, §12) --------------------------------------------------
+#
+# `pause_at` is the committed cycle after which the runner, between cycles, stops the execution
+# `paused` before its next step: a pause asked for while a step runs takes effect once that
+# step's cycle commits, and manual mode is a pause after every step. A paused execution holds
+# no task; `step` lets it run one step (and pause again), `resume` lets it run on.
+
+
+def paused(rec: ExecutionRecord, now: str) -> Change:
+    """Stop before the next step; `workflow_paused` says which one comes next."""
+    _require(rec, "queued", "running")
+    return _change(rec, now, [("workflow_paused", {"next_step": rec.next_step, "cycle": rec.cycle,
+                                                   "mode": rec.mode})],
+                   status="paused", pause_at=None, current_step=None)
+
+
+def pause_requested(rec: ExecutionRecord, now: str, *, at_once: bool) -> Change | None:
+    """A caller's pause. `at_once` (no task holds the execution and no step is in flight): it
+    stops now; otherwise it stops after the cycle under way commits (None when a pause is
+    already asked for by then). Refused when paused already, or finished."""
+    if rec.status == "paused":
+        raise InvalidTransitionError(f"execution {rec.execution_id} is paused already")
+    _require(rec, "queued", "running", "awaiting_approval")
+    if at_once and rec.status != "awaiting_approval" and rec.step is None and rec.wait is None:
+        return paused(rec, now)
+    cycle = rec.step.cycle if rec.step is not None and rec.step.cycle is not None else rec.cycle
+    if rec.pause_at is not None and rec.pause_at <= cycle:
+        return None
+    return _change(rec, now, [], pause_at=cycle)
+
+
+def resumed(rec: ExecutionRecord, now: str) -> Change:
+    """Run on automatically: a paused execution is queued; one that would pause after its
+    cycle under way (a manual one stepping) no longer will. Manual mode ends here."""
+    if rec.is_terminal or (rec.status != "paused" and rec.pause_at is None):
+        raise InvalidTransitionError(
+            f"execution {rec.execution_id} is {rec.status}; resume needs it paused, or about "
+            "to pause")
+    fields = {"next_step": rec.next_step, "mode": "auto", "one_step": False}
+    if rec.status == "paused":
+        return _change(rec, now, [("workflow_resumed", fields)], status="queued", pause_at=None,
+                       mode="auto")
+    return _change(rec, now, [("workflow_resumed", fields)], pause_at=None, mode="auto")
+
+
+def stepped(rec: ExecutionRecord, now: str) -> Change:
+    """Run the next step only: queued now, paused again once that step's cycle commits."""
+    _require(rec, "paused")
+    return _change(rec, now, [("workflow_resumed", {"next_step": rec.next_step,
+                                                    "mode": rec.mode, "one_step": True})],
+                   status="queued", pause_at=rec.cycle + 1)
+
+
+# ---- durable sleep -----------------------------------------------------------------------------
+
+
+def sleep_entered(rec: ExecutionRecord, step: StepDef, until: str, now: str) -> Change:
+    """The next cycle is a sleep step: it waits, holding no task, until `until`."""
+    record, current = _entered(rec, step, now, "waiting")
+    record = replace(record, metadata={"sleep": step.sleep, "until": until})
+    return _change(rec, now, [("step_started", {"step": step.name, "cycle": record.cycle,
+                                                "kind": step.kind, "status": "waiting",
+                                                "attempt": 1, "until": until})],
+                   [record], step=record, current_step=current,
+                   wait=Wait(kind="sleep", deadline=until))
+
+
+def sleeping(rec: ExecutionRecord, wf: Workflow, *, state: dict[str, Any],
+             decisions: Sequence[tuple[str, Any]], sleep: Sleep, until: str, attempt: int,
+             duration_ms: int | None, now: str) -> Change:
+    """The step in flight called `ctx.sleep`: its cycle commits (with the state it left), and
+    the execution waits, holding no task, until `until`; then `sleep.target` runs."""
+    step = _in_flight(rec)
+    change = cycle_finished(rec, wf, state=state, decisions=decisions, value=Goto(sleep.target),
+                            output=None, attempt=attempt, duration_ms=duration_ms, now=now)
+    if change.record.is_terminal:
+        return change
+    metadata = {**step.metadata, "sleep": sleep.seconds, "until": until}
+    steps = [replace(record, metadata=metadata) for record in change.steps]
+    return Change(replace(change.record, wait=Wait(kind="sleep", deadline=until)),
+                  change.events, steps)
+
+
+def woke(rec: ExecutionRecord, wf: Workflow, now: str) -> Change:
+    """A durable sleep ran out. A sleep step's cycle is committed; after a `ctx.sleep` the step
+    runs again (`woke`). Either way it waits in the queue for a runner, like after an approval."""
+    if rec.step is not None:
+        change = cycle_finished(rec, wf, state=rec.state, decisions=(), value=None, output=None,
+                                attempt=rec.step.attempt or 1, duration_ms=None, now=now)
+        if change.record.is_terminal:
+            return change
+        follow = _change(change.record, now, [("workflow_queued", {"priority": rec.priority})],
+                         status="queued")
+        return Change(follow.record, [*change.events, *follow.events], change.steps)
+    return _change(rec, now, [("workflow_queued", {"priority": rec.priority, "woke": True})],
+                   status="queued", wait=None, woke=True)
+
+
+# ---- versions that survive deploys ---------------------------------------------------------------
+
+
+def version_mismatch(rec: ExecutionRecord, wf: Workflow) -> ErrorInfo | None:
+    """Why `rec` cannot go on under `wf` (the definition loaded now), or None when it can: the
+    step it is in (waited on, or cut off) and the step it goes to next must exist, of the
+    same nature (a gate stays a gate, an outside worker's step stays one, a sleep a sleep)."""
+    needed: list[tuple[str, str | None]] = []
+    if rec.step is not None and not rec.is_terminal:
+        # A step waited on must still be waited on the same way; a step cut off by a crash
+        # runs again, so it only has to exist.
+        needed.append((rec.step.name, rec.wait.kind if rec.wait is not None else None))
+    if rec.next_step is not None:
+        needed.append((rec.next_step, None))
+    for name, nature in needed:
+        step = wf.get_step(name)
+        if step is None:
+            return ErrorInfo(code="workflow_version_mismatch", message=(
+                f"execution started on version {rec.workflow_version} of {wf.id!r}; the "
+                f"version loaded now ({wf.version}) has no step {name!r}, which it needs"))
+        have = "approval" if step.is_gate else "external" if step.external \
+            else "sleep" if step.sleep is not None else None
+        if nature is not None and nature != have:
+            return ErrorInfo(code="workflow_version_mismatch", message=(
+                f"execution started on version {rec.workflow_version} of {wf.id!r} waits at "
+                f"step {name!r} ({nature}); in the version loaded now ({wf.version}) that "
+                "step is of another kind"))
+    return None
+

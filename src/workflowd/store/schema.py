@@ -11,6 +11,9 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any
 
+from workflowd.store.artifacts import ARTIFACTS_SCHEMA
+from workflowd.store.definitions import DEFINITIONS_SCHEMA
+
 __all__ = ["MIGRATIONS", "migrate"]
 
 
@@ -132,6 +135,10 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
     CREATE UNIQUE INDEX steps_key ON steps (execution_id, cycle);
     """,
     _waits_as_records,
+    # 5: workflows defined as data, every version kept (`store/definitions.py`).
+    DEFINITIONS_SCHEMA,
+    # 6: artifacts and the executions that use them (`store/artifacts.py`).
+    ARTIFACTS_SCHEMA,
 ]
 
 

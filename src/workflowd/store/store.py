@@ -24,6 +24,8 @@ from workflowd.records import (
     decode_execution,
     decode_step,
 )
+from workflowd.store.artifacts import ArtifactRows
+from workflowd.store.definitions import DefinitionRows
 from workflowd.store.schema import migrate
 from workflowd.store.writer import Delivery, Write, Writer
 
@@ -62,8 +64,11 @@ class ExecutionFilter:
     limit: int = 50
 
 
-class Store:
-    """One file: a write connection for the writer task, a read connection for the rest."""
+class Store(DefinitionRows, ArtifactRows):
+    """One file: a write connection for the writer task, a read connection for the rest.
+
+    The rows of workflows defined as data and of artifacts are kept in their own modules
+    (`DefinitionRows`, `ArtifactRows`)."""
 
     def __init__(self, path: str, reader: aiosqlite.Connection, writer: Writer,
                  lock: int | None) -> None:
