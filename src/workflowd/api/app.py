@@ -28,7 +28,7 @@ from workflowd.config import Settings
 from workflowd.definitions import load_workflows
 from workflowd.engine import Hub, Scheduler
 from workflowd.engine.retention import sweep_forever
-from workflowd.store import Store
+from workflowd.store import open_store
 
 __all__ = ["create_app"]
 
@@ -37,11 +37,9 @@ log = structlog.get_logger("workflowd.app")
 
 async def store_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS].store
-    store = await Store.open(settings.path, max_batch=settings.max_batch,
-                             commit_interval=settings.commit_interval,
-                             synchronous=settings.synchronous)
+    store = await open_store(app[SETTINGS])
     if settings.synchronous == "normal":
-        log.warning("store_synchronous_normal", path=settings.path,
+        log.warning("store_synchronous_normal", store=store.where,
                     risk="commits are not synced to disk one by one: an OS crash or a power "
                          "cut may lose the last ones (a crash of the process loses nothing)")
     app[STORE] = store
