@@ -15,8 +15,9 @@ from pydantic import ValidationError
 from workflowd.api import create_app
 from workflowd.api.keys import WORKFLOWS
 from workflowd.config import Settings, load_settings
-from workflowd.errors import DefinitionError
+from workflowd.errors import DefinitionError, StoreError
 from workflowd.log import configure_logging
+from workflowd.store.postgres import check_url, redact
 
 __all__ = ["main"]
 
@@ -61,7 +62,16 @@ def serve(config: str | None) -> int:
     except (OSError, ValueError, ValidationError) as exc:
         print(f"workflowd: bad configuration: {exc}", file=sys.stderr)  # noqa: T201
         return 2
-    configure_logging(settings.logging)
+    if settings.store.url:
+        try:
+            check_url(settings.store.url)
+        except StoreError as exc:
+            print(f"workflowd: {exc.detail}", file=sys.stderr)  # noqa: T201
+            return 2
+    if settings.store.url:  # a node of a cluster: every line names it
+        configure_logging(settings.logging, node_id=settings.cluster.name())
+    else:
+        configure_logging(settings.logging)
     try:
         app = create_app(settings)
     except DefinitionError as exc:
@@ -70,11 +80,16 @@ def serve(config: str | None) -> int:
     log = structlog.get_logger("workflowd")
     names: list[str] = sorted(app[WORKFLOWS].keys())
     log.info("starting", host=settings.server.host, port=settings.server.port,
-             store=settings.store.path, workflows=names)
+             store=redact(settings.store.url) if settings.store.url else settings.store.path,
+             workflows=names)
     tune_runtime()
-    web.run_app(app, host=settings.server.host, port=settings.server.port,
-                access_log=None, print=None, loop=new_loop(settings.server.uvloop),
-                shutdown_timeout=min(settings.engine.shutdown_grace, 5.0) or 0.1)
+    try:
+        web.run_app(app, host=settings.server.host, port=settings.server.port,
+                    access_log=None, print=None, loop=new_loop(settings.server.uvloop),
+                    shutdown_timeout=min(settings.engine.shutdown_grace, 5.0) or 0.1)
+    except StoreError as exc:  # the store cannot be opened: say why, without a traceback
+        print(f"workflowd: {exc.detail}", file=sys.stderr)  # noqa: T201
+        return 2
     log.info("stopped")
     return 0
 

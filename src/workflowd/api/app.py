@@ -10,7 +10,17 @@ from collections.abc import AsyncIterator
 import structlog
 from aiohttp import web
 
-from workflowd.api import delivery, demo, executions, health, live, steps, stream, workflows
+from workflowd.api import (
+    cluster,
+    delivery,
+    demo,
+    executions,
+    health,
+    live,
+    steps,
+    stream,
+    workflows,
+)
 from workflowd.api.keys import (
     HUB,
     INFLIGHT,
@@ -27,6 +37,7 @@ from workflowd.api.views import LiveBodies
 from workflowd.config import Settings
 from workflowd.definitions import load_workflows
 from workflowd.engine import Hub, Scheduler
+from workflowd.engine.cluster import Cluster
 from workflowd.engine.retention import sweep_forever
 from workflowd.store import open_store
 
@@ -49,18 +60,26 @@ async def store_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    scheduler = Scheduler(app[WORKFLOWS], app[STORE], app[HUB], settings.engine,
+    store = app[STORE]
+    scheduler = Scheduler(app[WORKFLOWS], store, app[HUB], settings.engine,
                           settings.live.progress_interval, app[OUTBOX],
                           settings.server.base_url())
+    if store.cluster is not None:
+        # Several nodes: leases, requests and events across nodes; the leader does the chores.
+        scheduler.cluster = Cluster(scheduler, store.cluster, settings.cluster,
+                                    settings.retention, app[OUTBOX])
     app[SCHEDULER] = scheduler
     await scheduler.recover()
-    sweeper = asyncio.create_task(
-        sweep_forever(app[STORE], settings.retention.finished_after,
-                      settings.retention.sweep_interval), name="retention-sweeper")
+    sweeper = None
+    if store.cluster is None:
+        sweeper = asyncio.create_task(
+            sweep_forever(store, settings.retention.finished_after,
+                          settings.retention.sweep_interval), name="retention-sweeper")
     yield
-    sweeper.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await sweeper
+    if sweeper is not None:
+        sweeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeper
     await scheduler.drain(settings.engine.shutdown_grace)
 
 
@@ -77,6 +96,6 @@ def create_app(settings: Settings) -> web.Application:
     app.on_shutdown.append(stream.close_sockets)
     app.cleanup_ctx.extend([store_ctx, delivery.outbox_ctx, scheduler_ctx])
     # Routes under one prefix are tried in the order they were added: the most polled first.
-    for module in (live, workflows, executions, steps, stream, health, demo):
+    for module in (live, workflows, executions, steps, stream, health, demo, cluster):
         app.add_routes(module.routes.table)
     return app

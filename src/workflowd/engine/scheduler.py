@@ -12,7 +12,7 @@ import itertools
 from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -39,6 +39,9 @@ from workflowd.errors import (
 from workflowd.ids import new_execution_id
 from workflowd.records import ErrorInfo, ExecutionRecord
 from workflowd.store import Store
+
+if TYPE_CHECKING:
+    from workflowd.engine.cluster import Cluster
 
 __all__ = ["Remember", "Scheduler"]
 
@@ -76,6 +79,9 @@ class Scheduler:
         self._arrival = itertools.count()
         self._reserved = 0
         self._cut_off: set[asyncio.Task[None]] = set()  # runners that ignored a cancel
+        # On a store that several nodes share: leases, requests and events across nodes
+        # (engine.cluster). None on SQLite, where this node owns every execution.
+        self.cluster: Cluster | None = None
         store.on_deleted.append(self._forget)
 
     # ---- figures --------------------------------------------------------------------------
@@ -106,7 +112,14 @@ class Scheduler:
     # ---- start and stop -------------------------------------------------------------------
 
     async def recover(self) -> int:
-        """Take up every unfinished execution from the store; answer how many."""
+        """Take up every unfinished execution from the store; answer how many. In a cluster,
+        claim instead what this node has room for (and go on claiming)."""
+        if self.cluster is not None:
+            self._accepting = True
+            await self.cluster.start()
+            self.ready = True
+            self.cluster.wake()
+            return 0
         unfinished = await self.store.unfinished()
         for rec in unfinished:
             owner = self._own(rec)
@@ -150,6 +163,8 @@ class Scheduler:
                 log.info("drain_cancelled", executions=len(pending))
         for owner in list(self.owners.values()):
             await owner.settled()
+        if self.cluster is not None:
+            await self.cluster.stop()
         self.executor.shutdown(wait=False, cancel_futures=True)
 
     # ---- requests --------------------------------------------------------------------------
@@ -170,14 +185,20 @@ class Scheduler:
             max_cycles=wf.max_cycles or self.settings.default_max_cycles,
             submitted_by=submitted_by, callback_url=callback_url, now=utcnow())
         rec = change.record
+        # In a cluster a new execution is this node's at once only if it can run it now;
+        # else any node with room claims it.
+        claim = self.cluster is None or (rec.status == "queued" and self.cluster.room() > 0)
         self._reserved += 1
         try:
             await self.ledger.write(rec, change.events, change.steps, base_seq=0,
-                                    idempotency=remember(rec) if remember else None)
+                                    idempotency=remember(rec) if remember else None,
+                                    claim=claim and self.cluster is not None)
         finally:
             self._reserved -= 1
         log.info("execution_submitted", execution_id=rec.execution_id, workflow_id=wf.id,
                  status=rec.status, cycle=0)
+        if not claim:
+            return rec
         self._own(rec)
         if rec.status == "queued":
             self._enqueue(rec)
@@ -186,6 +207,8 @@ class Scheduler:
 
     async def approve(self, execution_id: str, comment: str | None, decided_by: str,
                       remember: Remember | None = None) -> ExecutionRecord:
+        if (cluster := self._elsewhere(execution_id)) is not None:
+            return await cluster.approve(execution_id, comment, decided_by, remember)
         owner = await self._owner(execution_id)
         if owner.head.status == "awaiting_approval":
             self._check_room()  # approving into a full queue leaves it waiting
@@ -194,6 +217,8 @@ class Scheduler:
 
     async def reject(self, execution_id: str, reason: str | None, decided_by: str,
                      remember: Remember | None = None) -> ExecutionRecord:
+        if (cluster := self._elsewhere(execution_id)) is not None:
+            return await cluster.reject(execution_id, reason, decided_by, remember)
         owner = await self._owner(execution_id)
         return await self._apply(owner, lambda rec: T.rejected(rec, decided_by, reason,
                                                                utcnow()), remember)
@@ -203,6 +228,8 @@ class Scheduler:
         """Cancel in any unfinished status. A running step's task is cancelled for real; its
         runner writes `cancelled`. A step that ignores the cancel past `[engine] cancel_grace`
         is cut off: the owner takes no more changes from it, and writes `cancelled` itself."""
+        if (cluster := self._elsewhere(execution_id)) is not None:
+            return await cluster.cancel(execution_id, remember)
         owner = await self._owner(execution_id)
         runner = owner.runner
         if runner is not None and runner.task is not None and not runner.task.done():
@@ -227,6 +254,8 @@ class Scheduler:
                             report: ProgressReport) -> ExecutionRecord:
         """Progress reported by another service, for the step running in the process or
         waited on from an outside worker."""
+        if (cluster := self._elsewhere(execution_id)) is not None:
+            return await cluster.step_progress(execution_id, step, token, report)
         owner = await self._owner_of_step(execution_id, step)
         rec = owner.head
         if rec.wait is not None and rec.wait.kind == "external":
@@ -244,6 +273,9 @@ class Scheduler:
                             output: Any, error: ErrorInfo | None,
                             remember: Remember | None = None) -> ExecutionRecord:
         """An outside worker finished its step: the cycle is committed with its output."""
+        if (cluster := self._elsewhere(execution_id)) is not None:
+            return await cluster.step_complete(execution_id, step, token, success=success,
+                                               output=output, error=error, remember=remember)
         owner = await self._owner_of_step(execution_id, step)
         wf = owner.wf
         assert wf is not None
@@ -304,6 +336,9 @@ class Scheduler:
             finished[execution_id] = rec
             if len(finished) > self.keep_finished:
                 finished.popitem(last=False)
+        elif self.cluster is not None and rec.wait is not None:
+            # The commit gave the lease up (nobody holds a waiting execution); its task ends.
+            self.release(owner, cancel=False)
         elif rec.status == "queued" and owner.runner is None \
                 and execution_id not in self._queued and owner.head is rec:
             self._enqueue(rec)
@@ -337,6 +372,58 @@ class Scheduler:
             error=ErrorInfo(code="step_failed", message=str(error)) if error else None))
         if future is not None:
             future.add_done_callback(lambda f: f.cancelled() or f.exception())
+
+    # ---- in a cluster (engine.cluster) ----------------------------------------------------------
+
+    @property
+    def accepting(self) -> bool:
+        return self._accepting
+
+    def _elsewhere(self, execution_id: str) -> Cluster | None:
+        """The cluster, when this node does not own the execution (another node may)."""
+        if self.cluster is None or execution_id in self.owners:
+            return None
+        self._check_accepting()
+        return self.cluster
+
+    def adopt(self, rec: ExecutionRecord) -> None:
+        """Own an execution this node has just leased, and queue it to run."""
+        if rec.execution_id in self.owners or rec.is_terminal:
+            return
+        owner = self._own(rec)
+        if rec.wait is None and rec.status in ("queued", "running"):
+            self._enqueue(rec)
+            self._pump()
+        elif owner.wf is None:
+            self.held.add(rec.execution_id)
+
+    def release(self, owner: Owner, *, cancel: bool = True) -> None:
+        """Stop owning an execution (its lease is gone or given up): its task, if any, is
+        cancelled as at a shutdown, writing nothing."""
+        execution_id = owner.execution_id
+        owner.close()
+        if self.owners.get(execution_id) is owner:
+            del self.owners[execution_id]
+        self._queued.discard(execution_id)
+        self.held.discard(execution_id)
+        runner = owner.runner
+        if cancel and runner is not None and runner.task is not None \
+                and not runner.task.done() and not runner.cancel_requested:
+            owner.runner = None
+            self.runners.pop(execution_id, None)
+            runner.task.cancel()
+            self._cut_off.add(runner.task)
+            runner.task.add_done_callback(self._cut_off.discard)
+        self._pump()
+
+    def remember_finished(self, rec: ExecutionRecord) -> None:
+        finished = self.finished
+        finished[rec.execution_id] = rec
+        if len(finished) > self.keep_finished:
+            finished.popitem(last=False)
+
+    def check_room(self) -> None:
+        self._check_room()
 
     # ---- internals: admission ----------------------------------------------------------------
 

@@ -96,6 +96,10 @@ class ClusterStore(abc.ABC):
         """Give up these leases now (a drain), so that other nodes take them at once."""
 
     @abc.abstractmethod
+    async def holder(self, execution_id: str) -> str | None:
+        """The node that holds the execution's lease now, if a live one does."""
+
+    @abc.abstractmethod
     async def heartbeat(self, running: int) -> None: ...
 
     @abc.abstractmethod
@@ -204,10 +208,18 @@ class ClusterOps(ClusterStore):
         if not ids:
             return
         await self._execute(
-            "WITH r AS (UPDATE executions SET lease_owner = NULL, lease_until = NULL "
+            # Expired now rather than cleared: a claim takes expired leases whatever the
+            # execution's status (a running one too), first.
+            "WITH r AS (UPDATE executions SET lease_until = '-infinity' "
             "WHERE id = ANY($1) AND lease_owner = $2 RETURNING 1) "
             "SELECT pg_notify('workflowd_work', $2) FROM (SELECT 1 FROM r LIMIT 1) x",
             list(ids), self.node_id)
+
+    async def holder(self, execution_id: str) -> str | None:
+        rows = await self._fetch(
+            "SELECT lease_owner FROM executions WHERE id = $1 "
+            "AND lease_until > statement_timestamp()", execution_id)
+        return rows[0][0] if rows else None
 
     # ---- nodes and the leader ---------------------------------------------------------------
 
