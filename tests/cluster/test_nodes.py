@@ -313,7 +313,7 @@ async def test_a_gate_timeout_nobody_holds_is_enforced(nodes: tuple[Client, Clie
 
 async def test_the_cluster_route_lists_the_nodes(nodes: tuple[Client, Client]) -> None:
     """`GET /api/v1/cluster` names every node with when it was last seen."""
-    a, b = nodes
+    a, _ = nodes
     data = await get_json(a, f"{API}/cluster")
     assert sorted(n["node_id"] for n in data["nodes"]) == ["a", "b"]
     assert all(n["last_seen"].endswith("Z") for n in data["nodes"])
