@@ -12,6 +12,7 @@ import structlog
 from aiohttp import web
 from pydantic import ValidationError
 
+from workflowd import store_copy
 from workflowd.api import create_app
 from workflowd.api.keys import WORKFLOWS
 from workflowd.config import Settings, load_settings
@@ -99,9 +100,12 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     serve_cmd = commands.add_parser("serve", help="run the service")
     serve_cmd.add_argument("--config", help="path to config.toml (default: ./config.toml if any)")
+    store_copy.add_command(commands)
     args = parser.parse_args(argv)
     if args.command == "serve":
         return serve(args.config)
+    if args.command == "store":
+        return int(args.run(args))
     return 2  # pragma: no cover - argparse refuses unknown commands
 
 
