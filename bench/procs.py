@@ -144,7 +144,7 @@ class Service(_HttpProcess):
 
     def __init__(self, workdir: Path, name: str, db: Path, *, engine: dict[str, Any],
                  store: dict[str, Any] | None = None, live: dict[str, Any] | None = None,
-                 port: int | None = None) -> None:
+                 port: int | None = None, cluster: dict[str, Any] | None = None) -> None:
         super().__init__(port or free_port())
         self.name = name
         self.db = db
@@ -160,6 +160,8 @@ class Service(_HttpProcess):
             "retention": {"finished_after": "7d", "sweep_interval": "1h"},
             "logging": {"level": "warning", "format": "console"},
         }
+        if cluster is not None:  # a node of a cluster on PostgreSQL ([store] url)
+            sections["cluster"] = {"node_id": name, **cluster}
         self.config.write_text("".join(
             f"[{section}]\n" + "".join(f"{key} = {json.dumps(value)}\n"
                                        for key, value in values.items())

@@ -4,9 +4,12 @@ Writes queue up while the previous batch commits and then go together: each tabl
 the whole batch travel as one JSON array parameter, expanded by `json_array_elements` on the
 server (the rows are encoded on the loop by `Write.of`, exactly as for SQLite), and every
 table is written by one statement whose data-modifying CTEs run in one implicit transaction:
-one round trip per batch, whatever its size. Measured against `executemany` per table in a
-transaction, and against `unnest` of typed arrays (which needs the rows decoded in Python):
-see `bench/` (phase `cluster`) and the CHANGELOG.
+one round trip per batch, whatever its size. Measured (`python -m bench.pgwrites`, a
+snapshot, three events and a step record per write, fsync on) against `executemany` per table
+in a transaction and against `unnest` of typed arrays: within 20% of each other from 1 to 512
+writes per commit (about 1,200-1,500 writes/s one by one, 10,000-12,000 batched), this one
+ahead at 64; it alone also keeps the lease check, the notification and every table in the
+one round trip.
 
 The lease check is inside that statement: an execution's snapshot is updated only where
 `lease_owner` is this node and `lease_until` is still ahead, and its events, step records, log
