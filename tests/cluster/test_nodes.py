@@ -317,3 +317,18 @@ async def test_the_cluster_route_lists_the_nodes(nodes: tuple[Client, Client]) -
     data = await get_json(a, f"{API}/cluster")
     assert sorted(n["node_id"] for n in data["nodes"]) == ["a", "b"]
     assert all(n["last_seen"].endswith("Z") for n in data["nodes"])
+
+
+async def test_each_node_s_metrics_name_it_and_one_leads(nodes: tuple[Client, Client]) -> None:
+    """`/metrics` of each node names the node; exactly one of them holds the leader row."""
+    from bench.common import parse_metrics
+
+    a, b = nodes
+    async with asyncio.timeout(10):
+        while True:
+            samples = [parse_metrics(await (await c.get("/metrics")).text()) for c in (a, b)]
+            if sum(s["workflowd_cluster_leader"] for s in samples) == 1:
+                break
+            await asyncio.sleep(0.1)
+    assert samples[0]['workflowd_node_info{node_id="a"}'] == 1
+    assert samples[1]['workflowd_node_info{node_id="b"}'] == 1

@@ -101,6 +101,9 @@ class Cluster:
         self._answers: dict[int, asyncio.Future[None]] = {}
         self._serving: set[asyncio.Task[None]] = set()
         self._stopping = False
+        # Whether queued work may wait for a node (a notification said so, or the last claim
+        # filled every free slot): then a slot freed here is worth a claim at once.
+        self._more = True
         self._errors = _all_errors()
         self.claimed = 0
         self.taken_over = 0
@@ -167,8 +170,14 @@ class Cluster:
     def wake(self) -> None:
         self._work.set()
 
+    def slot_freed(self) -> None:
+        """A runner here ended: claim at once if work may be waiting."""
+        if self._more:
+            self._work.set()
+
     def _on_work(self, payload: str) -> None:
-        if payload != self.node_id:
+        self._more = True
+        if payload != self.node_id or self.room() > 0:
             self._work.set()
 
     async def _claim_forever(self) -> None:
@@ -189,6 +198,7 @@ class Cluster:
                                  node_id=self.node_id)
                     scheduler.adopt(rec)
                 if len(records) < room:
+                    self._more = False
                     break
 
     async def _renew_forever(self) -> None:

@@ -482,6 +482,8 @@ class Scheduler:
                 and owner.committed is owner.head:
             self._enqueue(owner.head)  # decided while its task was ending: run it on
         self._pump()
+        if self.cluster is not None:
+            self.cluster.slot_freed()
 
     def _fail_internal(self, owner: Owner, exc: BaseException) -> None:
         """A task that died of a bug ends its execution `failed`, never left `running`."""
