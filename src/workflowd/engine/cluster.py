@@ -163,9 +163,10 @@ class Cluster:
     # ---- claims and leases --------------------------------------------------------------------
 
     def room(self) -> int:
-        """Free slots: `max_concurrent` less what runs or waits for a slot here."""
+        """Free slots: `max_concurrent` less what runs, waits for a slot or is being
+        submitted here."""
         s = self.scheduler
-        return s.settings.max_concurrent - len(s.runners) - s.queued
+        return s.settings.max_concurrent - len(s.runners) - s.queued - s.submitting
 
     def wake(self) -> None:
         self._work.set()

@@ -379,6 +379,11 @@ class Scheduler:
     def accepting(self) -> bool:
         return self._accepting
 
+    @property
+    def submitting(self) -> int:
+        """Submits being committed now (each may take a slot here)."""
+        return self._reserved
+
     def _elsewhere(self, execution_id: str) -> Cluster | None:
         """The cluster, when this node does not own the execution (another node may)."""
         if self.cluster is None or execution_id in self.owners:
