@@ -16,6 +16,7 @@ the server, so the two-node figure says what the store carries, not what two mac
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import time
 from pathlib import Path
@@ -165,7 +166,23 @@ async def run_cluster(bench: Bench) -> dict[str, Any]:
                 await bench._stop(node)
     finally:
         await asyncio.to_thread(server.stop)
+    bench.notes.extend(_notes(out))
     return out
+
+
+def _notes(out: dict[str, Any]) -> list[str]:
+    """What a machine per node would give, from what each execution cost here."""
+    two = out.get("pg_2")
+    if not two or not two["node_cpu_ms_per_execution"] or not two["pg_cpu_ms_per_execution"]:
+        return []
+    cores = os.cpu_count() or 1
+    node = 1000.0 / two["node_cpu_ms_per_execution"]
+    pg = cores * 1000.0 / two["pg_cpu_ms_per_execution"]
+    return [f"(f) every process shared {cores} cores here; from the CPU each execution cost, a "
+            f"node with a core of its own carries about {node:,.0f}/s (its event loop is one "
+            f"core) and the PostgreSQL server on {cores} cores of its own about {pg:,.0f}/s, "
+            f"so with a machine per node N nodes would give about min(N x {node:,.0f}, "
+            f"{pg:,.0f})/s (an estimate from CPU, not a measurement)"]
 
 
 async def _checkpoint(url: str) -> None:
