@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import asyncpg
 import pytest
 from msgspec.structs import replace
 
 from tests.store.test_contract import _event, _record, _write
+from workflowd.cli import main
 from workflowd.errors import InvalidTransitionError, StoreError
 from workflowd.records import ExecutionRecord, Wait
 from workflowd.store import Write
@@ -189,3 +191,15 @@ async def test_a_wrong_password_or_server_is_a_store_error(pg_url: str) -> None:
     with pytest.raises(StoreError) as caught:
         await PostgresStore.open("postgresql://u:hunter2@127.0.0.1:1/db", node_id="x")
     assert "hunter2" not in caught.value.detail
+
+
+def test_serve_stops_at_a_bad_url_without_its_password(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`workflowd serve` with a URL that is not PostgreSQL's exits 2, saying why, password
+    hidden."""
+    config = tmp_path / "config.toml"
+    config.write_text('[store]\nurl = "mysql://u:hunter2@localhost/db"\n')
+    assert main(["serve", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "postgresql://" in err
+    assert "hunter2" not in err

@@ -47,6 +47,7 @@ __all__ = ["LeaseLostError", "PgWriter"]
 
 log = structlog.get_logger(__name__)
 
+COMMIT_TIMEOUT = 60.0  # seconds one batch may take before the server counts as gone
 EVENTS_CHANNEL = "workflowd_events"
 WORK_CHANNEL = "workflowd_work"
 _TERMINAL = sorted(TERMINAL)
@@ -302,9 +303,12 @@ class PgWriter(Gate):
             self._conn = None
             self._conn = await self._connect()
         rows = _Rows(writes)
+        # Bounded: a server that stops answering fails the batch (its outcome unknown, as for
+        # a broken connection) instead of holding every write behind it.
         row = await self._conn.fetchrow(
             _BATCH, rows.updates, rows.inserts, rows.events, rows.steps, rows.logs,
-            rows.idempotency, rows.deliveries, self._node, self._lease, _TERMINAL)
+            rows.idempotency, rows.deliveries, self._node, self._lease, _TERMINAL,
+            timeout=COMMIT_TIMEOUT)
         return set(row["ok"])
 
     def _outcomes(self, writes: list[Write], ok: set[str]) -> list[BaseException | None]:

@@ -116,7 +116,7 @@ class PostgresStore(Store, ClusterOps):
             finally:
                 await conn.close()
             pool = await asyncpg.create_pool(
-                url, min_size=1, max_size=pool_size, timeout=10.0,
+                url, min_size=1, max_size=pool_size, timeout=10.0, command_timeout=60.0,
                 server_settings={"application_name": f"workflowd:{node_id}"})
             writer = PgWriter(lambda: _connect(url, name=f"workflowd-writer:{node_id}",
                                                synchronous=synchronous),
