@@ -332,3 +332,22 @@ async def test_each_node_s_metrics_name_it_and_one_leads(nodes: tuple[Client, Cl
             await asyncio.sleep(0.1)
     assert samples[0]['workflowd_node_info{node_id="a"}'] == 1
     assert samples[1]['workflowd_node_info{node_id="b"}'] == 1
+
+
+async def test_server_sent_events_on_the_other_node(nodes: tuple[Client, Client]) -> None:
+    """The SSE stream on b of an execution running on a carries every event, ids in order,
+    and ends after the terminal one."""
+    a, b = nodes
+    execution_id = (await submit(a, "pulse", input={"name": "s", "beats": 2}))["execution_id"]
+    await wait_for_step(a, execution_id)
+    resp = await b.get(f"{API}/executions/{execution_id}/events/stream?after=0")
+    assert resp.status == 200
+    for i in range(2):
+        workflows.release(f"s-{i}").set()
+    ids: list[int] = []
+    async with asyncio.timeout(15):
+        async for line in resp.content:
+            if line.startswith(b"id: "):
+                ids.append(int(line[4:]))
+    assert ids == list(range(1, len(ids) + 1))
+    assert ids[-1] == (await live(a, execution_id))["seq"]
