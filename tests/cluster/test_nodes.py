@@ -351,3 +351,26 @@ async def test_server_sent_events_on_the_other_node(nodes: tuple[Client, Client]
                 ids.append(int(line[4:]))
     assert ids == list(range(1, len(ids) + 1))
     assert ids[-1] == (await live(a, execution_id))["seq"]
+
+
+async def test_max_queued_counts_what_no_node_claimed(pg_url: str,
+                                                      make_client: MakeClient) -> None:
+    """With every slot taken, executions queue in the database for any node to claim; past
+    `max_queued` of them a submit is answered 429."""
+    a = await make_client(store={"url": pg_url}, engine={"max_concurrent": 1, "max_queued": 2},
+                          cluster={"node_id": "a", "poll_interval": 0.1})
+    workflows.RELEASES.clear()
+    await submit(a, "waiter", input={"name": "q0"})  # takes the one slot
+    queued = [(await submit(a, "three-steps"))["execution_id"] for _ in range(2)]
+    async with asyncio.timeout(10):
+        while True:
+            resp = await a.post(f"{API}/workflows/three-steps/executions", json={})
+            if resp.status == 429:
+                break
+            assert resp.status == 202
+            queued.append((await resp.json())["execution_id"])
+            await asyncio.sleep(0.2)
+    assert resp.headers["Retry-After"]
+    workflows.release("q0").set()
+    for execution_id in queued:
+        await wait_for_status(a, execution_id, "completed")

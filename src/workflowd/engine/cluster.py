@@ -104,6 +104,9 @@ class Cluster:
         # Whether queued work may wait for a node (a notification said so, or the last claim
         # filled every free slot): then a slot freed here is worth a claim at once.
         self._more = True
+        # Queued executions no node has claimed, as last counted (max_queued counts them).
+        self.backlog = 0
+        self._counted = 0.0
         self._errors = _all_errors()
         self.claimed = 0
         self.taken_over = 0
@@ -201,6 +204,10 @@ class Cluster:
                 if len(records) < room:
                     self._more = False
                     break
+            now = asyncio.get_running_loop().time()
+            if now - self._counted >= self.settings.poll_interval:
+                self._counted = now
+                self.backlog = await self.ops.backlog()
 
     async def _renew_forever(self) -> None:
         every = self.settings.lease_seconds / 3

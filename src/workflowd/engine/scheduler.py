@@ -437,7 +437,9 @@ class Scheduler:
             raise NotReadyError("the service is starting or shutting down")
 
     def _check_room(self) -> None:
-        if self.queued + self._reserved >= self.settings.max_queued:
+        # In a cluster the queue is the database's too: what no node has claimed yet.
+        backlog = self.cluster.backlog if self.cluster is not None else 0
+        if self.queued + self._reserved + backlog >= self.settings.max_queued:
             raise QueueFullError(
                 f"{self.settings.max_queued} executions are already queued", retry_after=1)
 

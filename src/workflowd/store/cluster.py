@@ -88,6 +88,10 @@ class ClusterStore(abc.ABC):
         """Lease up to `limit` executions this node can run, taking back expired leases."""
 
     @abc.abstractmethod
+    async def backlog(self) -> int:
+        """Queued executions no node has claimed yet."""
+
+    @abc.abstractmethod
     async def renew(self) -> set[str]:
         """Extend every lease this node still holds (one statement); answer their ids."""
 
@@ -196,6 +200,11 @@ class ClusterOps(ClusterStore):
         records = [decode_execution(row[0]) for row in rows]
         records.sort(key=lambda r: (-r.priority, r.created_at, r.execution_id))
         return records
+
+    async def backlog(self) -> int:
+        rows = await self._fetch("SELECT count(*) FROM executions "
+                                 "WHERE status = 'queued' AND lease_owner IS NULL")
+        return int(rows[0][0])
 
     async def renew(self) -> set[str]:
         rows = await self._fetch(
