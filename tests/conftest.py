@@ -22,9 +22,15 @@ MakeClient = Callable[..., Awaitable[TestClient[Any, Any]]]
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
+def settings(tmp_path: Path, request: pytest.FixtureRequest) -> Settings:
+    """SQLite by default; WORKFLOWD_TEST_STORE=postgres runs the app tests on PostgreSQL (a
+    fresh database each, one node)."""
+    store: dict[str, Any] = {"path": str(tmp_path / "workflowd.db")}
+    if os.environ.get("WORKFLOWD_TEST_STORE") == "postgres":
+        store["url"] = request.getfixturevalue("pg_url")
     return Settings.model_validate({
-        "store": {"path": str(tmp_path / "workflowd.db")},
+        "store": store,
+        "cluster": {"node_id": "test", "poll_interval": 0.2},
         "workflows": {"modules": ["workflowd.examples", "tests.workflows"]},
         "engine": {"shutdown_grace": 1.0},
         "logging": {"level": "warning"},
@@ -43,7 +49,7 @@ def _fresh_test_state() -> None:
 
 
 @pytest.fixture
-def make_client(aiohttp_client: AiohttpClient, settings: Settings) -> MakeClient:
+def make_client(settings: Settings, aiohttp_client: AiohttpClient) -> MakeClient:
     """A client on a new app; `engine=` / `store=` override those settings sections."""
 
     async def make(**sections: Any) -> TestClient[Any, Any]:

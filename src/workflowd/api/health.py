@@ -47,6 +47,9 @@ def _cluster_metrics(lines: list[str], cluster: Cluster) -> None:
             [(f'{{node_id="{node}"}}', 1)])
     _metric(lines, "workflowd_cluster_leases", "gauge",
             "Executions this node holds a lease on.", [("", len(cluster.scheduler.owners))])
+    _metric(lines, "workflowd_cluster_backlog", "gauge",
+            "Queued executions no node has claimed yet (the cluster's, as last counted).",
+            [("", cluster.backlog)])
     _metric(lines, "workflowd_cluster_leader", "gauge",
             "1 while this node holds the leader row (does the chores).",
             [("", int(cluster.chores.leading))])

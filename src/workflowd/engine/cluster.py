@@ -193,6 +193,7 @@ class Cluster:
             self._work.clear()
             while not self._stopping and scheduler.accepting and (room := self.room()) > 0:
                 records = await self.ops.claim(room, sorted(scheduler.workflows))
+                self.backlog = max(0, self.backlog - len(records))
                 for rec in records:
                     self.claimed += 1
                     if rec.status == "running":

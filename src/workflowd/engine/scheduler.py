@@ -198,6 +198,8 @@ class Scheduler:
         log.info("execution_submitted", execution_id=rec.execution_id, workflow_id=wf.id,
                  status=rec.status, cycle=0)
         if not claim:
+            if self.cluster is not None and rec.status == "queued":
+                self.cluster.backlog += 1  # counted again at the next poll
             return rec
         self._own(rec)
         if rec.status == "queued":
