@@ -20,7 +20,7 @@ async def test_copy_moves_every_execution_and_they_go_on(
     approved on PostgreSQL and completes; one left queued runs there; a second copy adds
     nothing."""
     path = str(tmp_path / "workflowd.db")
-    first = await make_client(engine={"max_concurrent": 1})
+    first = await make_client(engine={"max_concurrent": 1}, store={"url": ""})
     done = (await submit(first, "chatty"))["execution_id"]
     await wait_for_status(first, done, "completed")
     gated = (await submit(first, "gated"))["execution_id"]
@@ -62,7 +62,7 @@ async def test_copy_refuses_a_store_in_use(pg_url: str, make_client: MakeClient,
                                            capsys: pytest.CaptureFixture[str],
                                            tmp_path: Path) -> None:
     """A file a service runs on is not copied (it could change under the copy)."""
-    await make_client()
+    await make_client(store={"url": ""})
     code = await asyncio.to_thread(main, ["store", "copy", "--from",
                                           str(tmp_path / "workflowd.db"), "--to", pg_url])
     assert code == 2
