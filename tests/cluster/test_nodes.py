@@ -374,3 +374,31 @@ async def test_max_queued_counts_what_no_node_claimed(pg_url: str,
     workflows.release("q0").set()
     for execution_id in queued:
         await wait_for_status(a, execution_id, "completed")
+
+
+async def test_webhooks_are_sent_once_by_the_leader(
+        pg_url: str, make_client: MakeClient, aiohttp_server: Any) -> None:
+    """With the same webhook on both nodes, each terminal event is delivered once, whichever
+    node committed it."""
+    from tests.api.test_webhooks import Receiver, _serve
+
+    receiver = Receiver()
+    hook = await _serve(aiohttp_server, receiver)
+    hooks = [{"url": str(hook.make_url("/hook"))}]
+    a, b = [await make_client(store={"url": pg_url}, webhooks=hooks,
+                              delivery={"backoff": 0.05},
+                              cluster={"node_id": name, "poll_interval": 0.1})
+            for name in ("a", "b")]
+    ids = [(await submit(node, "three-steps"))["execution_id"] for node in (a, b, a, b)]
+    for execution_id in ids:
+        await wait_for_status(a, execution_id, "completed")
+    await receiver.wait(len(ids))
+    conn = await asyncpg.connect(pg_url)
+    try:
+        async with asyncio.timeout(10):  # every delivery sent is deleted from the outbox
+            while await conn.fetchval("SELECT count(*) FROM deliveries"):
+                await asyncio.sleep(0.05)
+    finally:
+        await conn.close()
+    delivered = [body["execution_id"] for body, _, _ in receiver.got]
+    assert sorted(delivered) == sorted(ids)
