@@ -446,6 +446,14 @@ class Bench:
         self.results["ws"] = out
 
 
+    # ---- (f) PostgreSQL and several nodes (bench.cluster) -----------------------------------
+
+    async def phase_cluster(self) -> None:
+        from bench.cluster import run_cluster
+
+        self.results["cluster"] = await run_cluster(self)
+
+
 def _throughput(n: int, seconds: float, m0: dict[str, float],
                 m1: dict[str, float]) -> dict[str, Any]:
     def delta(name: str) -> float:

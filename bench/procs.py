@@ -147,7 +147,7 @@ class Service(_HttpProcess):
 
     def __init__(self, workdir: Path, name: str, db: Path, *, engine: dict[str, Any],
                  store: dict[str, Any] | None = None, live: dict[str, Any] | None = None,
-                 port: int | None = None) -> None:
+                 port: int | None = None, cluster: dict[str, Any] | None = None) -> None:
         super().__init__(port or free_port())
         self.name = name
         self.db = db
@@ -163,6 +163,8 @@ class Service(_HttpProcess):
             "retention": {"finished_after": "7d", "sweep_interval": "1h"},
             "logging": {"level": "warning", "format": "console"},
         }
+        if cluster is not None:  # a node of a cluster on PostgreSQL ([store] url)
+            sections["cluster"] = {"node_id": name, **cluster}
         for section, values in OVERRIDES.items():
             sections.setdefault(section, {}).update(values)
         self.config.write_text("".join(

@@ -250,12 +250,19 @@ def _ws_rows(ws: dict[str, Any]) -> list[Row]:
     ]
 
 
+def _cluster_rows(cluster: dict[str, Any]) -> list[Row]:
+    from bench.cluster import cluster_rows
+
+    return cluster_rows(cluster)
+
+
 def build_rows(results: dict[str, Any]) -> list[Row]:
     builders: list[tuple[str, Callable[[dict[str, Any]], list[Row]]]] = [
         ("http", _http_rows),
         ("throughput", lambda tp: _throughput_rows(tp, results.get("peers", {}))),
         ("memory", _memory_rows),
         ("ws", _ws_rows),
+        ("cluster", _cluster_rows),
     ]
     rows: list[Row] = []
     for key, build in builders:

@@ -26,7 +26,7 @@ from bench.report import build_rows, render
 
 __all__ = ["main"]
 
-PHASES = ("http", "throughput", "memory", "ws")
+PHASES = ("http", "throughput", "memory", "ws", "cluster")
 DEFAULT_OUT = ROOT / "bench" / "results" / "latest.json"
 
 

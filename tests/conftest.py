@@ -1,8 +1,10 @@
-"""Fixtures: a fresh SQLite file per test, and the real app (its cleanup contexts run)."""
+"""Fixtures: a fresh SQLite file per test, and the real app (its cleanup contexts run); a
+throwaway PostgreSQL server for the session and a fresh database on it per test that asks."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +13,7 @@ from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
 from tests import workflows
+from tests.pgserver import PgServer, find_bin
 from workflowd.api import create_app
 from workflowd.config import LoggingSettings, Settings
 from workflowd.log import configure_logging
@@ -19,9 +22,15 @@ MakeClient = Callable[..., Awaitable[TestClient[Any, Any]]]
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
+def settings(tmp_path: Path, request: pytest.FixtureRequest) -> Settings:
+    """SQLite by default; WORKFLOWD_TEST_STORE=postgres runs the app tests on PostgreSQL (a
+    fresh database each, one node)."""
+    store: dict[str, Any] = {"path": str(tmp_path / "workflowd.db")}
+    if os.environ.get("WORKFLOWD_TEST_STORE") == "postgres":
+        store["url"] = request.getfixturevalue("pg_url")
     return Settings.model_validate({
-        "store": {"path": str(tmp_path / "workflowd.db")},
+        "store": store,
+        "cluster": {"node_id": "test", "poll_interval": 0.2},
         "workflows": {"modules": ["workflowd.examples", "tests.workflows"]},
         "engine": {"shutdown_grace": 1.0},
         "logging": {"level": "warning"},
@@ -41,7 +50,7 @@ def _fresh_test_state() -> None:
 
 
 @pytest.fixture
-def make_client(aiohttp_client: AiohttpClient, settings: Settings) -> MakeClient:
+def make_client(settings: Settings, aiohttp_client: AiohttpClient) -> MakeClient:
     """A client on a new app; `engine=` / `store=` override those settings sections;
     `headers=` are sent with every request (a bearer token, with `auth=`)."""
 
@@ -63,3 +72,31 @@ def make_client(aiohttp_client: AiohttpClient, settings: Settings) -> MakeClient
 @pytest.fixture
 async def client(make_client: MakeClient) -> TestClient[Any, Any]:
     return await make_client()
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """One PostgreSQL for the session, started on first use (skipped when none is installed,
+    unless WORKFLOWD_TEST_REQUIRE_POSTGRES is set, as CI does)."""
+    server = PgServer()
+    if not server.external and find_bin() is None:
+        if os.environ.get("WORKFLOWD_TEST_REQUIRE_POSTGRES"):
+            pytest.fail("PostgreSQL is required (WORKFLOWD_TEST_REQUIRE_POSTGRES) but not "
+                        "installed")
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql) and "
+                    "WORKFLOWD_TEST_POSTGRES_URL is not set")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def pg_url(pg_server: PgServer) -> AsyncIterator[str]:
+    """A fresh, empty database, dropped after the test."""
+    url = await pg_server.database()
+    try:
+        yield url
+    finally:
+        await pg_server.drop(url)

@@ -192,7 +192,7 @@ SECRET = "wfd-live-9f8e7d6c5b4a"
     f"[delivery]\nsecret = [\"{SECRET}\"]\n",
     f'[[webhooks]]\nurl = "http://u:{SECRET}@169.254.169.254/"\n',
     f'[[webhooks]]\nurl = "nope://u:{SECRET}@x/"\nsecret = 1\n',
-    f'[store]\nurl = "postgresql://wf:{SECRET}@db.internal/wf"\n',
+    f'[store]\nurl = ["postgresql://wf:{SECRET}@db.internal/wf"]\n',
     f'[auht]\nsha256 = "{SECRET}"\n',
 ])
 def test_config_errors_never_show_a_secret(tmp_path: Path, text: str,
@@ -206,6 +206,17 @@ def test_config_errors_never_show_a_secret(tmp_path: Path, text: str,
     assert main(["serve", "--config", str(path)]) == 2
     err = capsys.readouterr().err
     assert "bad configuration" in err
+    assert SECRET not in err
+
+
+def test_a_store_url_refused_at_start_never_shows_its_password(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A `[store] url` that is not PostgreSQL's stops `serve` (exit 2) naming the URL with its
+    password blanked."""
+    path = _write(tmp_path, f'[store]\nurl = "mysql://wf:{SECRET}@db.internal/wf"\n')
+    assert main(["serve", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "postgresql://" in err
     assert SECRET not in err
 
 

@@ -392,3 +392,28 @@ async def quick_a(ctx: Context) -> None:
 @quick_timeout.step
 async def quick_b(ctx: Context) -> None:
     ctx.state["b"] = True
+
+
+slow_steps = Workflow("slow-steps", title="Three steps of `seconds` each, with progress")
+
+
+async def _slowly(ctx: Context, name: str) -> None:
+    seconds = float(ctx.input.get("seconds", 1.0))
+    await ctx.progress(10, f"{name} begins")
+    await asyncio.sleep(seconds)
+    ctx.state[name] = ctx.cycle
+
+
+@slow_steps.step
+async def slow_one(ctx: Context) -> None:
+    await _slowly(ctx, "one")
+
+
+@slow_steps.step
+async def slow_two(ctx: Context) -> None:
+    await _slowly(ctx, "two")
+
+
+@slow_steps.step
+async def slow_three(ctx: Context) -> None:
+    await _slowly(ctx, "three")

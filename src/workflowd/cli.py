@@ -12,11 +12,13 @@ import structlog
 from aiohttp import web
 from pydantic import ValidationError
 
+from workflowd import store_copy
 from workflowd.api import create_app
 from workflowd.api.keys import WORKFLOWS
 from workflowd.config import Settings, check_exposure, load_settings
-from workflowd.errors import DefinitionError
+from workflowd.errors import DefinitionError, StoreError
 from workflowd.log import configure_logging
+from workflowd.store.postgres import check_url, redact
 
 __all__ = ["main"]
 
@@ -62,7 +64,16 @@ def serve(config: str | None) -> int:
     except (OSError, ValueError, ValidationError) as exc:
         print(f"workflowd: bad configuration: {exc}", file=sys.stderr)  # noqa: T201
         return 2
-    configure_logging(settings.logging)
+    if settings.store.url:
+        try:
+            check_url(settings.store.url)
+        except StoreError as exc:
+            print(f"workflowd: {exc.detail}", file=sys.stderr)  # noqa: T201
+            return 2
+    if settings.store.url:  # a node of a cluster: every line names it
+        configure_logging(settings.logging, node_id=settings.cluster.name())
+    else:
+        configure_logging(settings.logging)
     try:
         app = create_app(settings)
     except DefinitionError as exc:
@@ -71,12 +82,17 @@ def serve(config: str | None) -> int:
     log = structlog.get_logger("workflowd")
     names: list[str] = sorted(app[WORKFLOWS].keys())
     log.info("starting", host=settings.server.host, port=settings.server.port,
-             store=settings.store.path, workflows=names)
+             store=redact(settings.store.url) if settings.store.url else settings.store.path,
+             workflows=names)
     if settings.engine.tune_gc:
         tune_runtime()
-    web.run_app(app, host=settings.server.host, port=settings.server.port,
-                access_log=None, print=None, loop=new_loop(settings.server.uvloop),
-                shutdown_timeout=min(settings.engine.shutdown_grace, 5.0) or 0.1)
+    try:
+        web.run_app(app, host=settings.server.host, port=settings.server.port,
+                    access_log=None, print=None, loop=new_loop(settings.server.uvloop),
+                    shutdown_timeout=min(settings.engine.shutdown_grace, 5.0) or 0.1)
+    except StoreError as exc:  # the store cannot be opened: say why, without a traceback
+        print(f"workflowd: {exc.detail}", file=sys.stderr)  # noqa: T201
+        return 2
     log.info("stopped")
     return 0
 
@@ -86,9 +102,12 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     serve_cmd = commands.add_parser("serve", help="run the service")
     serve_cmd.add_argument("--config", help="path to config.toml (default: ./config.toml if any)")
+    store_copy.add_command(commands)
     args = parser.parse_args(argv)
     if args.command == "serve":
         return serve(args.config)
+    if args.command == "store":
+        return int(args.run(args))
     return 2  # pragma: no cover - argparse refuses unknown commands
 
 

@@ -6,6 +6,7 @@ import ipaddress
 import json
 import os
 import re
+import socket
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -71,6 +72,13 @@ class ServerSettings(_Section):
 
 class StoreSettings(_Section):
     path: str = "workflowd.db"
+    # A `postgresql://user:pass@host:port/db` URL puts the store in PostgreSQL instead of the
+    # SQLite file at `path`, and lets several nodes share it (API.md 9). Checked at start-up,
+    # not here, so that a bad one is reported without its password.
+    url: str = ""
+    # PostgreSQL only: connections each node keeps for reads and row-locked changes (the
+    # writer, the listener and the cluster's chores have one each besides).
+    pool_size: int = Field(default=8, ge=1, le=100)
     # "full": every commit is synced to disk (survives a power cut); "normal": may lose the
     # last commits to an OS crash or power cut (never to a crash of the process).
     synchronous: Literal["full", "normal"] = "full"
@@ -152,6 +160,22 @@ class ArtifactSettings(_Section):
         return str(parent / "artifacts")
 
 
+class ClusterSettings(_Section):
+    """Several nodes on one PostgreSQL store (ignored with SQLite, where one node owns all)."""
+
+    # This node's name in logs, metrics and GET /api/v1/cluster; empty: host and pid.
+    node_id: str = ""
+    # Seconds a node's claim on a running execution lasts; renewed every third of it. A node
+    # that stops renewing (killed, paused, cut off) loses its executions to another after it.
+    lease_seconds: float = Field(default=15.0, ge=1.0, le=3600.0)
+    # Seconds between the checks that catch what a missed notification would have said (new
+    # events for followers, executions to claim, expired leases).
+    poll_interval: float = Field(default=1.0, gt=0.0, le=60.0)
+
+    def name(self) -> str:
+        return self.node_id or f"{socket.gethostname()}-{os.getpid()}"
+
+
 class LoggingSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["console", "json"] = "console"
@@ -224,6 +248,7 @@ class Settings(_Section):
     workflows: WorkflowSettings = Field(default_factory=WorkflowSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     artifacts: ArtifactSettings = Field(default_factory=ArtifactSettings)
+    cluster: ClusterSettings = Field(default_factory=ClusterSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     limits: LimitsSettings = Field(default_factory=LimitsSettings)

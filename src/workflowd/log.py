@@ -18,15 +18,27 @@ _STDLIB_LOGGERS = ("aiohttp.access", "aiohttp.client", "aiohttp.server", "aiohtt
 _FILTER = RedactingFilter()
 
 
-def configure_logging(settings: LoggingSettings, *, cache: bool = True) -> None:
-    """Set up structlog; `cache=False` lets a later `structlog.configure` (tests) take effect."""
+def configure_logging(settings: LoggingSettings, *, cache: bool = True,
+                      node_id: str | None = None) -> None:
+    """Set up structlog; `cache=False` lets a later `structlog.configure` (tests) take effect.
+    With `node_id` (a node of a cluster) every line names the node."""
     level = logging.getLevelNamesMapping()[settings.level.upper()]
     renderer: structlog.types.Processor = (
         structlog.processors.JSONRenderer() if settings.format == "json"
         else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )
+    named: list[structlog.types.Processor] = []
+    if node_id is not None:
+
+        def add_node(_logger: object, _name: str, event: structlog.types.EventDict,
+                     ) -> structlog.types.EventDict:
+            event.setdefault("node_id", node_id)
+            return event
+
+        named.append(add_node)
     structlog.configure(
         processors=[
+            *named,
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),

@@ -13,7 +13,7 @@ from workflowd.clock import utcnow
 from workflowd.codec import dumps, encode
 from workflowd.errors import StoreError
 from workflowd.records import Event, ExecutionRecord, Progress
-from workflowd.store import Store, StoreClosedError, Write
+from workflowd.store import SQLiteStore, StoreClosedError, Write
 from workflowd.store.schema import MIGRATIONS
 
 
@@ -34,10 +34,10 @@ def _write(n: int, seq: int = 1) -> Write:
 async def test_open_twice_migrates_once(tmp_path: Path) -> None:
     """Reopening a file keeps its data and does not run migrations again."""
     path = str(tmp_path / "s.db")
-    store = await Store.open(path)
+    store = await SQLiteStore.open(path)
     await store.commit(_write(1))
     await store.close()
-    store = await Store.open(path)
+    store = await SQLiteStore.open(path)
     try:
         assert (await store.get_execution("e1")) is not None
         async with aiosqlite.connect(path) as conn, conn.execute(
@@ -64,7 +64,7 @@ async def test_a_version_2_file_keeps_its_events_and_steps(tmp_path: Path) -> No
     conn.execute("INSERT INTO steps VALUES ('e1', 1, ?)",
                  ('{"name": "a", "kind": "step", "cycle": 1}',))
     conn.close()
-    store = await Store.open(path)
+    store = await SQLiteStore.open(path)
     try:
         assert await store.events("e1") == ['{"seq": 1}']
         assert [s.name for s in await store.steps("e1")] == ["a"]
@@ -76,7 +76,7 @@ async def test_a_version_2_file_keeps_its_events_and_steps(tmp_path: Path) -> No
 
 async def test_concurrent_writes_share_commits(tmp_path: Path) -> None:
     """Writes queued together are committed in fewer transactions than writes (group commit)."""
-    store = await Store.open(str(tmp_path / "s.db"))
+    store = await SQLiteStore.open(str(tmp_path / "s.db"))
     try:
         await asyncio.gather(*(store.commit(_write(n)) for n in range(200)))
         assert store.writer.writes == 200
@@ -88,7 +88,7 @@ async def test_concurrent_writes_share_commits(tmp_path: Path) -> None:
 
 async def test_a_bad_write_fails_alone(tmp_path: Path) -> None:
     """A write that breaks a constraint fails its own future; its batch neighbours commit."""
-    store = await Store.open(str(tmp_path / "s.db"))
+    store = await SQLiteStore.open(str(tmp_path / "s.db"))
     try:
         await store.commit(_write(1))
         results = await asyncio.gather(
@@ -105,7 +105,7 @@ async def test_a_bad_write_fails_alone(tmp_path: Path) -> None:
 
 async def test_closed_store_refuses_writes(tmp_path: Path) -> None:
     """After close, a write is refused at once instead of hanging."""
-    store = await Store.open(str(tmp_path / "s.db"))
+    store = await SQLiteStore.open(str(tmp_path / "s.db"))
     await store.close()
     with pytest.raises(StoreClosedError):
         store.writer.submit(_write(1))
@@ -114,13 +114,13 @@ async def test_closed_store_refuses_writes(tmp_path: Path) -> None:
 async def test_a_file_from_a_newer_version_is_refused(tmp_path: Path) -> None:
     """Opening a file whose schema is newer than this code fails at open, changing nothing."""
     path = str(tmp_path / "new.db")
-    store = await Store.open(path)
+    store = await SQLiteStore.open(path)
     await store.close()
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("INSERT INTO schema_version VALUES (?)", (len(MIGRATIONS) + 1,))
     conn.close()
     with pytest.raises(StoreError, match="newer"):
-        await Store.open(path)
+        await SQLiteStore.open(path)
     conn = sqlite3.connect(path)
     assert conn.execute("SELECT MAX(version) FROM schema_version").fetchone() == (
         len(MIGRATIONS) + 1,)

@@ -13,6 +13,7 @@ from aiohttp.typedefs import Middleware
 
 from workflowd.api import (
     artifacts,
+    cluster,
     control,
     definitions,
     delivery,
@@ -49,10 +50,11 @@ from workflowd.api.views import LiveBodies
 from workflowd.config import Settings
 from workflowd.definitions import Workflow, load_workflows
 from workflowd.engine import Hub, Scheduler
+from workflowd.engine.cluster import Cluster
 from workflowd.engine.retention import sweep_forever
 from workflowd.errors import DefinitionError
 from workflowd.outbound import OutboundPolicy, OutboundRefused
-from workflowd.store import Store
+from workflowd.store import open_store
 
 __all__ = ["create_app"]
 
@@ -61,11 +63,9 @@ log = structlog.get_logger("workflowd.app")
 
 async def store_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS].store
-    store = await Store.open(settings.path, max_batch=settings.max_batch,
-                             commit_interval=settings.commit_interval,
-                             synchronous=settings.synchronous)
+    store = await open_store(app[SETTINGS])
     if settings.synchronous == "normal":
-        log.warning("store_synchronous_normal", path=settings.path,
+        log.warning("store_synchronous_normal", store=store.where,
                     risk="commits are not synced to disk one by one: an OS crash or a power "
                          "cut may lose the last ones (a crash of the process loses nothing)")
     app[STORE] = store
@@ -75,21 +75,29 @@ async def store_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    scheduler = Scheduler(app[WORKFLOWS], app[STORE], app[HUB], settings.engine,
+    store = app[STORE]
+    scheduler = Scheduler(app[WORKFLOWS], store, app[HUB], settings.engine,
                           settings.live.progress_interval, app[OUTBOX],
                           settings.server.base_url(),
                           max_queued_per_subject=settings.limits.max_queued_per_subject,
                           catalog=app[CATALOG], artifacts=app[ARTIFACTS])
+    if store.cluster is not None:
+        # Several nodes: leases, requests and events across nodes; the leader does the chores.
+        scheduler.cluster = Cluster(scheduler, store.cluster, settings.cluster,
+                                    settings.retention, app[OUTBOX])
     app[SCHEDULER] = scheduler
     await scheduler.recover()
-    sweeper = asyncio.create_task(
-        sweep_forever(app[STORE], settings.retention.finished_after,
-                      settings.retention.sweep_interval, app[ARTIFACTS]),
-        name="retention-sweeper")
+    sweeper = None
+    if store.cluster is None:
+        sweeper = asyncio.create_task(
+            sweep_forever(store, settings.retention.finished_after,
+                          settings.retention.sweep_interval, app[ARTIFACTS]),
+            name="retention-sweeper")
     yield
-    sweeper.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await sweeper
+    if sweeper is not None:
+        sweeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeper
     await scheduler.drain(settings.engine.shutdown_grace)
 
 
@@ -117,7 +125,7 @@ def create_app(settings: Settings) -> web.Application:
                             definitions.catalog_ctx, scheduler_ctx, demo.demo_ctx])
     # Routes under one prefix are tried in the order they were added: the most polled first.
     for module in (live, workflows, executions, steps, stream, tickets, health, ui, demo,
-                   control, definitions, artifacts):
+                   control, definitions, artifacts, cluster):
         app.add_routes(module.routes.table)
     return app
 

@@ -98,7 +98,7 @@ async def _definition(request: web.Request, path_id: str | None) -> DefinitionBo
 
 
 def _stored(request: web.Request, defined: Defined) -> web.Response:
-    request.app[SCHEDULER].adopt(defined.workflow)  # executions held for this id, if any
+    request.app[SCHEDULER].adopt_held(defined.workflow)  # executions held for this id, if any
     location = f"{BASE}/{defined.workflow.id}"
     return json_response(definition_view(defined), 201, headers={"Location": location})
 

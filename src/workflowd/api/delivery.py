@@ -85,9 +85,13 @@ async def outbox_ctx(app: web.Application) -> AsyncIterator[None]:
                     max_attempts=settings.delivery.max_attempts,
                     backoff=settings.delivery.backoff)
     app[OUTBOX] = outbox
-    sender = asyncio.create_task(outbox.run(), name="outbox")
+    # In a cluster the leader sends (engine.chores), so that each delivery goes once.
+    sender = None
+    if app[STORE].cluster is None:
+        sender = asyncio.create_task(outbox.run(), name="outbox")
     yield
-    sender.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await sender
+    if sender is not None:
+        sender.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sender
     await session.close()

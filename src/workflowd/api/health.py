@@ -9,6 +9,7 @@ from aiohttp import web
 from workflowd.api.keys import SCHEDULER, STORE
 from workflowd.api.parsing import json_response
 from workflowd.api.routing import Routes
+from workflowd.engine.cluster import Cluster
 from workflowd.errors import NotReadyError
 from workflowd.records import ExecutionStatus
 
@@ -39,6 +40,27 @@ def _metric(lines: list[str], name: str, kind: str, help_: str,
     lines.extend(f"{name}{labels} {value:g}" for labels, value in samples)
 
 
+def _cluster_metrics(lines: list[str], cluster: Cluster) -> None:
+    """This node's part in a cluster (each node serves its own)."""
+    node = cluster.node_id.replace("\\", "\\\\").replace('"', '\\"')
+    _metric(lines, "workflowd_node_info", "gauge", "This node of the cluster.",
+            [(f'{{node_id="{node}"}}', 1)])
+    _metric(lines, "workflowd_cluster_leases", "gauge",
+            "Executions this node holds a lease on.", [("", len(cluster.scheduler.owners))])
+    _metric(lines, "workflowd_cluster_backlog", "gauge",
+            "Queued executions no node has claimed yet (the cluster's, as last counted).",
+            [("", cluster.backlog)])
+    _metric(lines, "workflowd_cluster_leader", "gauge",
+            "1 while this node holds the leader row (does the chores).",
+            [("", int(cluster.chores.leading))])
+    for name, value, help_ in (
+            ("claimed", cluster.claimed, "Executions this node claimed."),
+            ("taken_over", cluster.taken_over,
+             "Claimed executions that were running on a node that stopped renewing."),
+            ("let_go", cluster.lost, "Executions this node lost the lease of and let go.")):
+        _metric(lines, f"workflowd_cluster_{name}_total", "counter", help_, [("", value)])
+
+
 @routes.get("/metrics", role="viewer", summary="Prometheus metrics")
 async def metrics(request: web.Request) -> web.Response:
     scheduler = request.app[SCHEDULER]
@@ -66,5 +88,7 @@ async def metrics(request: web.Request) -> web.Response:
             [("", store.writer.commits)])
     _metric(lines, "workflowd_store_writes_total", "counter",
             "Writes committed (a commit holds one or more).", [("", store.writer.writes)])
+    if scheduler.cluster is not None:
+        _cluster_metrics(lines, scheduler.cluster)
     return web.Response(text="\n".join(lines) + "\n",
                         headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})

@@ -35,9 +35,14 @@ async def live_status(request: web.Request) -> web.StreamResponse:
     rec = await scheduler.get(execution_id)
     if q.since is not None and rec.seq <= q.since and not rec.is_terminal and q.wait > 0:
         since = q.since
-        changed = await request.app[HUB].wait_until(
-            execution_id,
-            lambda: (r := scheduler.peek(execution_id)) is None or r.seq > since, q.wait)
+        hub = request.app[HUB]
+
+        def newer() -> bool:
+            # Another node may run it: then only the hub hears of its commits.
+            r = scheduler.peek(execution_id)
+            return (r.seq if r is not None else hub.seen(execution_id)) > since
+
+        changed = await hub.wait_until(execution_id, newer, q.wait)
         rec = await scheduler.get(execution_id)
         if not changed or rec.seq <= q.since:
             return web.Response(status=304, headers={"ETag": _etag(rec)})

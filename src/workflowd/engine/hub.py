@@ -25,6 +25,9 @@ class Subscription:
         self.lagging = False
         self.accept = accept
         self.on_lag: Callable[[], None] | None = None
+        # The last seq the follower has, once it has one: a node that feeds the hub with
+        # events other nodes committed reads from the lowest (`Hub.floor`).
+        self.last: int | None = None
 
     def put(self, event: Event) -> None:
         if self.lagging or (self.accept is not None and not self.accept(event)):
@@ -41,6 +44,10 @@ class Hub:
     def __init__(self) -> None:
         self._subs: dict[str | None, set[Subscription]] = {}
         self._changed: dict[str, asyncio.Future[None]] = {}
+        # Long-polls waiting on each execution, and the newest seq heard of it while they
+        # wait (for executions another node runs, which `Scheduler.peek` does not know).
+        self._waiting: dict[str, int] = {}
+        self._seen: dict[str, int] = {}
 
     @property
     def subscriber_count(self) -> int:
@@ -70,24 +77,59 @@ class Hub:
             for sub in self._subs.get(key, ()):
                 for event in events:
                     sub.put(event)
+        self.poke(execution_id, events[-1].seq)
+
+    def poke(self, execution_id: str, seq: int) -> None:
+        """Events up to `seq` are committed: wake the long-polls of the execution."""
+        if execution_id in self._waiting:
+            self._seen[execution_id] = max(seq, self._seen.get(execution_id, 0))
         changed = self._changed.pop(execution_id, None)
         if changed is not None and not changed.done():
             changed.set_result(None)
+
+    # ---- what a node that hears of other nodes' commits feeds ----------------------------------
+
+    def watched(self) -> list[str]:
+        """Executions someone here follows or long-polls."""
+        return [key for key in self._subs if key is not None] + [
+            key for key in self._waiting if key not in self._subs]
+
+    def follows_all(self) -> bool:
+        """Whether a follower of every execution is connected."""
+        return bool(self._subs.get(None))
+
+    def floor(self, execution_id: str) -> int | None:
+        """The lowest seq the followers of an execution have (None: none has one yet)."""
+        lasts = [sub.last for sub in self._subs.get(execution_id, ()) if sub.last is not None]
+        return min(lasts) if lasts else None
+
+    def seen(self, execution_id: str) -> int:
+        """The newest seq published or poked while a long-poll waits on the execution."""
+        return self._seen.get(execution_id, 0)
 
     async def wait_until(self, execution_id: str, ready: Callable[[], bool],
                          timeout: float) -> bool:
         """Wait until `ready()` holds, checking after each commit of the execution's events."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while not ready():
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return False
-            changed = self._changed.get(execution_id)
-            if changed is None:
-                changed = self._changed[execution_id] = loop.create_future()
-            try:
-                await asyncio.wait_for(asyncio.shield(changed), remaining)
-            except TimeoutError:
-                return ready()
-        return True
+        self._waiting[execution_id] = self._waiting.get(execution_id, 0) + 1
+        try:
+            while not ready():
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return False
+                changed = self._changed.get(execution_id)
+                if changed is None:
+                    changed = self._changed[execution_id] = loop.create_future()
+                try:
+                    await asyncio.wait_for(asyncio.shield(changed), remaining)
+                except TimeoutError:
+                    return ready()
+            return True
+        finally:
+            left = self._waiting[execution_id] - 1
+            if left:
+                self._waiting[execution_id] = left
+            else:
+                del self._waiting[execution_id]
+                self._seen.pop(execution_id, None)

@@ -40,9 +40,30 @@ class Ledger:
         deliveries: Sequence[Delivery] = (),
         on_commit: Callable[[], None] | None = None,
         statements: Sequence[tuple[str, tuple[Any, ...]]] = (),
+        claim: bool = False,
     ) -> asyncio.Future[None]:
         """Queue the change; the future resolves once it is committed and published.
         `statements` (from the store, e.g. an execution's artifact uses) commit with it."""
+        return self.store.write(self.prepare(
+            rec, events, steps, base_seq=base_seq, logs=logs, idempotency=idempotency,
+            deliveries=deliveries, on_commit=on_commit, statements=statements, claim=claim))
+
+    def prepare(
+        self,
+        rec: ExecutionRecord,
+        events: Sequence[Event],
+        steps: Sequence[StepRecord],
+        *,
+        base_seq: int,
+        logs: Sequence[tuple[str, str]] = (),
+        idempotency: IdempotencyRecord | None = None,
+        deliveries: Sequence[Delivery] = (),
+        on_commit: Callable[[], None] | None = None,
+        statements: Sequence[tuple[str, tuple[Any, ...]]] = (),
+        claim: bool = False,
+    ) -> Write:
+        """The change as a store write that publishes its events once committed (a change
+        made under a row lock commits it itself: `ClusterStore.locked_change`)."""
         outbox = self.outbox
         if outbox is not None and events:
             deliveries = [*deliveries, *outbox.for_events(rec, events)]
@@ -57,9 +78,9 @@ class Ledger:
             if deliveries and outbox is not None:
                 outbox.wake()
 
-        return self.store.write(Write.of(rec, events, steps, base_seq=base_seq, logs=logs,
-                                         idempotency=idempotency, deliveries=deliveries,
-                                         on_commit=committed, statements=statements))
+        return Write.of(rec, events, steps, base_seq=base_seq, logs=logs,
+                        idempotency=idempotency, deliveries=deliveries, on_commit=committed,
+                        statements=statements, claim=claim)
 
     def write_logs(self, logs: Sequence[tuple[str, str]]) -> asyncio.Future[None]:
         """Log lines alone (a step writing them as it runs)."""

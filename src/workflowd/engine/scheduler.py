@@ -12,7 +12,7 @@ import itertools
 from collections import Counter, OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import structlog
 
@@ -41,6 +41,9 @@ from workflowd.errors import (
 from workflowd.ids import new_execution_id
 from workflowd.records import ErrorInfo, ExecutionRecord
 from workflowd.store import Store
+
+if TYPE_CHECKING:
+    from workflowd.engine.cluster import Cluster
 
 __all__ = ["Remember", "Scheduler"]
 
@@ -87,6 +90,9 @@ class Scheduler:
         self._arrival = itertools.count()
         self._reserved = 0
         self._cut_off: set[asyncio.Task[None]] = set()  # runners that ignored a cancel
+        # On a store that several nodes share: leases, requests and events across nodes
+        # (engine.cluster). None on SQLite, where this node owns every execution.
+        self.cluster: Cluster | None = None
         store.on_deleted.append(self._forget)
 
     # ---- figures --------------------------------------------------------------------------
@@ -117,7 +123,14 @@ class Scheduler:
     # ---- start and stop -------------------------------------------------------------------
 
     async def recover(self) -> int:
-        """Take up every unfinished execution from the store; answer how many."""
+        """Take up every unfinished execution from the store; answer how many. In a cluster,
+        claim instead what this node has room for (and go on claiming)."""
+        if self.cluster is not None:
+            self._accepting = True
+            await self.cluster.start()
+            self.ready = True
+            self.cluster.wake()
+            return 0
         unfinished = await self.store.unfinished()
         if self.catalog is not None:
             await self.catalog.preload(unfinished)
@@ -143,7 +156,7 @@ class Scheduler:
             for workflow_id in sorted({self.owners[i].head.workflow_id for i in self.held}):
                 wf = await self.catalog.current(workflow_id)
                 if wf is not None:
-                    self.adopt(wf)
+                    self.adopt_held(wf)
         if self.held:
             missing = sorted({self.owners[i].head.workflow_id for i in self.held})
             log.warning("executions_held", executions=len(self.held), workflows=missing,
@@ -178,6 +191,8 @@ class Scheduler:
                 log.info("drain_cancelled", executions=len(pending))
         for owner in list(self.owners.values()):
             await owner.settled()
+        if self.cluster is not None:
+            await self.cluster.stop()
         self.executor.shutdown(wait=False, cancel_futures=True)
 
     # ---- requests --------------------------------------------------------------------------
@@ -205,17 +220,25 @@ class Scheduler:
         rec = change.record
         statements = self.store.artifact_use_statements(
             rec.execution_id, artifacts, "input", rec.created_at) if artifacts else ()
+        # In a cluster a new execution is this node's at once only if it can run it now;
+        # else any node with room claims it.
+        claim = self.cluster is None or (rec.status == "queued" and self.cluster.room() > 0)
         self._reserved += 1
         self._reserved_by[submitted_by] += 1
         try:
             await self.ledger.write(rec, change.events, change.steps, base_seq=0,
                                     idempotency=remember(rec) if remember else None,
-                                    statements=statements)
+                                    statements=statements,
+                                    claim=claim and self.cluster is not None)
         finally:
             self._reserved -= 1
             _decrement(self._reserved_by, submitted_by)
         log.info("execution_submitted", execution_id=rec.execution_id, workflow_id=wf.id,
                  status=rec.status, cycle=0)
+        if not claim:
+            if self.cluster is not None and rec.status == "queued":
+                self.cluster.backlog += 1  # counted again at the next poll
+            return rec
         self._own(rec, wf)
         if rec.status == "queued":
             self._enqueue(rec)
@@ -226,6 +249,9 @@ class Scheduler:
                       remember: Remember | None = None, *,
                       four_eyes: bool = False) -> ExecutionRecord:
         """`four_eyes`: the subject that submitted the execution may not approve it."""
+        if (cluster := self._elsewhere(execution_id)) is not None:
+            return await cluster.approve(execution_id, comment, decided_by, remember,
+                                         four_eyes=four_eyes)
         owner = await self._owner(execution_id)
         if four_eyes and owner.head.submitted_by == decided_by:
             raise ForbiddenError(f"{decided_by!r} submitted execution {execution_id} and may "
@@ -238,6 +264,8 @@ class Scheduler:
 
     async def reject(self, execution_id: str, reason: str | None, decided_by: str,
                      remember: Remember | None = None) -> ExecutionRecord:
+        if (cluster := self._elsewhere(execution_id)) is not None:
+            return await cluster.reject(execution_id, reason, decided_by, remember)
         owner = await self._owner(execution_id)
         return await self._apply(owner, lambda rec: T.rejected(rec, decided_by, reason,
                                                                utcnow()), remember)
@@ -247,6 +275,8 @@ class Scheduler:
         """Cancel in any unfinished status. A running step's task is cancelled for real; its
         runner writes `cancelled`. A step that ignores the cancel past `[engine] cancel_grace`
         is cut off: the owner takes no more changes from it, and writes `cancelled` itself."""
+        if (cluster := self._elsewhere(execution_id)) is not None:
+            return await cluster.cancel(execution_id, remember)
         owner = await self._owner(execution_id)
         runner = owner.runner
         if runner is not None and runner.task is not None and not runner.task.done():
@@ -303,6 +333,9 @@ class Scheduler:
         """Progress reported by another service, for the step running in the process or
         waited on from an outside worker. `trusted`: the caller proved a role that may report
         for any step (a worker's or admin's bearer token), so the step's token is not checked."""
+        if (cluster := self._elsewhere(execution_id)) is not None:
+            return await cluster.step_progress(execution_id, step, token, report,
+                                               trusted=trusted)
         owner = await self._owner_of_step(execution_id, step)
         rec = owner.head
         if rec.wait is not None and rec.wait.kind == "external":
@@ -323,6 +356,10 @@ class Scheduler:
                             remember: Remember | None = None,
                             trusted: bool = False) -> ExecutionRecord:
         """An outside worker finished its step: the cycle is committed with its output."""
+        if (cluster := self._elsewhere(execution_id)) is not None:
+            return await cluster.step_complete(execution_id, step, token, success=success,
+                                               output=output, error=error, remember=remember,
+                                               trusted=trusted)
         owner = await self._owner_of_step(execution_id, step)
         wf = owner.wf
         assert wf is not None
@@ -360,7 +397,7 @@ class Scheduler:
             wf = await self.catalog.for_record(rec)
         return wf
 
-    def adopt(self, wf: Workflow) -> int:
+    def adopt_held(self, wf: Workflow) -> int:
         """Executions held for want of their workflow that `wf` (just defined) can run: they
         are taken up on it; the others stay held. Answers how many were taken up."""
         taken = 0
@@ -425,6 +462,9 @@ class Scheduler:
             finished[execution_id] = rec
             if len(finished) > self.keep_finished:
                 finished.popitem(last=False)
+        elif self.cluster is not None and rec.wait is not None:
+            # The commit gave the lease up (nobody holds a waiting execution); its task ends.
+            self.release(owner, cancel=False)
         elif rec.status == "queued" and owner.runner is None \
                 and execution_id not in self._queued and owner.head is rec:
             self._enqueue(rec)
@@ -459,6 +499,63 @@ class Scheduler:
         if future is not None:
             future.add_done_callback(lambda f: f.cancelled() or f.exception())
 
+    # ---- in a cluster (engine.cluster) ----------------------------------------------------------
+
+    @property
+    def accepting(self) -> bool:
+        return self._accepting
+
+    @property
+    def submitting(self) -> int:
+        """Submits being committed now (each may take a slot here)."""
+        return self._reserved
+
+    def _elsewhere(self, execution_id: str) -> Cluster | None:
+        """The cluster, when this node does not own the execution (another node may)."""
+        if self.cluster is None or execution_id in self.owners:
+            return None
+        self._check_accepting()
+        return self.cluster
+
+    def adopt(self, rec: ExecutionRecord) -> None:
+        """Own an execution this node has just leased, and queue it to run."""
+        if rec.execution_id in self.owners or rec.is_terminal:
+            return
+        owner = self._own(rec)
+        if rec.wait is None and rec.status in ("queued", "running"):
+            self._enqueue(rec)
+            self._pump()
+        elif owner.wf is None:
+            self.held.add(rec.execution_id)
+
+    def release(self, owner: Owner, *, cancel: bool = True) -> None:
+        """Stop owning an execution (its lease is gone or given up): its task, if any, is
+        cancelled as at a shutdown, writing nothing."""
+        execution_id = owner.execution_id
+        owner.close()
+        if self.owners.get(execution_id) is owner:
+            del self.owners[execution_id]
+        self._dequeue(execution_id)
+        self.held.discard(execution_id)
+        runner = owner.runner
+        if cancel and runner is not None and runner.task is not None \
+                and not runner.task.done() and not runner.cancel_requested:
+            owner.runner = None
+            self.runners.pop(execution_id, None)
+            runner.task.cancel()
+            self._cut_off.add(runner.task)
+            runner.task.add_done_callback(self._cut_off.discard)
+        self._pump()
+
+    def remember_finished(self, rec: ExecutionRecord) -> None:
+        finished = self.finished
+        finished[rec.execution_id] = rec
+        if len(finished) > self.keep_finished:
+            finished.popitem(last=False)
+
+    def check_room(self, subject: str) -> None:
+        self._check_room(subject)
+
     # ---- internals: admission ----------------------------------------------------------------
 
     def _check_accepting(self) -> None:
@@ -466,7 +563,9 @@ class Scheduler:
             raise NotReadyError("the service is starting or shutting down")
 
     def _check_room(self, subject: str) -> None:
-        if self.queued + self._reserved >= self.settings.max_queued:
+        # In a cluster the queue is the database's too: what no node has claimed yet.
+        backlog = self.cluster.backlog if self.cluster is not None else 0
+        if self.queued + self._reserved + backlog >= self.settings.max_queued:
             raise QueueFullError(
                 f"{self.settings.max_queued} executions are already queued", retry_after=1)
         limit = self.max_queued_per_subject
@@ -529,6 +628,8 @@ class Scheduler:
                 and owner.committed is owner.head:
             self._enqueue(owner.head)  # decided while its task was ending: run it on
         self._pump()
+        if self.cluster is not None:
+            self.cluster.slot_freed()
 
     def _fail_mismatch(self, owner: Owner, error: ErrorInfo) -> None:
         """An execution that the workflow loaded now cannot run (a step it needs is gone):

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from workflowd.store.writer import Write
 
@@ -69,11 +69,10 @@ class ArtifactRow:
 class ArtifactRows:
     """Reads and writes of artifact rows (a mixin of `Store`)."""
 
-    async def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        raise NotImplementedError
+    if TYPE_CHECKING:  # given by the store this is mixed into
+        async def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]: ...
 
-    async def commit(self, write: Write) -> None:
-        raise NotImplementedError
+        async def commit(self, write: Write) -> None: ...
 
     async def artifact(self, artifact_id: str) -> ArtifactRow | None:
         rows = await self._rows(f"SELECT {_COLUMNS} FROM artifacts WHERE id = ?",  # noqa: S608

@@ -15,7 +15,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from workflowd.errors import WorkflowConflictError
 from workflowd.store.writer import Write
@@ -60,11 +60,10 @@ class StoredVersion:
 class DefinitionRows:
     """Reads and writes of stored definitions (a mixin of `Store`)."""
 
-    async def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        raise NotImplementedError
+    if TYPE_CHECKING:  # given by the store this is mixed into
+        async def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]: ...
 
-    async def commit(self, write: Write) -> None:
-        raise NotImplementedError
+        async def commit(self, write: Write) -> None: ...
 
     async def definition_head(self, workflow_id: str) -> DefinitionHead | None:
         rows = await self._rows(

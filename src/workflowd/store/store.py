@@ -1,4 +1,4 @@
-"""The store: opens the SQLite file (WAL), migrates it, reads, and hands writes to the writer."""
+"""The SQLite store: opens the file (WAL), migrates it, reads, and hands writes to the writer."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ import fcntl
 import json
 import os
 import sqlite3
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,11 +24,12 @@ from workflowd.records import (
     decode_step,
 )
 from workflowd.store.artifacts import ArtifactRows
+from workflowd.store.base import ExecutionFilter, Store
 from workflowd.store.definitions import DefinitionRows
 from workflowd.store.schema import migrate
 from workflowd.store.writer import Delivery, Write, Writer
 
-__all__ = ["MIN_SQLITE", "ExecutionFilter", "Store"]
+__all__ = ["MIN_SQLITE", "ExecutionFilter", "SQLiteStore"]
 
 # Upserts (`ON CONFLICT ... DO UPDATE`) came in 3.24; `json_each` and `json_extract` are the
 # JSON functions every build since has.
@@ -53,36 +53,24 @@ def _pragmas(synchronous: str) -> tuple[str, ...]:
 _TERMINAL_SQL = ", ".join(f"'{status}'" for status in sorted(TERMINAL))
 
 
-@dataclass(frozen=True, slots=True)
-class ExecutionFilter:
-    workflow_id: str | None = None
-    status: str | None = None
-    labels: tuple[tuple[str, str], ...] = ()
-    created_after: str | None = None
-    created_before: str | None = None
-    before_num: int | None = None
-    limit: int = 50
-
-
-class Store(DefinitionRows, ArtifactRows):
-    """One file: a write connection for the writer task, a read connection for the rest.
+class SQLiteStore(DefinitionRows, ArtifactRows, Store):
+    """One file: a write connection for the writer thread, a read connection for the rest.
 
     The rows of workflows defined as data and of artifacts are kept in their own modules
     (`DefinitionRows`, `ArtifactRows`)."""
 
     def __init__(self, path: str, reader: aiosqlite.Connection, writer: Writer,
                  lock: int | None) -> None:
+        super().__init__()
         self.path = path
+        self.where = path
         self._reader = reader
-        self.writer = writer
+        self.writer: Writer = writer
         self._lock = lock
-        # Called with the ids of deleted executions once the delete is committed, so that
-        # whoever keeps copies (the ledger's recently finished records) drops them.
-        self.on_deleted: list[Callable[[Sequence[str]], None]] = []
 
     @classmethod
     async def open(cls, path: str, *, max_batch: int = 512, commit_interval: float = 0.0,
-                   synchronous: Literal["full", "normal"] = "full") -> Store:
+                   synchronous: Literal["full", "normal"] = "full") -> SQLiteStore:
         """Open (creating and migrating) the file; `StoreError` says why it cannot be."""
         if sqlite3.sqlite_version_info < MIN_SQLITE:
             raise StoreError(f"SQLite {sqlite3.sqlite_version} is too old: workflowd needs "
@@ -121,10 +109,6 @@ class Store(DefinitionRows, ArtifactRows):
     def write(self, write: Write) -> asyncio.Future[None]:
         """Queue a write; the future resolves once it is durable."""
         return self.writer.submit(write)
-
-    async def commit(self, write: Write) -> None:
-        """Queue a write and wait until it is durable."""
-        await self.writer.submit(write)
 
     # ---- reads ----------------------------------------------------------------------------
 
@@ -265,8 +249,7 @@ class Store(DefinitionRows, ArtifactRows):
             statements.extend((f"DELETE FROM {table} WHERE {column} = ?", (i,)) for i in ids)  # noqa: S608
         statements.append(("DELETE FROM idempotency WHERE created_at < ?", (idempotency_before,)))
         await self.commit(Write(statements=statements))
-        for forget in self.on_deleted:
-            forget(ids)
+        self._deleted(ids)
 
 
 def _lock(path: str) -> int:

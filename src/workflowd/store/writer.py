@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import structlog
 
 from workflowd.clock import utcnow
@@ -33,7 +34,7 @@ from workflowd.codec import dumps, encode
 from workflowd.errors import StoreUnavailableError
 from workflowd.records import Event, ExecutionRecord, IdempotencyRecord, StepRecord
 
-__all__ = ["Delivery", "StaleWriteError", "StoreClosedError", "Write", "Writer"]
+__all__ = ["Delivery", "Gate", "StaleWriteError", "StoreClosedError", "Write", "Writer"]
 
 log = structlog.get_logger(__name__)
 
@@ -42,14 +43,11 @@ log = structlog.get_logger(__name__)
 # takes one step per row and, between steps, the GIL back from a busy event loop (measured:
 # milliseconds per row when the loop is busy, microseconds with this). `json_extract`, not
 # `->>`, so that SQLite 3.24 and later do.
-# The columns of executions and events are read out of the documents themselves, so the loop
-# encodes each record once and each event not at all (its JSON is made with the event).
 _UPSERT_EXECUTION = (
     "INSERT INTO executions (id, workflow_id, status, created_at, finished_at, doc) "
-    "SELECT json_extract(value, '$.execution_id'), json_extract(value, '$.workflow_id'), "
-    "json_extract(value, '$.status'), json_extract(value, '$.created_at'), "
-    "json_extract(value, '$.finished_at'), value FROM json_each(?) WHERE true "
-    "ON CONFLICT (id) DO UPDATE SET "
+    "SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), "
+    "json_extract(value, '$[2]'), json_extract(value, '$[3]'), json_extract(value, '$[4]'), "
+    "json_extract(value, '$[5]') FROM json_each(?) WHERE true ON CONFLICT (id) DO UPDATE SET "
     "status = excluded.status, finished_at = excluded.finished_at, doc = excluded.doc"
 )
 _UPSERT_STEP = (
@@ -60,8 +58,8 @@ _UPSERT_STEP = (
 )
 _INSERT_EVENT = (
     "INSERT INTO events (execution_id, seq, doc) "
-    "SELECT json_extract(value, '$.execution_id'), json_extract(value, '$.seq'), value "
-    "FROM json_each(?)"
+    "SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), "
+    "json_extract(value, '$[2]') FROM json_each(?)"
 )
 _INSERT_LOG = "INSERT INTO logs (execution_id, doc) VALUES (?, ?)"
 _INSERT_DELIVERY = (
@@ -103,13 +101,17 @@ class Write:
     execution_id: str | None = None
     base_seq: int = 0
     seq: int = 0
-    execution: bytes | None = None  # the record's document
+    # [id, workflow_id, status, created_at, finished_at, doc, priority, wait kind, wakes at];
+    # the last three are for PostgreSQL (claims in priority order, leases, timers).
+    execution: bytes | None = None
     steps: Sequence[tuple[int, bytes]] = ()  # (cycle, [execution_id, cycle, doc])
-    events: Sequence[bytes] = ()  # each event's document
+    events: Sequence[bytes] = ()  # [execution_id, seq, doc]
     logs: Sequence[tuple[str, str]] = ()  # (execution_id, doc)
     idempotency: IdempotencyRecord | None = None
     statements: Sequence[tuple[str, tuple[Any, ...]]] = ()
     deliveries: Sequence[Delivery] = ()
+    # PostgreSQL: a new execution leased to this node at once (it has room to run it now).
+    claim: bool = False
     on_commit: Callable[[], None] | None = None
     future: asyncio.Future[None] | None = field(default=None, repr=False)
 
@@ -119,10 +121,19 @@ class Write:
         """The write of an execution's record with its events and step records, the rows
         encoded here, on the caller's thread."""
         execution_id = rec.execution_id
+        wait = rec.wait
+        wakes = None
+        if wait is not None:
+            due = [ts for ts in (wait.deadline, rec.deadline) if ts is not None]
+            wakes = min(due) if due else None
         return cls(
-            execution_id=execution_id, base_seq=base_seq, seq=rec.seq, execution=encode(rec),
+            execution_id=execution_id, base_seq=base_seq, seq=rec.seq,
+            execution=encode((execution_id, rec.workflow_id, rec.status, rec.created_at,
+                              rec.finished_at, rec, rec.priority,
+                              wait.kind if wait is not None else None, wakes)),
             steps=[(s.cycle or 0, encode((execution_id, s.cycle or 0, s))) for s in steps],
-            events=[e.json for e in events], **extra)
+            events=[encode((execution_id, e.seq, msgspec.Raw(e.json))) for e in events],
+            **extra)
 
 
 @dataclass(slots=True)
@@ -161,7 +172,65 @@ def _array(rows: Sequence[bytes]) -> str:
     return (b"[" + b",".join(rows) + b"]").decode()
 
 
-class Writer:
+class Gate:
+    """What every writer keeps besides its connection: which executions' writes it must refuse
+    after a failure, and its counters.
+
+    An execution whose write failed is blocked at the seq of its last committed record: only
+    a write built on that record (its owner went back to it) may commit next; one built on the
+    failed write is stale. Touched by the writer alone (its thread, or its task).
+    """
+
+    def __init__(self) -> None:
+        self._blocked: dict[str, int] = {}
+        self.commits = 0
+        self.writes = 0
+        self.rows = 0
+        self.failures = 0
+        self.commit_seconds = 0.0
+        self.unavailable: str | None = None  # why the store refuses writes, while it does
+
+    def _admit(self, batch: list[Write]) -> list[BaseException | None]:
+        """Refuse the writes of a blocked execution that are not built on its last committed
+        record, following the batch's own chain (a write may build on one before it here)."""
+        expect: dict[str, int] = {}
+        errors: list[BaseException | None] = []
+        for write in batch:
+            execution_id = write.execution_id
+            error = None
+            if execution_id is not None and execution_id in self._blocked:
+                if write.base_seq != expect.get(execution_id, self._blocked[execution_id]):
+                    error = _stale_error(execution_id)
+                else:
+                    expect[execution_id] = write.seq
+            errors.append(error)
+        return errors
+
+    def _stale(self, write: Write) -> StaleWriteError | None:
+        execution_id = write.execution_id
+        if execution_id is None or execution_id not in self._blocked:
+            return None
+        return _stale_error(execution_id) if write.base_seq != self._blocked[execution_id] else None
+
+    def _block(self, writes: Sequence[Write]) -> None:
+        """These writes failed: block their executions at what each was built on."""
+        self.failures += len(writes)
+        for write in writes:
+            if write.execution_id is not None:
+                self._blocked.setdefault(write.execution_id, write.base_seq)
+
+    def _count(self, writes: Sequence[Write], seconds: float) -> None:
+        """These writes committed together: unblock their executions, count them."""
+        for write in writes:
+            if write.execution_id is not None:
+                self._blocked.pop(write.execution_id, None)
+            self.rows += len(write.events) + len(write.steps) + (write.execution is not None)
+        self.commits += 1
+        self.writes += len(writes)
+        self.commit_seconds += seconds
+
+
+class Writer(Gate):
     """Owns the write connection; commits queued writes in batches, in the order they came.
 
     The thread takes the next batch as soon as a commit ends, without waiting for the event
@@ -171,6 +240,7 @@ class Writer:
 
     def __init__(self, path: str, pragmas: Sequence[str], max_batch: int,
                  commit_interval: float) -> None:
+        super().__init__()
         self._path = path
         self._pragmas = tuple(pragmas)
         self._max_batch = max_batch
@@ -180,15 +250,6 @@ class Writer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped: asyncio.Future[None] | None = None
         self._closed = False
-        # Executions whose last write failed, with the seq of their last committed record:
-        # only a write built on that record may commit next. Touched by the thread only.
-        self._blocked: dict[str, int] = {}
-        self.commits = 0
-        self.writes = 0
-        self.rows = 0
-        self.failures = 0
-        self.commit_seconds = 0.0
-        self.unavailable: str | None = None  # why the file refuses writes, while it does
 
     async def open(self, prepare: Callable[[sqlite3.Connection], object]) -> None:
         """Start the writer's thread: it connects, runs `prepare` (the migrations), then
@@ -342,33 +403,8 @@ class Writer:
             self._committed([write], time.perf_counter() - began)
         return errors
 
-    def _admit(self, batch: list[Write]) -> list[BaseException | None]:
-        """Refuse the writes of a blocked execution that are not built on its last committed
-        record, following the batch's own chain (a write may build on one before it here)."""
-        expect: dict[str, int] = {}
-        errors: list[BaseException | None] = []
-        for write in batch:
-            execution_id = write.execution_id
-            error = None
-            if execution_id is not None and execution_id in self._blocked:
-                if write.base_seq != expect.get(execution_id, self._blocked[execution_id]):
-                    error = _stale_error(execution_id)
-                else:
-                    expect[execution_id] = write.seq
-            errors.append(error)
-        return errors
-
-    def _stale(self, write: Write) -> StaleWriteError | None:
-        execution_id = write.execution_id
-        if execution_id is None or execution_id not in self._blocked:
-            return None
-        return _stale_error(execution_id) if write.base_seq != self._blocked[execution_id] else None
-
     def _refused(self, exc: Exception, writes: list[Write]) -> BaseException:
-        self.failures += len(writes)
-        for write in writes:
-            if write.execution_id is not None:
-                self._blocked.setdefault(write.execution_id, write.base_seq)
+        self._block(writes)
         if isinstance(exc, sqlite3.IntegrityError):
             log.error("write_refused", error=str(exc), writes=len(writes))
             return exc
@@ -383,13 +419,7 @@ class Writer:
         if self.unavailable is not None:
             log.info("store_available", path=self._path)
             self.unavailable = None
-        for write in writes:
-            if write.execution_id is not None:
-                self._blocked.pop(write.execution_id, None)
-            self.rows += len(write.events) + len(write.steps) + (write.execution is not None)
-        self.commits += 1
-        self.writes += len(writes)
-        self.commit_seconds += seconds
+        self._count(writes, seconds)
 
 
 def _stale_error(execution_id: str) -> StaleWriteError:

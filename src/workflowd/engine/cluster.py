@@ -1,0 +1,539 @@
+"""The node's part in a cluster: what the scheduler does differently on a store that several
+nodes share (PostgreSQL). On SQLite there is none, and one node owns every execution.
+
+- **Leases.** The node owns (has an `Owner` for) only the executions it holds a lease on: the
+  ones it claimed, or submitted or decided with room to run them at once. A claim takes as
+  many as it has free slots (`max_concurrent` counts per node), woken by a notification or
+  every `poll_interval`; the lease is renewed every third of `lease_seconds` by one
+  statement. An execution whose lease the node lost (renewal found it gone, or the writer's
+  lease check refused a commit) is let go at once: its task is cancelled like at a shutdown,
+  writing nothing, and the node that took it over resumes it from its last committed cycle.
+  A commit that leaves an execution waiting (approval, external worker) gives the lease up:
+  nobody holds a waiting execution.
+- **Requests.** An approve, reject, cancel, progress or complete for an execution the node
+  does not own is applied here under the row's lock when no node holds it (the transitions
+  are plain functions of the record), or sent to the node that holds it through the mailbox
+  (a row in `requests` and a NOTIFY carrying its id; the answer comes back the same way).
+- **Events.** Commits of other nodes arrive as notifications naming each execution's new
+  seqs; the events are read from the table (the truth) for the executions someone here
+  follows and handed to the hub, and a poll of the newest seqs every `poll_interval` catches
+  up whatever a missed notification would have said.
+- **Chores** (`engine.chores`) run on the node that holds the leader row.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Coroutine, Sequence
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+import structlog
+
+from workflowd.clock import utcnow
+from workflowd.codec import NotJSON, dumps, json_copy, loads
+from workflowd.config import ClusterSettings, RetentionSettings
+from workflowd.context import ProgressReport
+from workflowd.engine import transitions as T
+from workflowd.engine.chores import Chores
+from workflowd.engine.outbox import Outbox
+from workflowd.engine.owner import Owner, Remember
+from workflowd.errors import (
+    ForbiddenError,
+    QueueFullError,
+    StoreUnavailableError,
+    UnknownExecutionError,
+    UnknownStepError,
+    ValidationProblem,
+    WorkflowdError,
+)
+from workflowd.records import ErrorInfo, Event, ExecutionRecord, decode_execution
+from workflowd.store import Write
+from workflowd.store.cluster import (
+    ANSWERS_CHANNEL,
+    EVENTS_CHANNEL,
+    REQUESTS_CHANNEL,
+    WORK_CHANNEL,
+    ClusterStore,
+    OwnedElsewhere,
+)
+
+if TYPE_CHECKING:
+    from workflowd.engine.scheduler import Scheduler
+
+__all__ = ["Cluster"]
+
+log = structlog.get_logger("workflowd.cluster")
+
+Make = Callable[[ExecutionRecord], "T.Change | None"]
+
+
+class _Typed(msgspec.Struct):
+    type: str
+
+
+_type_of = msgspec.json.Decoder(_Typed).decode
+
+
+def _all_errors() -> dict[str, type[WorkflowdError]]:
+    found: dict[str, type[WorkflowdError]] = {}
+    todo: list[type[WorkflowdError]] = [WorkflowdError]
+    while todo:
+        cls = todo.pop()
+        found.setdefault(cls.code, cls)
+        todo.extend(cls.__subclasses__())
+    return found
+
+
+class Cluster:
+    def __init__(self, scheduler: Scheduler, ops: ClusterStore, settings: ClusterSettings,
+                 retention: RetentionSettings | None = None,
+                 outbox: Outbox | None = None) -> None:
+        self.scheduler = scheduler
+        self.ops = ops
+        self.settings = settings
+        self.node_id = ops.node_id
+        self.chores = Chores(self, retention, outbox)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._work = asyncio.Event()
+        self._pending: dict[str, int] = {}  # execution -> read its events after this seq
+        self._events = asyncio.Event()
+        self._answers: dict[int, asyncio.Future[None]] = {}
+        self._serving: set[asyncio.Task[None]] = set()
+        self._stopping = False
+        # Whether queued work may wait for a node (a notification said so, or the last claim
+        # filled every free slot): then a slot freed here is worth a claim at once.
+        self._more = True
+        # Queued executions no node has claimed, as last counted (max_queued counts them).
+        self.backlog = 0
+        self._counted = 0.0
+        self._errors = _all_errors()
+        self.claimed = 0
+        self.taken_over = 0
+        self.lost = 0
+
+    # ---- start and stop ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.ops.heartbeat(0)
+        writer = getattr(self.scheduler.store, "writer", None)
+        if writer is not None and hasattr(writer, "on_lease_lost"):
+            writer.on_lease_lost.append(self._lease_lost)
+            writer.on_unsure.append(self._unsure)
+        await self.ops.listen({EVENTS_CHANNEL: self._on_events, WORK_CHANNEL: self._on_work,
+                               REQUESTS_CHANNEL: self._on_request,
+                               ANSWERS_CHANNEL: self._on_answer}, self._caught_up)
+        for name, job in (("claims", self._claim_forever), ("leases", self._renew_forever),
+                          ("remote-events", self._events_forever),
+                          ("chores", self.chores.run_forever)):
+            self._tasks.append(asyncio.create_task(self._guard(name, job),
+                                                   name=f"cluster-{name}"))
+        log.info("cluster_joined", node_id=self.node_id,
+                 lease_seconds=self.settings.lease_seconds)
+
+    async def stop(self) -> None:
+        """After the drain: give back the leases of what this node still owns (other nodes
+        take them at once), stop the loops, leave the nodes table."""
+        self._stopping = True
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for task in list(self._serving):
+            task.cancel()
+        await asyncio.gather(*self._serving, return_exceptions=True)
+        await self.chores.stop()
+        ids = list(self.scheduler.owners)
+        try:
+            await self.ops.release(ids)
+            await self.ops.leave()
+        except Exception as exc:  # noqa: BLE001 - the leases then run out by themselves
+            log.warning("cluster_leave_failed", error=str(exc), executions=len(ids))
+        else:
+            log.info("cluster_left", released=len(ids))
+
+    async def _guard(self, name: str, job: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run a loop forever: a failure (the server gone a while) is logged, then it goes on."""
+        while True:
+            try:
+                await job()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a loop of the node must not die
+                log.warning("cluster_loop_failed", loop=name, error=str(exc))
+                await asyncio.sleep(self.settings.poll_interval)
+
+    # ---- claims and leases --------------------------------------------------------------------
+
+    def room(self) -> int:
+        """Free slots: `max_concurrent` less what runs, waits for a slot or is being
+        submitted here."""
+        s = self.scheduler
+        return s.settings.max_concurrent - len(s.runners) - s.queued - s.submitting
+
+    def wake(self) -> None:
+        self._work.set()
+
+    def slot_freed(self) -> None:
+        """A runner here ended: claim at once if work may be waiting."""
+        if self._more:
+            self._work.set()
+
+    def _on_work(self, payload: str) -> None:
+        self._more = True
+        if payload != self.node_id or self.room() > 0:
+            self._work.set()
+
+    async def _claim_forever(self) -> None:
+        scheduler = self.scheduler
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.settings.poll_interval):
+                    await self._work.wait()
+            self._work.clear()
+            while not self._stopping and scheduler.accepting and (room := self.room()) > 0:
+                records = await self.ops.claim(room, sorted(scheduler.workflows))
+                self.backlog = max(0, self.backlog - len(records))
+                for rec in records:
+                    self.claimed += 1
+                    if rec.status == "running":
+                        self.taken_over += 1
+                        log.info("execution_taken_over", execution_id=rec.execution_id,
+                                 workflow_id=rec.workflow_id, cycle=rec.cycle,
+                                 node_id=self.node_id)
+                    scheduler.adopt(rec)
+                if len(records) < room:
+                    self._more = False
+                    break
+            now = asyncio.get_running_loop().time()
+            if now - self._counted >= self.settings.poll_interval:
+                self._counted = now
+                self.backlog = await self.ops.backlog()
+
+    async def _renew_forever(self) -> None:
+        every = self.settings.lease_seconds / 3
+        while True:
+            await asyncio.sleep(every)
+            owned = dict(self.scheduler.owners)
+            held = await self.ops.renew()
+            gone = [owner for execution_id, owner in owned.items() if execution_id not in held]
+            if gone:
+                self._let_go(gone, why="lease not renewed")
+            await self.ops.heartbeat(self.scheduler.running)
+
+    def _lease_lost(self, ids: Sequence[str]) -> None:
+        owners = self.scheduler.owners
+        self._let_go([owners[i] for i in ids if i in owners], why="commit refused: lease lost")
+
+    def _unsure(self, ids: Sequence[str]) -> None:
+        """The connection broke during a commit of these: reload them from the store (give
+        the leases back so that whoever claims them reads what really committed)."""
+        owners = self.scheduler.owners
+        gone = [owners[i] for i in ids if i in owners]
+        self._let_go(gone, why="commit outcome unknown")
+        if gone:
+            self._spawn(self.ops.release([o.execution_id for o in gone]))
+
+    def _let_go(self, owners: Sequence[Owner], *, why: str) -> None:
+        """Stop owning these: their tasks are cancelled as at a shutdown (writing nothing)."""
+        scheduler = self.scheduler
+        for owner in owners:
+            execution_id = owner.execution_id
+            if scheduler.owners.get(execution_id) is not owner:
+                continue
+            self.lost += 1
+            log.warning("execution_let_go", execution_id=execution_id, why=why,
+                        node_id=self.node_id)
+            scheduler.release(owner)
+        self.wake()
+
+    # ---- requests for executions this node does not own -----------------------------------------
+
+    async def approve(self, execution_id: str, comment: str | None, decided_by: str,
+                      remember: Remember | None, *, four_eyes: bool = False,
+                      ) -> ExecutionRecord:
+        def make(rec: ExecutionRecord) -> T.Change:
+            if four_eyes and rec.submitted_by == decided_by:
+                raise ForbiddenError(f"{decided_by!r} submitted execution {execution_id} and "
+                                     "may not approve it too ([auth] four_eyes)")
+            if rec.status == "awaiting_approval":
+                self.scheduler.check_room(rec.submitted_by)
+            return T.approved(rec, decided_by, comment, utcnow())
+
+        return await self._decide(execution_id, make, remember, {
+            "kind": "approve", "comment": comment, "decided_by": decided_by,
+            "four_eyes": four_eyes})
+
+    async def reject(self, execution_id: str, reason: str | None, decided_by: str,
+                     remember: Remember | None) -> ExecutionRecord:
+        return await self._decide(
+            execution_id, lambda rec: T.rejected(rec, decided_by, reason, utcnow()), remember,
+            {"kind": "reject", "reason": reason, "decided_by": decided_by})
+
+    async def cancel(self, execution_id: str, remember: Remember | None) -> ExecutionRecord:
+        return await self._decide(execution_id, lambda rec: T.cancelled(rec, utcnow()),
+                                  remember, {"kind": "cancel"})
+
+    async def step_progress(self, execution_id: str, step: str, token: str,
+                            report: ProgressReport, *, trusted: bool = False,
+                            ) -> ExecutionRecord:
+        def make(rec: ExecutionRecord) -> T.Change | None:
+            self._check_step(rec, step)
+            # Not running anywhere: only an external step's worker may report.
+            return T.external_progress(rec, step, token, report, utcnow(), trusted=trusted)
+
+        return await self._decide(execution_id, make, None, {
+            "kind": "progress", "step": step, "token": token, "trusted": trusted,
+            "report": [report.percentage, report.message, report.current_task,
+                       report.estimated_remaining_seconds, report.custom_data]})
+
+    async def step_complete(self, execution_id: str, step: str, token: str, *, success: bool,
+                            output: Any, error: ErrorInfo | None,
+                            remember: Remember | None, trusted: bool = False,
+                            ) -> ExecutionRecord:
+        try:
+            output = json_copy(output)
+        except NotJSON as exc:  # pragma: no cover - a parsed JSON body is JSON
+            raise ValidationProblem(str(exc), []) from None
+
+        def make(rec: ExecutionRecord) -> T.Change:
+            wf = self._check_step(rec, step)
+            return T.external_answered(rec, wf, step, token, success=success, output=output,
+                                       error=error, now=utcnow(), trusted=trusted)
+
+        return await self._decide(execution_id, make, remember, {
+            "kind": "complete", "step": step, "token": token, "trusted": trusted,
+            "success": success,
+            "output": output, "error": error})
+
+    def _check_step(self, rec: ExecutionRecord, step: str) -> Any:
+        wf = self.scheduler.workflow_of(rec)
+        if wf is None or wf.get_step(step) is None:
+            raise UnknownStepError(f"workflow {rec.workflow_id!r} declares no step {step!r}")
+        return wf
+
+    async def _decide(self, execution_id: str, make: Make, remember: Remember | None,
+                      request: dict[str, Any]) -> ExecutionRecord:
+        """Under the row lock where no node holds the execution, else by its holder."""
+        for _ in range(5):
+            try:
+                return await self._locked(execution_id, make, remember)
+            except OwnedElsewhere as held:
+                answer = await self._forward(held.node_id, execution_id, request)
+                if answer is None:
+                    continue  # it let the execution go meanwhile: look again
+                if remember is not None:
+                    # The holder committed the change; its answer is kept beside it.
+                    await self.scheduler.store.commit(Write(idempotency=remember(answer)))
+                return answer
+        raise StoreUnavailableError(f"execution {execution_id} kept moving between nodes")
+
+    async def _locked(self, execution_id: str, make: Make,
+                      remember: Remember | None) -> ExecutionRecord:
+        scheduler = self.scheduler
+        made: list[ExecutionRecord] = []
+
+        def build(rec: ExecutionRecord) -> Write | None:
+            change = make(rec)
+            if change is None:
+                return None
+            new = change.record
+            claim = (new.status == "queued" and new.workflow_id in scheduler.workflows
+                     and scheduler.accepting and self.room() > 0)
+            made.append(new)
+            return scheduler.ledger.prepare(
+                new, change.events, change.steps, base_seq=rec.seq, claim=claim,
+                idempotency=remember(new) if remember is not None else None)
+
+        rec, write = await self.ops.locked_change(execution_id, build)
+        if rec is None:
+            raise UnknownExecutionError(f"no execution with id {execution_id!r}")
+        if write is None or not made:
+            return rec
+        new = made[-1]
+        log.info("execution_decided", execution_id=execution_id, workflow_id=new.workflow_id,
+                 cycle=new.cycle, status=new.status, node_id=self.node_id)
+        if write.claim:
+            scheduler.adopt(new)
+        elif new.is_terminal:
+            scheduler.remember_finished(new)
+        return new
+
+    async def _forward(self, node_id: str, execution_id: str,
+                       request: dict[str, Any]) -> ExecutionRecord | None:
+        """Ask the holder; answer its record, raise its error, or None when it no longer
+        holds the execution."""
+        ops = self.ops
+        request_id = await ops.post_request(node_id, execution_id, dumps(request))
+        arrived = self._answers[request_id] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + self.scheduler.settings.cancel_grace \
+            + self.settings.lease_seconds + 5.0
+        try:
+            while True:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.settings.poll_interval):
+                        await asyncio.shield(arrived)
+                answer = await ops.request_answer(request_id)
+                if answer is not None:
+                    break
+                if await ops.holder(execution_id) != node_id:
+                    return None
+                if loop.time() > give_up:
+                    raise StoreUnavailableError(f"node {node_id} holds {execution_id} but did "
+                                                "not answer; try again")
+        finally:
+            self._answers.pop(request_id, None)
+            with contextlib.suppress(Exception):
+                await ops.drop_request(request_id)
+        reply = loads(answer)
+        if "record" in reply:
+            return decode_execution(dumps(reply["record"]))
+        if "error" in reply:
+            raise self._error(reply["error"])
+        return None
+
+    def _error(self, data: dict[str, Any]) -> WorkflowdError:
+        cls = self._errors.get(data.get("code", ""), StoreUnavailableError)
+        detail = str(data.get("detail", ""))
+        if cls is QueueFullError:
+            return QueueFullError(detail, retry_after=int(data.get("retry_after", 1)))
+        if cls is ValidationProblem:
+            return ValidationProblem(detail, list(data.get("errors", [])))
+        return cls(detail)
+
+    def _on_answer(self, payload: str) -> None:
+        node, _, request_id = payload.partition("|")
+        if node == self.node_id and request_id.isdigit():
+            arrived = self._answers.get(int(request_id))
+            if arrived is not None and not arrived.done():
+                arrived.set_result(None)
+
+    def _on_request(self, payload: str) -> None:
+        node, _, request_id = payload.partition("|")
+        if node == self.node_id and request_id.isdigit():
+            self._spawn(self._serve(int(request_id)))
+
+    async def _serve(self, request_id: int) -> None:
+        """A request another node sent to this one, as the holder of its execution."""
+        taken = await self.ops.take_request(request_id)
+        if taken is None:
+            return
+        _, execution_id, body = taken
+        request = loads(body)
+        answer: dict[str, Any]
+        if execution_id not in self.scheduler.owners:
+            answer = {"not_owner": True}
+        else:
+            try:
+                rec = await self._apply_here(execution_id, request)
+                answer = {"record": rec}
+            except WorkflowdError as exc:
+                answer = {"error": {"code": exc.code, "detail": exc.detail,
+                                    "retry_after": getattr(exc, "retry_after", None),
+                                    **exc.extra()}}
+        await self.ops.answer_request(request_id, dumps(answer))
+
+    async def _apply_here(self, execution_id: str, r: dict[str, Any]) -> ExecutionRecord:
+        s = self.scheduler
+        kind = r["kind"]
+        if kind == "approve":
+            return await s.approve(execution_id, r["comment"], r["decided_by"],
+                                   four_eyes=bool(r.get("four_eyes")))
+        if kind == "reject":
+            return await s.reject(execution_id, r["reason"], r["decided_by"])
+        if kind == "cancel":
+            return await s.cancel(execution_id)
+        if kind == "progress":
+            return await s.step_progress(execution_id, r["step"], r["token"],
+                                         ProgressReport(*r["report"]),
+                                         trusted=bool(r.get("trusted")))
+        if kind == "complete":
+            error = r.get("error")
+            return await s.step_complete(
+                execution_id, r["step"], r["token"], success=r["success"],
+                output=r["output"], trusted=bool(r.get("trusted")),
+                error=ErrorInfo(**error) if isinstance(error, dict) else None)
+        raise ValidationProblem(f"unknown request {kind!r}", [])
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        task = asyncio.create_task(coro)
+        self._serving.add(task)
+        task.add_done_callback(self._served)
+
+    def _served(self, task: asyncio.Task[Any]) -> None:
+        self._serving.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.warning("cluster_request_failed", error=str(exc))
+
+    # ---- events other nodes committed -----------------------------------------------------------
+
+    def _on_events(self, payload: str) -> None:
+        node, _, marks = payload.partition("|")
+        if node == self.node_id:
+            return  # published here after the commit already
+        hub = self.scheduler.hub
+        everything = hub.follows_all()
+        watched = None if everything else set(hub.watched())
+        for mark in marks.split(","):
+            parts = mark.split(" ")
+            if len(parts) != 3:
+                continue
+            execution_id, first, _last = parts
+            if watched is not None and execution_id not in watched:
+                continue
+            after = int(first) - 1
+            floor = hub.floor(execution_id)
+            if floor is not None:
+                after = min(after, floor)
+            self._pending[execution_id] = min(after, self._pending.get(execution_id, after))
+        if self._pending:
+            self._events.set()
+
+    def _caught_up(self) -> None:
+        """(Re)connected to the notifications: look for what was missed meanwhile."""
+        self._events.set()
+        self._work.set()
+
+    async def _events_forever(self) -> None:
+        while True:
+            polled = False
+            try:
+                async with asyncio.timeout(self.settings.poll_interval):
+                    await self._events.wait()
+            except TimeoutError:
+                polled = True
+            self._events.clear()
+            if polled or not self._pending:
+                await self._poll_newest()
+            pending, self._pending = self._pending, {}
+            if pending:
+                await self._read_and_publish(pending)
+
+    async def _poll_newest(self) -> None:
+        """What a missed notification would have said: the newest seq of each execution
+        followed here that this node does not run."""
+        hub = self.scheduler.hub
+        ids = [i for i in hub.watched() if i not in self.scheduler.owners]
+        if not ids:
+            return
+        newest = await self.ops.newest_seqs(ids)
+        for execution_id, seq in newest.items():
+            floor = hub.floor(execution_id)
+            if floor is not None and seq > floor:
+                self._pending[execution_id] = min(floor, self._pending.get(execution_id, floor))
+            hub.poke(execution_id, seq)
+
+    async def _read_and_publish(self, pending: dict[str, int]) -> None:
+        hub = self.scheduler.hub
+        rows = await self.ops.events_after(pending)
+        batch: list[Event] = []
+        for execution_id, seq, doc, workflow_id in rows:
+            if batch and batch[0].execution_id != execution_id:
+                hub.publish(batch)
+                batch = []
+            batch.append(Event(execution_id, seq, _type_of(doc).type, doc.encode(),
+                               workflow_id))
+        if batch:
+            hub.publish(batch)

@@ -1,0 +1,192 @@
+"""The store interface: what the engine and the API call, whichever store holds the data.
+
+Two implementations: `SQLiteStore` (one file, one node) and `PostgresStore` (a server that
+several nodes share). Both keep the same tables and the same promises: a `Write` commits in
+one transaction with whatever else was queued with it (group commit), its future resolves once
+it is durable, a write the store refuses fails with `StoreUnavailableError` (503) and changes
+nothing, and a later write of the same execution built on a refused one fails with
+`StaleWriteError`, so that an execution's events never get a gap.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from workflowd.records import ExecutionRecord, IdempotencyRecord, StepRecord
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from typing import Any
+
+    from workflowd.store.artifacts import ArtifactRow, Role
+    from workflowd.store.cluster import ClusterStore
+    from workflowd.store.definitions import DefinitionHead, StoredVersion
+    from workflowd.store.writer import Delivery, Write
+
+__all__ = ["ExecutionFilter", "Store", "WriterFigures"]
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionFilter:
+    workflow_id: str | None = None
+    status: str | None = None
+    labels: tuple[tuple[str, str], ...] = ()
+    created_after: str | None = None
+    created_before: str | None = None
+    before_num: int | None = None
+    limit: int = 50
+
+
+class WriterFigures(Protocol):
+    """What the metrics read of a store's writer."""
+
+    commits: int
+    writes: int
+    rows: int
+    failures: int
+    commit_seconds: float
+    unavailable: str | None
+
+
+class Store(abc.ABC):
+    """The only code that speaks SQL, behind one interface."""
+
+    #: The writer's counters (commits, writes, ...), for metrics.
+    writer: WriterFigures
+    #: Where the data is, fit for a log line (never a password).
+    where: str = ""
+    #: Leases, nodes, notifications: only a store that several nodes share has them.
+    cluster: ClusterStore | None = None
+
+    def __init__(self) -> None:
+        # Called with the ids of deleted executions once the delete is committed, so that
+        # whoever keeps copies (the ledger's recently finished records) drops them.
+        self.on_deleted: list[Callable[[Sequence[str]], None]] = []
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Commit what is queued, then close; safe to call twice."""
+
+    # ---- writes ---------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def write(self, write: Write) -> asyncio.Future[None]:
+        """Queue a write; the future resolves once it is durable."""
+
+    async def commit(self, write: Write) -> None:
+        """Queue a write and wait until it is durable."""
+        await self.write(write)
+
+    # ---- reads ----------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def get_execution(self, execution_id: str) -> ExecutionRecord | None: ...
+
+    @abc.abstractmethod
+    async def unfinished(self) -> list[ExecutionRecord]:
+        """Every execution not yet terminal, in order of arrival."""
+
+    @abc.abstractmethod
+    async def list_executions(self, f: ExecutionFilter,
+                              ) -> tuple[list[ExecutionRecord], int | None]:
+        """Newest first; answers the page and the `num` to continue below (None at the end)."""
+
+    @abc.abstractmethod
+    async def steps(self, execution_id: str) -> list[StepRecord]: ...
+
+    @abc.abstractmethod
+    async def step_at(self, execution_id: str, cycle: int) -> StepRecord | None: ...
+
+    @abc.abstractmethod
+    async def events(self, execution_id: str, after: int = 0, limit: int = 1000) -> list[str]:
+        """Events as stored JSON text, in `seq` order."""
+
+    @abc.abstractmethod
+    async def event_rows(self, execution_id: str, after: int,
+                         limit: int) -> list[tuple[int, str]]:
+        """`(seq, event JSON)` after `after`, in `seq` order."""
+
+    @abc.abstractmethod
+    async def logs(self, execution_id: str, after: int = 0,
+                   limit: int = 1000) -> list[tuple[int, str]]: ...
+
+    @abc.abstractmethod
+    async def idempotency(self, scope: str, key: str) -> IdempotencyRecord | None: ...
+
+    @abc.abstractmethod
+    async def due_deliveries(self, now: str, limit: int) -> list[tuple[int, Delivery, int]]:
+        """Pending deliveries due by `now`: `(id, delivery, attempts so far)`, oldest first."""
+
+    @abc.abstractmethod
+    async def delivery_outcome(self, delivery_id: int, *, delivered: bool, attempts: int,
+                               next_at: str | None, error: str | None) -> None:
+        """Record an attempt: delivered rows go; others wait until `next_at`, or fail for good
+        when `next_at` is None."""
+
+    @abc.abstractmethod
+    async def count_by_status(self) -> dict[str, int]: ...
+
+    @abc.abstractmethod
+    async def finished_before(self, cutoff: str, limit: int = 500) -> list[str]: ...
+
+    @abc.abstractmethod
+    async def delete_executions(self, ids: Sequence[str], idempotency_before: str) -> None:
+        """Remove executions with everything they own, and idempotency answers past the cutoff;
+        then tell `on_deleted`."""
+
+    def _deleted(self, ids: Sequence[str]) -> None:
+        for forget in self.on_deleted:
+            forget(ids)
+
+    # ---- workflows defined as data (store/definitions.py) ----------------------------------
+
+    async def definition_head(self, workflow_id: str) -> DefinitionHead | None:
+        raise NotImplementedError(f"{type(self).__name__} does not keep definitions yet")
+
+    async def definition_version(self, workflow_id: str, version: int) -> StoredVersion | None:
+        raise NotImplementedError(f"{type(self).__name__} does not keep definitions yet")
+
+    async def definition_versions(self, workflow_id: str) -> list[StoredVersion]:
+        raise NotImplementedError(f"{type(self).__name__} does not keep definitions yet")
+
+    async def current_definitions(self) -> list[StoredVersion]:
+        raise NotImplementedError(f"{type(self).__name__} does not keep definitions yet")
+
+    async def add_definition_version(self, workflow_id: str, version: int, doc: str,
+                                     now: str) -> None:
+        raise NotImplementedError(f"{type(self).__name__} does not keep definitions yet")
+
+    async def delete_definition(self, workflow_id: str, now: str) -> None:
+        raise NotImplementedError(f"{type(self).__name__} does not keep definitions yet")
+
+    # ---- artifacts (store/artifacts.py) ----------------------------------------------------
+
+    async def artifact(self, artifact_id: str) -> ArtifactRow | None:
+        raise NotImplementedError(f"{type(self).__name__} does not keep artifacts yet")
+
+    async def existing_artifacts(self, ids: Iterable[str]) -> set[str]:
+        raise NotImplementedError(f"{type(self).__name__} does not keep artifacts yet")
+
+    async def artifacts_of(self, execution_id: str) -> list[tuple[ArtifactRow, list[str]]]:
+        raise NotImplementedError(f"{type(self).__name__} does not keep artifacts yet")
+
+    async def add_artifact(self, row: ArtifactRow, role: Role | None = None) -> None:
+        raise NotImplementedError(f"{type(self).__name__} does not keep artifacts yet")
+
+    def artifact_use_statements(self, execution_id: str, ids: Iterable[str], role: Role,
+                                now: str) -> list[tuple[str, tuple[Any, ...]]]:
+        raise NotImplementedError(f"{type(self).__name__} does not keep artifacts yet")
+
+    async def note_artifact_use(self, execution_id: str, artifact_id: str, role: Role,
+                                now: str) -> None:
+        raise NotImplementedError(f"{type(self).__name__} does not keep artifacts yet")
+
+    async def sweep_artifacts(self, cutoff: str, limit: int = 500) -> list[str]:
+        raise NotImplementedError(f"{type(self).__name__} does not keep artifacts yet")
+
+    async def sha256_in_use(self, sha256: str) -> bool:
+        raise NotImplementedError(f"{type(self).__name__} does not keep artifacts yet")

@@ -1,0 +1,69 @@
+"""`workflowd store copy`: a SQLite store moved to PostgreSQL, where its executions go on."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from tests import workflows
+from tests.conftest import MakeClient
+from tests.helpers import API, assert_gapless, events, get_json, submit, wait_for_status
+from workflowd.cli import main
+
+
+async def test_copy_moves_every_execution_and_they_go_on(
+        pg_url: str, make_client: MakeClient, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Finished executions arrive with their events, steps and logs; one at a gate is
+    approved on PostgreSQL and completes; one left queued runs there; a second copy adds
+    nothing."""
+    path = str(tmp_path / "workflowd.db")
+    first = await make_client(engine={"max_concurrent": 1}, store={"url": ""})
+    done = (await submit(first, "chatty"))["execution_id"]
+    await wait_for_status(first, done, "completed")
+    gated = (await submit(first, "gated"))["execution_id"]
+    await wait_for_status(first, gated, "awaiting_approval")
+    workflows.RELEASES.clear()
+    holder = (await submit(first, "waiter", input={"name": "copy"}))["execution_id"]
+    await wait_for_status(first, holder, "running")
+    queued = (await submit(first, "three-steps"))["execution_id"]
+    before = {i: await events(first, i) for i in (done, gated)}
+    logs = await get_json(first, f"{API}/executions/{done}/logs")
+    await first.close()
+
+    assert await asyncio.to_thread(main, ["store", "copy", "--from", path, "--to", pg_url]) == 0
+    out = capsys.readouterr().out
+    assert "4 executions" in out
+
+    second = await make_client(store={"url": pg_url},
+                               cluster={"node_id": "after-copy", "poll_interval": 0.2})
+    for execution_id, items in before.items():
+        assert await events(second, execution_id) == items
+    assert await get_json(second, f"{API}/executions/{done}/logs") == logs
+    steps = await get_json(second, f"{API}/executions/{done}/steps")
+    assert [s["status"] for s in steps["items"]] == ["completed", "completed"]
+    resp = await second.post(f"{API}/executions/{gated}/approve", json={})
+    assert resp.status == 202, await resp.text()
+    await wait_for_status(second, gated, "completed")
+    await wait_for_status(second, queued, "completed")
+    workflows.release("copy").set()  # the one cut off mid-step resumes there
+    await wait_for_status(second, holder, "completed")
+    for execution_id in (gated, queued, holder):
+        assert_gapless(await events(second, execution_id))
+    await second.close()
+
+    assert await asyncio.to_thread(main, ["store", "copy", "--from", path, "--to", pg_url]) == 0
+    assert "0 executions" in capsys.readouterr().out
+
+
+async def test_copy_refuses_a_store_in_use(pg_url: str, make_client: MakeClient,
+                                           capsys: pytest.CaptureFixture[str],
+                                           tmp_path: Path) -> None:
+    """A file a service runs on is not copied (it could change under the copy)."""
+    await make_client(store={"url": ""})
+    code = await asyncio.to_thread(main, ["store", "copy", "--from",
+                                          str(tmp_path / "workflowd.db"), "--to", pg_url])
+    assert code == 2
+    assert "in use" in capsys.readouterr().err

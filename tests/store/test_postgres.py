@@ -1,0 +1,205 @@
+"""What only the PostgreSQL store has: leases checked inside the commit, claims, the leader
+row, changes under a row lock, and start-up errors that never show the password."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from msgspec.structs import replace
+
+from tests.store.test_contract import _event, _record, _write
+from workflowd.cli import main
+from workflowd.errors import InvalidTransitionError, StoreError
+from workflowd.records import ExecutionRecord, Wait
+from workflowd.store import Write
+from workflowd.store.cluster import OwnedElsewhere
+from workflowd.store.pgwriter import LeaseLostError
+from workflowd.store.postgres import PostgresStore, check_url, redact
+
+
+@pytest.fixture
+async def node_a(pg_url: str) -> AsyncIterator[PostgresStore]:
+    store = await PostgresStore.open(pg_url, node_id="a", lease_seconds=30)
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+@pytest.fixture
+async def node_b(pg_url: str, node_a: PostgresStore) -> AsyncIterator[PostgresStore]:
+    store = await PostgresStore.open(pg_url, node_id="b", lease_seconds=30)
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+async def _lease(url: str, execution_id: str, owner: str | None, seconds: float) -> None:
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(
+            "UPDATE executions SET lease_owner = $2, lease_until = CASE WHEN $2::text IS NULL "
+            "THEN NULL ELSE statement_timestamp() + $3 * interval '1 second' END WHERE id = $1",
+            execution_id, owner, seconds)
+    finally:
+        await conn.close()
+
+
+async def test_a_write_without_the_lease_keeps_nothing(pg_url: str, node_a: PostgresStore,
+                                                       node_b: PostgresStore) -> None:
+    """A node whose lease another node took writes nothing of that execution (snapshot,
+    events, logs); the other executions of its batch commit."""
+    await node_a.commit(_write(1))
+    await node_a.commit(_write(2))
+    await _lease(pg_url, "e1", "b", 30)  # b took e1 over
+    lost: list[list[str]] = []
+    node_a.writer.on_lease_lost.append(lambda ids: lost.append(list(ids)))
+    late = Write.of(_record(1, 2, status="running"), [_event(1, 2)], base_seq=1,
+                    logs=[("e1", "{}")])
+    results = await asyncio.gather(node_a.commit(late), node_a.commit(_write(2, 2)),
+                                   return_exceptions=True)
+    assert isinstance(results[0], LeaseLostError)
+    assert results[1] is None
+    assert lost == [["e1"]]
+    rec = await node_a.get_execution("e1")
+    assert rec is not None
+    assert (rec.seq, rec.status) == (1, "queued")
+    assert len(await node_a.events("e1")) == 1
+    assert await node_a.logs("e1") == []
+    assert len(await node_a.events("e2")) == 2
+
+
+async def test_an_expired_lease_is_not_written_either(pg_url: str,
+                                                      node_a: PostgresStore) -> None:
+    """Past `lease_until` the lease is gone even if no one took it."""
+    await node_a.commit(_write(1))
+    await _lease(pg_url, "e1", "a", -1)
+    with pytest.raises(LeaseLostError):
+        await node_a.commit(_write(1, 2))
+
+
+async def test_claims_take_queued_by_priority_and_expired_leases(
+        pg_url: str, node_a: PostgresStore, node_b: PostgresStore) -> None:
+    """A claim takes unleased queued executions highest priority first, never one a live node
+    holds, and takes back expired leases first."""
+    for n, priority in enumerate((0, 5, 1)):
+        await node_a.commit(Write.of(_record(n, priority=priority), [_event(n, 1)], base_seq=0))
+    await node_a.commit(_write(9))  # leased to a at birth
+    assert [r.execution_id for r in await node_b.claim(2, ["wf"])] == ["e1", "e2"]
+    assert [r.execution_id for r in await node_b.claim(5, ["other"])] == []
+    assert [r.execution_id for r in await node_b.claim(5, ["wf"])] == ["e0"]
+    assert await node_b.claim(5, ["wf"]) == []
+    await _lease(pg_url, "e9", "a", -1)  # a stopped renewing
+    assert [r.execution_id for r in await node_b.claim(5, ["wf"])] == ["e9"]
+    assert await node_a.renew() == set()
+    assert await node_b.renew() == {"e0", "e1", "e2", "e9"}
+    await node_b.release(["e0", "e1"])
+    assert await node_b.renew() == {"e2", "e9"}
+    assert [r.execution_id for r in await node_a.claim(5, ["wf"])] == ["e1", "e0"]
+
+
+async def test_waiting_and_finished_records_release_the_lease(node_a: PostgresStore,
+                                                              node_b: PostgresStore) -> None:
+    """A commit that leaves the execution waiting (or terminal) gives the lease up."""
+    await node_a.commit(_write(1))
+    waiting = Write.of(_record(1, 2, status="awaiting_approval", wait=Wait(kind="approval")),
+                       [_event(1, 2)], base_seq=1)
+    await node_a.commit(waiting)
+    assert await node_a.renew() == set()
+    with pytest.raises(LeaseLostError):
+        await node_a.commit(_write(1, 3))
+
+
+async def test_the_leader_row_has_one_holder_until_it_expires(node_a: PostgresStore,
+                                                              node_b: PostgresStore) -> None:
+    """One node holds the leader row; the other takes it only once it expired."""
+    assert await node_a.lead("chores", 0.5)
+    assert not await node_b.lead("chores", 0.5)
+    assert await node_a.lead("chores", 0.5)  # renewed
+    async with asyncio.timeout(5):
+        while not await node_b.lead("chores", 30):
+            await asyncio.sleep(0.1)
+    assert not await node_a.lead("chores", 30)
+
+
+async def test_a_change_under_the_row_lock(pg_url: str, node_a: PostgresStore,
+                                           node_b: PostgresStore) -> None:
+    """A change to an execution no node holds is applied under its row lock, in one
+    transaction; one held by a live node is refused with the holder's name."""
+    await node_a.commit(Write.of(_record(1, status="awaiting_approval",
+                                         wait=Wait(kind="approval")), [_event(1, 1)],
+                                 base_seq=0))
+    committed: list[int] = []
+
+    def approve(rec: ExecutionRecord) -> Write:
+        if rec.status != "awaiting_approval":
+            raise InvalidTransitionError("not waiting")
+        write = Write.of(replace(rec, status="queued", wait=None, seq=2), [_event(1, 2)],
+                         base_seq=rec.seq)
+        write.on_commit = lambda: committed.append(2)
+        return write
+
+    rec, write = await node_b.locked_change("e1", approve)
+    assert rec is not None
+    assert write is not None
+    assert committed == [2]
+    after = await node_a.get_execution("e1")
+    assert after is not None
+    assert (after.status, after.seq) == ("queued", 2)
+    with pytest.raises(InvalidTransitionError):
+        await node_b.locked_change("e1", approve)
+    assert [r.execution_id for r in await node_a.claim(5, ["wf"])] == ["e1"]
+    with pytest.raises(OwnedElsewhere) as held:
+        await node_b.locked_change("e1", approve)
+    assert held.value.node_id == "a"
+    assert await node_b.locked_change("nope", approve) == (None, None)
+
+
+@pytest.mark.parametrize("url", [
+    "mysql://u:hunter2@localhost/db",
+    "postgresql://u:hunter2@localhost:notaport/db",
+    "postgresql://u:hunter2@/db",
+])
+def test_a_bad_url_is_refused_without_its_password(url: str) -> None:
+    """A URL that is not PostgreSQL's, or does not parse, is refused naming it, password
+    hidden."""
+    with pytest.raises(StoreError) as caught:
+        check_url(url)
+    assert "hunter2" not in caught.value.detail
+    assert "[store] url" in caught.value.detail
+
+
+def test_redact_hides_only_the_password() -> None:
+    """The password becomes `***`; a URL without one is left as it is."""
+    assert redact("postgresql://u:pw@h:5/d?x=1") == "postgresql://u:***@h:5/d?x=1"
+    assert redact("postgresql://h/d") == "postgresql://h/d"
+
+
+async def test_a_wrong_password_or_server_is_a_store_error(pg_url: str) -> None:
+    """Opening a server that refuses, or one that is not there, is a `StoreError` that says
+    why and never shows the password."""
+    host = pg_url.split("@", 1)[1].split("/", 1)[0]
+    with pytest.raises(StoreError) as caught:
+        await PostgresStore.open(f"postgresql://nobody:hunter2@{host}/nodb", node_id="x")
+    assert "hunter2" not in caught.value.detail
+    assert "***" in caught.value.detail
+    with pytest.raises(StoreError) as caught:
+        await PostgresStore.open("postgresql://u:hunter2@127.0.0.1:1/db", node_id="x")
+    assert "hunter2" not in caught.value.detail
+
+
+def test_serve_stops_at_a_bad_url_without_its_password(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`workflowd serve` with a URL that is not PostgreSQL's exits 2, saying why, password
+    hidden."""
+    config = tmp_path / "config.toml"
+    config.write_text('[store]\nurl = "mysql://u:hunter2@localhost/db"\n')
+    assert main(["serve", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "postgresql://" in err
+    assert "hunter2" not in err
