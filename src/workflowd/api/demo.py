@@ -14,7 +14,8 @@ routes = Routes()
 PAGE = Path(__file__).parent / "static" / "follow.html"
 
 
-@routes.get("/demo", role="public", internal=True,
+@routes.get("/demo", role="public", internal=True, answers={200: None},
+            media_type="text/html",
             summary="A demo page following an execution over the WebSocket")
 async def demo(request: web.Request) -> web.FileResponse:
     return web.FileResponse(PAGE, headers={"Content-Type": "text/html; charset=utf-8"})

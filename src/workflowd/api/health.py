@@ -6,6 +6,7 @@ from collections import Counter
 
 from aiohttp import web
 
+from workflowd.answers import Health, Problem
 from workflowd.api.keys import SCHEDULER, STORE
 from workflowd.api.parsing import json_response
 from workflowd.api.routing import Routes
@@ -18,12 +19,12 @@ routes = Routes()
 STATUSES: tuple[str, ...] = ExecutionStatus.__args__  # type: ignore[attr-defined]
 
 
-@routes.get("/healthz", role="public", summary="Liveness")
+@routes.get("/healthz", role="public", answers={200: Health}, summary="Liveness")
 async def healthz(request: web.Request) -> web.Response:
     return json_response({"status": "ok"})
 
 
-@routes.get("/readyz", role="public",
+@routes.get("/readyz", role="public", answers={200: Health, 503: Problem},
             summary="Readiness: 503 until the store is open and recovery has run")
 async def readyz(request: web.Request) -> web.Response:
     scheduler = request.app.get(SCHEDULER)
@@ -39,7 +40,8 @@ def _metric(lines: list[str], name: str, kind: str, help_: str,
     lines.extend(f"{name}{labels} {value:g}" for labels, value in samples)
 
 
-@routes.get("/metrics", role="viewer", summary="Prometheus metrics")
+@routes.get("/metrics", role="viewer", answers={200: None}, media_type="text/plain",
+            summary="Prometheus metrics")
 async def metrics(request: web.Request) -> web.Response:
     scheduler = request.app[SCHEDULER]
     store = request.app[STORE]

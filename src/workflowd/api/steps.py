@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from workflowd import answers as A
 from workflowd.api.idempotency import Answer, answer_once
 from workflowd.api.keys import SCHEDULER
 from workflowd.api.parsing import json_response, parse_body
@@ -30,6 +31,7 @@ def _token(request: web.Request) -> str:
 
 
 @routes.post(f"{BASE}/progress", role="worker", step_token=True, body=ProgressBody,
+             answers={202: A.ProgressAccepted, 403: A.Problem, 409: A.Problem},
              summary="Report progress of the step running or waited on")
 async def step_progress(request: web.Request) -> web.Response:
     body = await parse_body(request, ProgressBody)
@@ -47,6 +49,7 @@ def _completed(rec: ExecutionRecord) -> Answer:
 
 
 @routes.post(f"{BASE}/complete", role="worker", step_token=True, body=CompleteBody,
+             answers={202: A.Completion, 403: A.Problem, 409: A.Problem},
              summary="An outside worker finishes its step")
 async def step_complete(request: web.Request) -> web.Response:
     body = await parse_body(request, CompleteBody)

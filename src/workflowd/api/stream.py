@@ -11,6 +11,7 @@ import structlog
 from aiohttp import WSCloseCode, WSMsgType, web
 from pydantic import BaseModel, ConfigDict, Field
 
+from workflowd.answers import Problem
 from workflowd.api.keys import HUB, SCHEDULER, SETTINGS, SOCKETS
 from workflowd.api.parsing import SQL_INT_MAX, parse_query, sql_int
 from workflowd.api.routing import Routes
@@ -112,7 +113,8 @@ async def _serve_socket(request: web.Request, ws: web.WebSocketResponse,
 
 
 @routes.get(f"{API_PREFIX}/executions/{{execution_id}}/ws", role="viewer", stream="websocket",
-            query=FollowQuery, summary="Follow one execution: a snapshot, the replay, live events")
+            query=FollowQuery, answers={101: None, 426: Problem},
+            summary="Follow one execution: a snapshot, the replay, live events")
 async def follow_ws(request: web.Request) -> web.StreamResponse:
     q = parse_query(request, FollowQuery)
     follow, rec = await _follow(request, q.after)  # 404 before the upgrade
@@ -167,7 +169,7 @@ def _lagged(ws: web.WebSocketResponse, sender: asyncio.Task[None]) -> None:
 
 
 @routes.get(f"{API_PREFIX}/ws", role="viewer", stream="websocket", query=AllQuery,
-            summary="Live events of every execution, filtered")
+            answers={101: None, 426: Problem}, summary="Live events of every execution, filtered")
 async def all_ws(request: web.Request) -> web.StreamResponse:
     q = parse_query(request, AllQuery, multi=("type",))
     types = {t for value in q.type for t in value.split(",") if t}
@@ -198,7 +200,8 @@ async def all_ws(request: web.Request) -> web.StreamResponse:
 
 
 @routes.get(f"{API_PREFIX}/executions/{{execution_id}}/events/stream", role="viewer",
-            stream="sse", query=FollowQuery, summary="The events as server-sent events")
+            stream="sse", query=FollowQuery, answers={200: None}, media_type="text/event-stream",
+            summary="The events as server-sent events")
 async def follow_sse(request: web.Request) -> web.StreamResponse:
     q = parse_query(request, FollowQuery)
     last_id = request.headers.get("Last-Event-ID")

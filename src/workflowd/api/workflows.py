@@ -5,6 +5,8 @@ from __future__ import annotations
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
+from workflowd import answers as A
+from workflowd.answers import Page
 from workflowd.api.idempotency import Answer, answer_once
 from workflowd.api.keys import HUB, SCHEDULER, WORKFLOWS
 from workflowd.api.parsing import json_response, parse_body, parse_query
@@ -26,14 +28,15 @@ class SubmitQuery(BaseModel):
     wait: float = Field(default=0.0, ge=0.0, le=300.0)
 
 
-@routes.get(f"{API_PREFIX}/workflows", role="viewer", summary="The registered workflows")
+@routes.get(f"{API_PREFIX}/workflows", role="viewer", answers={200: Page[A.WorkflowInfo]},
+            summary="The registered workflows")
 async def list_workflows(request: web.Request) -> web.Response:
     items = [workflow_view(wf) for wf in request.app[WORKFLOWS].values()]
     return json_response({"items": items, "next_cursor": None})
 
 
 @routes.get(f"{API_PREFIX}/workflows/{{workflow_id}}", role="viewer",
-            summary="One registered workflow")
+            answers={200: A.WorkflowInfo}, summary="One registered workflow")
 async def get_workflow(request: web.Request) -> web.Response:
     workflow_id = request.match_info["workflow_id"]
     wf = request.app[WORKFLOWS].get(workflow_id)
@@ -48,7 +51,8 @@ def _submitted(rec: ExecutionRecord) -> Answer:
 
 
 @routes.post(f"{API_PREFIX}/workflows/{{workflow_id}}/executions", role="submitter",
-             body=SubmitBody, query=SubmitQuery, summary="Submit an execution")
+             body=SubmitBody, query=SubmitQuery, summary="Submit an execution",
+             answers={202: A.Summary, 201: A.Summary, 200: A.Execution, 429: A.Problem})
 async def submit(request: web.Request) -> web.Response:
     workflow_id = request.match_info["workflow_id"]
     query = parse_query(request, SubmitQuery)
