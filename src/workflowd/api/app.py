@@ -10,7 +10,17 @@ from collections.abc import AsyncIterator
 import structlog
 from aiohttp import web
 
-from workflowd.api import delivery, demo, executions, health, live, steps, stream, workflows
+from workflowd.api import (
+    delivery,
+    demo,
+    executions,
+    health,
+    live,
+    openapi,
+    steps,
+    stream,
+    workflows,
+)
 from workflowd.api.keys import (
     HUB,
     INFLIGHT,
@@ -79,6 +89,6 @@ def create_app(settings: Settings) -> web.Application:
     app.on_shutdown.append(stream.close_sockets)
     app.cleanup_ctx.extend([store_ctx, delivery.outbox_ctx, scheduler_ctx])
     # Routes under one prefix are tried in the order they were added: the most polled first.
-    for module in (live, workflows, executions, steps, stream, health, demo):
+    for module in (live, workflows, executions, steps, stream, health, demo, openapi):
         app.add_routes(module.routes.table)
     return app

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from workflowd import answers as A
 from workflowd.answers import Page
-from workflowd.api.idempotency import Answer, answer_once
+from workflowd.api.idempotency import IDEMPOTENCY_KEY, Answer, answer_once
 from workflowd.api.keys import SCHEDULER, STORE, WORKFLOWS
 from workflowd.api.parsing import SQL_INT_MAX, json_response, parse_body, parse_query, sql_int
 from workflowd.api.routing import Routes
@@ -85,7 +85,7 @@ def _decode_cursor(cursor: str) -> int:
 
 
 @routes.get(f"{API_PREFIX}/executions", role="viewer", query=ListQuery,
-            answers={200: Page[A.ExecutionItem]},
+            answers={200: Page[A.ExecutionItem]}, links={"execution_id": "/items/0/execution_id"},
             summary="List executions, newest first, filtered")
 async def list_executions(request: web.Request) -> web.Response:
     q = parse_query(request, ListQuery, multi=("label",))
@@ -168,7 +168,7 @@ def _live_answer(status: int, **extra: Any) -> Any:
 
 
 @routes.post(f"{BASE}/approve", role="approver", body=ApproveBody,
-             answers={202: A.Approved, 409: A.Problem, 429: A.Problem},
+             answers={202: A.Approved, 409: A.Problem, 429: A.Problem}, headers=IDEMPOTENCY_KEY,
              summary="Approve an execution awaiting approval")
 async def approve(request: web.Request) -> web.Response:
     execution_id = request.match_info["execution_id"]
@@ -180,7 +180,7 @@ async def approve(request: web.Request) -> web.Response:
 
 
 @routes.post(f"{BASE}/reject", role="approver", body=RejectBody,
-             answers={200: A.Rejected, 409: A.Problem},
+             answers={200: A.Rejected, 409: A.Problem}, headers=IDEMPOTENCY_KEY,
              summary="Reject an execution awaiting approval")
 async def reject(request: web.Request) -> web.Response:
     execution_id = request.match_info["execution_id"]
@@ -192,7 +192,7 @@ async def reject(request: web.Request) -> web.Response:
 
 
 @routes.post(f"{BASE}/cancel", role="submitter",
-             answers={202: A.Cancelled, 409: A.Problem},
+             answers={202: A.Cancelled, 409: A.Problem}, headers=IDEMPOTENCY_KEY,
              summary="Cancel an execution; a running step is cancelled for real")
 async def cancel(request: web.Request) -> web.Response:
     execution_id = request.match_info["execution_id"]

@@ -29,6 +29,7 @@ def _etag(rec: ExecutionRecord) -> str:
 
 @routes.get(f"{API_PREFIX}/executions/{{execution_id}}/status/live", role="viewer",
             query=LiveQuery, answers={200: LiveStatus, 304: None},
+            headers={"If-None-Match": "the ETag of an earlier answer: 304 while it is current"},
             summary="Compact status for polling; ETag, long-poll with since&wait")
 async def live_status(request: web.Request) -> web.StreamResponse:
     q = parse_query(request, LiveQuery)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from workflowd import answers as A
-from workflowd.api.idempotency import Answer, answer_once
+from workflowd.api.idempotency import IDEMPOTENCY_KEY, Answer, answer_once
 from workflowd.api.keys import SCHEDULER
 from workflowd.api.parsing import json_response, parse_body
 from workflowd.api.routing import Routes
@@ -49,7 +49,7 @@ def _completed(rec: ExecutionRecord) -> Answer:
 
 
 @routes.post(f"{BASE}/complete", role="worker", step_token=True, body=CompleteBody,
-             answers={202: A.Completion, 403: A.Problem, 409: A.Problem},
+             answers={202: A.Completion, 403: A.Problem, 409: A.Problem}, headers=IDEMPOTENCY_KEY,
              summary="An outside worker finishes its step")
 async def step_complete(request: web.Request) -> web.Response:
     body = await parse_body(request, CompleteBody)

@@ -201,6 +201,7 @@ async def all_ws(request: web.Request) -> web.StreamResponse:
 
 @routes.get(f"{API_PREFIX}/executions/{{execution_id}}/events/stream", role="viewer",
             stream="sse", query=FollowQuery, answers={200: None}, media_type="text/event-stream",
+            headers={"Last-Event-ID": "the seq of the last event seen: resume after it"},
             summary="The events as server-sent events")
 async def follow_sse(request: web.Request) -> web.StreamResponse:
     q = parse_query(request, FollowQuery)

@@ -7,7 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from workflowd import answers as A
 from workflowd.answers import Page
-from workflowd.api.idempotency import Answer, answer_once
+from workflowd.api.idempotency import IDEMPOTENCY_KEY, Answer, answer_once
 from workflowd.api.keys import HUB, SCHEDULER, WORKFLOWS
 from workflowd.api.parsing import json_response, parse_body, parse_query
 from workflowd.api.routing import Routes
@@ -29,6 +29,7 @@ class SubmitQuery(BaseModel):
 
 
 @routes.get(f"{API_PREFIX}/workflows", role="viewer", answers={200: Page[A.WorkflowInfo]},
+            links={"workflow_id": "/items/0/id"},
             summary="The registered workflows")
 async def list_workflows(request: web.Request) -> web.Response:
     items = [workflow_view(wf) for wf in request.app[WORKFLOWS].values()]
@@ -52,7 +53,9 @@ def _submitted(rec: ExecutionRecord) -> Answer:
 
 @routes.post(f"{API_PREFIX}/workflows/{{workflow_id}}/executions", role="submitter",
              body=SubmitBody, query=SubmitQuery, summary="Submit an execution",
-             answers={202: A.Summary, 201: A.Summary, 200: A.Execution, 429: A.Problem})
+             answers={202: A.Summary, 201: A.Summary, 200: A.Execution, 429: A.Problem},
+             links={"execution_id": "/execution_id"},
+             headers=IDEMPOTENCY_KEY)
 async def submit(request: web.Request) -> web.Response:
     workflow_id = request.match_info["workflow_id"]
     query = parse_query(request, SubmitQuery)
