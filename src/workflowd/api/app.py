@@ -25,6 +25,7 @@ from workflowd.api.keys import (
     HUB,
     INFLIGHT,
     LIVE_BODIES,
+    METRICS,
     OUTBOX,
     SCHEDULER,
     SETTINGS,
@@ -32,6 +33,7 @@ from workflowd.api.keys import (
     STORE,
     WORKFLOWS,
 )
+from workflowd.api.metrics import Metrics, observe
 from workflowd.api.middlewares import problem_json, request_context
 from workflowd.api.views import LiveBodies
 from workflowd.config import Settings
@@ -63,7 +65,7 @@ async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     scheduler = Scheduler(app[WORKFLOWS], app[STORE], app[HUB], settings.engine,
                           settings.live.progress_interval, app[OUTBOX],
-                          settings.server.base_url())
+                          settings.server.base_url(), tally=app[METRICS].tally)
     app[SCHEDULER] = scheduler
     await scheduler.recover()
     sweeper = asyncio.create_task(
@@ -76,9 +78,14 @@ async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
     await scheduler.drain(settings.engine.shutdown_grace)
 
 
+async def metrics_ctx(app: web.Application) -> AsyncIterator[None]:
+    await app[METRICS].seed(app)  # before the outbox and the scheduler change anything
+    yield
+
+
 def create_app(settings: Settings) -> web.Application:
     """Build the app; workflow definitions are loaded and checked here, before anything runs."""
-    app = web.Application(middlewares=[request_context, problem_json],
+    app = web.Application(middlewares=[request_context, observe, problem_json],
                           client_max_size=settings.server.max_body_bytes)
     app[SETTINGS] = settings
     app[WORKFLOWS] = load_workflows(settings.workflows.modules)
@@ -86,8 +93,9 @@ def create_app(settings: Settings) -> web.Application:
     app[INFLIGHT] = {}
     app[LIVE_BODIES] = LiveBodies()
     app[SOCKETS] = weakref.WeakSet()
+    app[METRICS] = Metrics(access_log=settings.logging.level in ("debug", "info"))
     app.on_shutdown.append(stream.close_sockets)
-    app.cleanup_ctx.extend([store_ctx, delivery.outbox_ctx, scheduler_ctx])
+    app.cleanup_ctx.extend([store_ctx, metrics_ctx, delivery.outbox_ctx, scheduler_ctx])
     # Routes under one prefix are tried in the order they were added: the most polled first.
     for module in (live, workflows, executions, steps, stream, health, demo, openapi):
         app.add_routes(module.routes.table)

@@ -7,6 +7,7 @@ import weakref
 
 from aiohttp import web
 
+from workflowd.api.metrics import METRICS
 from workflowd.api.views import LiveBodies
 from workflowd.config import Settings
 from workflowd.definitions import Workflow
@@ -15,8 +16,8 @@ from workflowd.engine.outbox import Outbox
 from workflowd.store import Store
 
 __all__ = [
-    "HUB", "INFLIGHT", "LIVE_BODIES", "OUTBOX", "SCHEDULER", "SETTINGS", "SOCKETS", "STORE",
-    "WORKFLOWS",
+    "HUB", "INFLIGHT", "LIVE_BODIES", "METRICS", "OUTBOX", "SCHEDULER", "SETTINGS", "SOCKETS",
+    "STORE", "WORKFLOWS",
 ]
 
 SETTINGS = web.AppKey("settings", Settings)

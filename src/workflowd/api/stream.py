@@ -12,7 +12,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from pydantic import BaseModel, ConfigDict, Field
 
 from workflowd.answers import Problem
-from workflowd.api.keys import HUB, SCHEDULER, SETTINGS, SOCKETS
+from workflowd.api.keys import HUB, METRICS, SCHEDULER, SETTINGS, SOCKETS
 from workflowd.api.parsing import SQL_INT_MAX, parse_query, sql_int
 from workflowd.api.routing import Routes
 from workflowd.api.views import live_status
@@ -95,16 +95,19 @@ async def _answer_pings(ws: web.WebSocketResponse) -> None:
 
 
 async def _serve_socket(request: web.Request, ws: web.WebSocketResponse,
-                        send: asyncio.Task[None]) -> None:
+                        send: asyncio.Task[None], kind: str) -> None:
     """Run `send` beside the reader until either ends; track the socket for shutdown."""
     sockets = request.app[SOCKETS]
     sockets.add(ws)
+    followers = request.app[METRICS].followers
+    followers[kind] += 1
     if isinstance(request.transport, asyncio.Transport):
         _TRANSPORTS[ws] = request.transport
     reader = _READERS[ws] = asyncio.create_task(_answer_pings(ws))
     try:
         await asyncio.wait({reader, send}, return_when=asyncio.FIRST_COMPLETED)
     finally:
+        followers[kind] -= 1
         sockets.discard(ws)
         for task in (reader, send):
             task.cancel()
@@ -136,7 +139,7 @@ async def follow_ws(request: web.Request) -> web.StreamResponse:
         sender = asyncio.create_task(send())
         assert follow.sub is not None
         follow.sub.on_lag = lambda: _lagged(ws, sender)
-        await _serve_socket(request, ws, sender)
+        await _serve_socket(request, ws, sender, "websocket")
     finally:
         follow.close()
     return ws
@@ -193,7 +196,7 @@ async def all_ws(request: web.Request) -> web.StreamResponse:
         await ws.prepare(request)
         sender = asyncio.create_task(send())
         sub.on_lag = lambda: _lagged(ws, sender)
-        await _serve_socket(request, ws, sender)
+        await _serve_socket(request, ws, sender, "websocket_all")
     finally:
         hub.unsubscribe(sub)
     return ws
@@ -210,11 +213,14 @@ async def follow_sse(request: web.Request) -> web.StreamResponse:
     follow, rec = await _follow(request, after)
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                        "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    followers = request.app[METRICS].followers
+    followers["sse"] += 1
     try:
         await resp.prepare(request)
         await resp.write(f"retry: 2000\ndata: {_snapshot(rec)}\n\n".encode())
         await _write_events(resp, follow.events(), request.app[SETTINGS].live.heartbeat)
     finally:
+        followers["sse"] -= 1
         follow.close()
     return resp
 

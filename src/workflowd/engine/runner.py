@@ -144,7 +144,11 @@ class Runner(ContextLink):
             return done
         if step.external:
             return await self._hand_over(step)
-        return await self._run_step(step)
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        done = await self._run_step(step)
+        self.owner.tally.cycle(self.wf.id, loop.time() - began)
+        return done
 
     # ---- running a step -------------------------------------------------------------------
 

@@ -27,6 +27,7 @@ from workflowd.engine.ledger import Ledger
 from workflowd.engine.outbox import Outbox
 from workflowd.engine.owner import Owner, Remember
 from workflowd.engine.runner import Runner, StepTokens
+from workflowd.engine.tally import Tally
 from workflowd.errors import (
     ForbiddenError,
     InvalidTransitionError,
@@ -50,14 +51,15 @@ INTERNAL_ERROR = "internal_error"
 class Scheduler:
     def __init__(self, workflows: dict[str, Workflow], store: Store, hub: Hub,
                  settings: EngineSettings, progress_interval: float = 0.1,
-                 outbox: Outbox | None = None, base_url: str = "") -> None:
+                 outbox: Outbox | None = None, base_url: str = "",
+                 tally: Tally | None = None) -> None:
         self.workflows = workflows
         self.store = store
         self.hub = hub
         self.settings = settings
         self.progress_interval = progress_interval
         self.base_url = base_url
-        self.ledger = Ledger(store, hub, outbox)
+        self.ledger = Ledger(store, hub, outbox, tally)
         self.tokens = StepTokens()
         self.executor = ThreadPoolExecutor(max_workers=settings.max_threads,
                                            thread_name_prefix="workflowd-step")
@@ -176,6 +178,7 @@ class Scheduler:
                                     idempotency=remember(rec) if remember else None)
         finally:
             self._reserved -= 1
+        self.ledger.tally.added(wf.id, rec.status)
         log.info("execution_submitted", execution_id=rec.execution_id, workflow_id=wf.id,
                  status=rec.status, cycle=0)
         self._own(rec)
@@ -406,7 +409,8 @@ class Scheduler:
         try:
             future = owner.apply(lambda rec: T.ended(rec, "failed", error, utcnow()))
         except Exception:
-            log.exception("internal_error_not_recorded", execution_id=owner.execution_id)
+            log.exception("internal_error_not_recorded", execution_id=owner.execution_id,
+                          workflow_id=owner.head.workflow_id, cycle=owner.head.cycle)
             return
         if future is not None:
             future.add_done_callback(lambda f: f.cancelled() or f.exception())

@@ -74,6 +74,8 @@ class Store:
         # Called with the ids of deleted executions once the delete is committed, so that
         # whoever keeps copies (the ledger's recently finished records) drops them.
         self.on_deleted: list[Callable[[Sequence[str]], None]] = []
+        # Called with how many of each `(workflow_id, status)` a delete removed (metrics).
+        self.on_deleted_counts: list[Callable[[dict[tuple[str, str], int]], None]] = []
 
     @classmethod
     async def open(cls, path: str, *, max_batch: int = 512, commit_interval: float = 0.0,
@@ -245,6 +247,20 @@ class Store:
         rows = await self._rows("SELECT status, COUNT(*) FROM executions GROUP BY status")
         return {row[0]: int(row[1]) for row in rows}
 
+    async def count_by_workflow_status(self, ids: Sequence[str] | None = None,
+                                       ) -> dict[tuple[str, str], int]:
+        """Executions by `(workflow_id, status)`: all of them, or those of `ids`."""
+        sql = "SELECT workflow_id, status, COUNT(*) FROM executions"
+        if ids is not None:
+            sql += f" WHERE id IN ({', '.join('?' * len(ids))})"
+        rows = await self._rows(sql + " GROUP BY workflow_id, status", ids or ())
+        return {(row[0], row[1]): int(row[2]) for row in rows}
+
+    async def pending_deliveries(self) -> int:
+        """Outbox deliveries not yet sent (nor given up)."""
+        rows = await self._rows("SELECT COUNT(*) FROM deliveries WHERE status = 'pending'")
+        return int(rows[0][0])
+
     async def finished_before(self, cutoff: str, limit: int = 500) -> list[str]:
         rows = await self._rows(
             "SELECT id FROM executions WHERE finished_at IS NOT NULL AND finished_at < ? LIMIT ?",
@@ -259,9 +275,13 @@ class Store:
                               ("logs", "execution_id"), ("executions", "id")):
             statements.extend((f"DELETE FROM {table} WHERE {column} = ?", (i,)) for i in ids)  # noqa: S608
         statements.append(("DELETE FROM idempotency WHERE created_at < ?", (idempotency_before,)))
+        # Finished executions never change: counted before the delete, they are what it removes.
+        counts = await self.count_by_workflow_status(ids) if self.on_deleted_counts else {}
         await self.commit(Write(statements=statements))
         for forget in self.on_deleted:
             forget(ids)
+        for tell in self.on_deleted_counts:
+            tell(counts)
 
 
 def _lock(path: str) -> int:
