@@ -19,7 +19,7 @@ from pydantic import BaseModel, ValidationError
 from pytest_aiohttp import AiohttpClient
 
 from tests.helpers import API, events, submit, wait_for_event, wait_for_status
-from workflowd.answers import Problem, ValidationProblemDocument
+from workflowd.answers import Event, Problem, ValidationProblemDocument
 from workflowd.api import create_app
 from workflowd.api.routing import Spec, spec_of, specs
 from workflowd.config import Settings
@@ -39,12 +39,34 @@ def mismatch(model: type[BaseModel], body: bytes) -> str | None:
         parsed = model.model_validate_json(body, strict=True)
     except ValidationError as exc:
         return str(exc)
+    if (extra := _undeclared(parsed)) is not None:
+        return f"a field the model does not declare: {extra}"
     sent = json.loads(body)
-    back = parsed.model_dump(mode="json", exclude_unset=model in (Problem,))
+    back = parsed.model_dump(mode="json")
     if model is Problem or model is ValidationProblemDocument:
         back = {k: v for k, v in back.items() if k in sent}
     if back != sent:
         return f"fields differ: sent {sent!r}, model has {back!r}"
+    return None
+
+
+def _undeclared(value: Any) -> str | None:
+    """The first field kept as extra anywhere in a parsed answer (events may have them)."""
+    if isinstance(value, Event):
+        return None
+    if isinstance(value, BaseModel):
+        if value.model_extra:
+            return f"{type(value).__name__}.{next(iter(value.model_extra))}"
+        values: Any = [getattr(value, name) for name in type(value).model_fields]
+    elif isinstance(value, dict):
+        values = list(value.values())
+    elif isinstance(value, list):
+        values = value
+    else:
+        return None
+    for item in values:
+        if (found := _undeclared(item)) is not None:
+            return found
     return None
 
 
