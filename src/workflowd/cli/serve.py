@@ -1,8 +1,7 @@
-"""The command line: `workflowd serve` runs the service."""
+"""`workflowd serve`: runs the service."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import gc
 import sys
@@ -18,12 +17,18 @@ from workflowd.config import Settings, load_settings
 from workflowd.errors import DefinitionError
 from workflowd.log import configure_logging
 
-__all__ = ["main"]
+__all__ = ["new_loop", "serve", "tune_runtime"]
 
 
 def _settings(path: str | None) -> Settings:
     if path is None and Path("config.toml").is_file():
         path = "config.toml"
+    if path is not None:
+        # Workflow modules beside the config file import as they are named there (what
+        # `workflowd init` writes), wherever `workflowd` itself is installed.
+        here = str(Path(path).resolve().parent)
+        if here not in sys.path:
+            sys.path.insert(0, here)
     return load_settings(path)
 
 
@@ -77,18 +82,3 @@ def serve(config: str | None) -> int:
                 shutdown_timeout=min(settings.engine.shutdown_grace, 5.0) or 0.1)
     log.info("stopped")
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="workflowd", description="Durable background workflows.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    serve_cmd = commands.add_parser("serve", help="run the service")
-    serve_cmd.add_argument("--config", help="path to config.toml (default: ./config.toml if any)")
-    args = parser.parse_args(argv)
-    if args.command == "serve":
-        return serve(args.config)
-    return 2  # pragma: no cover - argparse refuses unknown commands
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
