@@ -159,7 +159,7 @@ class FollowView:
                               f" (or reject)", style="yellow"))
         if self.last is not None:
             parts.append(Text(f"#{self.last.seq} {self.last.type} {_detail(self.last)}".rstrip(),
-                              style="dim"))
+                              style="dim", no_wrap=True, overflow="ellipsis"))
         if self.reconnections:
             parts.append(Text(f"(connection resumed {self.reconnections}x, no event missed)",
                               style="dim"))
