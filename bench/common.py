@@ -75,6 +75,20 @@ def parse_metrics(text: str) -> dict[str, float]:
     return out
 
 
+_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def _split(key: str) -> tuple[str, dict[str, str]]:
+    name, _, labels = key.partition("{")
+    return name, dict(_LABEL.findall(labels))
+
+
 def metric(samples: dict[str, Any], name: str, default: float = 0.0) -> float:
-    value = samples.get(name, default)
-    return float(value)
+    """The sample `name` (e.g. `workflowd_executions{status="completed"}`); the labels it gives
+    select, and the samples with other labels besides (`workflow_id`) are added up."""
+    if name in samples:
+        return float(samples[name])
+    wanted, labels = _split(name)
+    found = [float(value) for key, value in samples.items()
+             if (split := _split(key))[0] == wanted and labels.items() <= split[1].items()]
+    return sum(found) if found else default

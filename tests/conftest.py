@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
 from tests import workflows
+from tests.live_server import live_server, make_live_server  # noqa: F401 - fixtures
 from tests.pgserver import PgServer, find_bin
 from workflowd.api import create_app
 from workflowd.config import LoggingSettings, Settings

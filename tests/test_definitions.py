@@ -105,6 +105,6 @@ def test_serve_refuses_a_bad_definition(capsys: pytest.CaptureFixture[str],
     name = _module("tests._bad_at_start", wf=wf)
     monkeypatch.setenv("WORKFLOWD_WORKFLOWS_MODULES", f'["{name}"]')
     # Logging set up onto capsys' stream would outlive this test in cached loggers.
-    monkeypatch.setattr("workflowd.cli.configure_logging", lambda settings: None)
+    monkeypatch.setattr("workflowd.cli.serve.configure_logging", lambda settings: None)
     assert main(["serve"]) == 2
     assert "unknown step 'missing'" in capsys.readouterr().err

@@ -1,16 +1,27 @@
-"""Log lines about an execution carry its execution_id, workflow_id and cycle."""
+"""Log lines: those about an execution carry its execution_id, workflow_id and cycle; the JSON
+format writes one object a line, access lines included, and no secret."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
+import signal
+import socket
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import structlog
 from aiohttp.test_utils import TestClient
 from structlog.testing import LogCapture
 
 from tests.helpers import API, submit, wait_for_status
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -45,3 +56,96 @@ async def test_execution_log_lines_name_their_execution(client: TestClient[Any, 
     step_log = next(e for e in about if e["event"] == "step_log")
     assert step_log["execution_id"] == blocking["execution_id"]
     assert step_log["cycle"] == 1
+
+
+LOUD_MODULE = '''
+import logging
+from workflowd import Context, Workflow
+
+loud = Workflow("loud", title="Logs through ctx.log and a library's stdlib logger")
+
+
+@loud.step
+async def speak(ctx: Context) -> None:
+    ctx.log("from the step", n=1)
+    logging.getLogger("some.library").warning("from a library")
+'''
+
+
+async def test_json_format_writes_one_object_a_line(tmp_path: Path) -> None:
+    """`format = "json"`: every line `workflowd serve` writes parses as one JSON object: its
+    own (with the ids of the execution), the access lines, and a library's stdlib lines."""
+    (tmp_path / "loud_flows.py").write_text(LOUD_MODULE)
+    port = _free_port()
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'[server]\nport = {port}\n[store]\npath = "{tmp_path / "wd.db"}"\n'
+        '[workflows]\nmodules = ["loud_flows"]\n[logging]\nlevel = "info"\nformat = "json"\n')
+    stderr = (tmp_path / "stderr.log").open("wb")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "workflowd", "serve", "--config", str(config),
+        env={**os.environ, "PYTHONPATH": f"{ROOT}:{tmp_path}"}, cwd=str(tmp_path),
+        stdout=asyncio.subprocess.DEVNULL, stderr=stderr)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as http:
+            await _until_ready(http, url, proc)
+            async with http.post(f"{url}{API}/workflows/loud/executions?wait=10",
+                                 json={}, headers={"Authorization": "Bearer s3cr3t-token"}) as r:
+                assert r.status == 200, await r.text()
+                execution_id = (await r.json())["execution_id"]
+            async with http.get(f"{url}{API}/executions/{execution_id}/status/live"
+                                "?token=s3cr3t-query") as r:
+                assert r.status == 200
+            async with http.get(f"{url}/healthz") as r:
+                assert r.status == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(30):
+            await proc.wait()
+        stderr.close()
+    text = (tmp_path / "stderr.log").read_text()
+    assert "s3cr3t" not in text
+    lines = [json.loads(line) for line in text.splitlines()]
+    assert all(isinstance(line, dict) for line in lines)
+    events = {line["event"] for line in lines}
+    assert {"starting", "recovered", "execution_submitted", "step_log", "request",
+            "from a library", "stopped"} <= events
+    access = [line for line in lines if line["event"] == "request"]
+    assert {line["route"] for line in access} == {
+        f"{API}/workflows/{{workflow_id}}/executions",
+        f"{API}/executions/{{execution_id}}/status/live"}  # no line for /healthz
+    for line in access:
+        assert line["status"] == 200
+        assert isinstance(line["duration_ms"], float)
+        assert line["request_id"]
+    about = [line for line in lines if line.get("execution_id") == execution_id]
+    assert {"execution_submitted", "step_log", "execution_completed"} <= {
+        line["event"] for line in about}
+    for line in about:
+        assert line["workflow_id"] == "loud"
+        assert "cycle" in line
+    library = next(line for line in lines if line["event"] == "from a library")
+    assert library["level"] == "warning"
+    assert library["logger"] == "some.library"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def _until_ready(http: aiohttp.ClientSession, url: str,
+                       proc: asyncio.subprocess.Process) -> None:
+    async with asyncio.timeout(20):
+        while True:
+            try:
+                async with http.get(f"{url}/readyz") as resp:
+                    if resp.status == 200:
+                        return
+            except aiohttp.ClientConnectionError:
+                pass
+            assert proc.returncode is None, "the server exited while starting"
+            await asyncio.sleep(0.05)

@@ -86,6 +86,10 @@ class IdempotencyMismatchError(WorkflowdError):
     code = "idempotency_key_reused"
     title = "Idempotency key reused with a different request"
 
+    def extra(self) -> dict[str, Any]:
+        # Every 422 says where it went wrong (API.md: a validation error adds `errors`).
+        return {"errors": [{"loc": ["header", "Idempotency-Key"], "msg": self.detail}]}
+
 
 class UnknownWorkflowError(WorkflowdError):
     status = 404

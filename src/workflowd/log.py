@@ -17,6 +17,10 @@ _STDLIB_LOGGERS = ("aiohttp.access", "aiohttp.client", "aiohttp.server", "aiohtt
                    "aiohttp.websocket", "asyncio", "aiosqlite", "")
 _FILTER = RedactingFilter()
 
+# The handler this module added to the standard library's root logger (none when something
+# else, such as pytest, had handlers there first).
+_STDLIB: list[logging.Handler] = []
+
 
 def configure_logging(settings: LoggingSettings, *, cache: bool = True,
                       node_id: str | None = None) -> None:
@@ -52,9 +56,36 @@ def configure_logging(settings: LoggingSettings, *, cache: bool = True,
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=cache,
     )
-    logging.basicConfig(level=max(level, logging.WARNING), stream=sys.stderr,
-                        format="%(levelname)s %(name)s: %(message)s")
+    _configure_stdlib(max(level, logging.WARNING), json=settings.format == "json")
     for name in _STDLIB_LOGGERS:  # a logger's filters see only what is logged on it
         logger = logging.getLogger(name)
         if _FILTER not in logger.filters:
             logger.addFilter(_FILTER)
+
+
+def _configure_stdlib(level: int, *, json: bool) -> None:
+    """Lines of libraries that log through `logging` (aiohttp, asyncio, a step's own
+    libraries) go to stderr as well; with `format = "json"` as JSON objects like ours, so that
+    every line of the output parses."""
+    root = logging.getLogger()
+    if not _STDLIB and not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        root.addHandler(handler)
+        root.setLevel(level)
+        _STDLIB.append(handler)
+    for own in _STDLIB:
+        own.setFormatter(_json_formatter() if json else
+                             logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+
+
+def _json_formatter() -> logging.Formatter:
+    return structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[
+            structlog.stdlib.add_logger_name,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+        ],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                    structlog.processors.JSONRenderer()],
+    )

@@ -142,8 +142,8 @@ async def test_pause_of_a_queued_execution_is_at_once(make_client: MakeClient) -
     listed = await get_json(client, f"{API}/executions?status=paused")
     assert [item["execution_id"] for item in listed["items"]] == [queued]
     metrics = await (await client.get("/metrics")).text()
-    assert 'workflowd_executions{status="paused"} 1' in metrics
-    assert "workflowd_executions_paused 1" in metrics
+    assert 'workflowd_executions{status="paused",workflow_id="three-steps"} 1.0' in metrics
+    assert "workflowd_executions_paused 1.0" in metrics
     workflows.release("b").set()
     await wait_for_status(client, blocker, "completed")
     assert (await get_json(client, f"{API}/executions/{queued}/status/live"))["status"] == \

@@ -21,6 +21,7 @@ from workflowd.api import (
     executions,
     health,
     live,
+    openapi,
     steps,
     stream,
     tickets,
@@ -34,6 +35,7 @@ from workflowd.api.keys import (
     HUB,
     INFLIGHT,
     LIVE_BODIES,
+    METRICS,
     OUTBOUND,
     OUTBOX,
     SCHEDULER,
@@ -45,6 +47,7 @@ from workflowd.api.keys import (
     WORKFLOWS,
 )
 from workflowd.api.limits import SubmitRate
+from workflowd.api.metrics import Metrics, observe
 from workflowd.api.middlewares import problem_json, request_context
 from workflowd.api.views import LiveBodies
 from workflowd.config import Settings
@@ -80,7 +83,8 @@ async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
                           settings.live.progress_interval, app[OUTBOX],
                           settings.server.base_url(),
                           max_queued_per_subject=settings.limits.max_queued_per_subject,
-                          catalog=app[CATALOG], artifacts=app[ARTIFACTS])
+                          catalog=app[CATALOG], artifacts=app[ARTIFACTS],
+                          tally=app[METRICS].tally)
     if store.cluster is not None:
         # Several nodes: leases, requests and events across nodes; the leader does the chores.
         scheduler.cluster = Cluster(scheduler, store.cluster, settings.cluster,
@@ -101,11 +105,16 @@ async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
     await scheduler.drain(settings.engine.shutdown_grace)
 
 
+async def metrics_ctx(app: web.Application) -> AsyncIterator[None]:
+    await app[METRICS].seed(app)  # before the outbox and the scheduler change anything
+    yield
+
+
 def create_app(settings: Settings) -> web.Application:
     """Build the app; workflow definitions are loaded and checked here, before anything runs."""
     ticket_store = TicketStore()
     # With auth off there is no authorization middleware at all: every caller is anonymous.
-    middlewares: list[Middleware] = [request_context, problem_json]
+    middlewares: list[Middleware] = [request_context, observe, problem_json]
     if settings.auth.enabled:
         middlewares.append(authorization(TokenTable(settings.auth.tokens), ticket_store))
     app = web.Application(middlewares=middlewares,
@@ -120,12 +129,14 @@ def create_app(settings: Settings) -> web.Application:
     app[INFLIGHT] = {}
     app[LIVE_BODIES] = LiveBodies()
     app[SOCKETS] = weakref.WeakSet()
+    app[METRICS] = Metrics(access_log=settings.logging.level in ("debug", "info"))
     app.on_shutdown.append(stream.close_sockets)
-    app.cleanup_ctx.extend([store_ctx, artifacts.artifacts_ctx, delivery.outbox_ctx,
-                            definitions.catalog_ctx, scheduler_ctx, demo.demo_ctx])
+    app.cleanup_ctx.extend([store_ctx, metrics_ctx, artifacts.artifacts_ctx,
+                            delivery.outbox_ctx, definitions.catalog_ctx, scheduler_ctx,
+                            demo.demo_ctx])
     # Routes under one prefix are tried in the order they were added: the most polled first.
     for module in (live, workflows, executions, steps, stream, tickets, health, ui, demo,
-                   control, definitions, artifacts, cluster):
+                   control, definitions, artifacts, cluster, openapi):
         app.add_routes(module.routes.table)
     return app
 

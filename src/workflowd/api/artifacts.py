@@ -12,6 +12,8 @@ from aiohttp import hdrs, web
 from aiohttp.abc import AbstractStreamWriter
 from pydantic import BaseModel, ConfigDict, Field
 
+from workflowd import answers as A
+from workflowd.answers import Page
 from workflowd.api.keys import ARTIFACTS, SCHEDULER, SETTINGS, STORE
 from workflowd.api.parsing import json_response, parse_query
 from workflowd.api.routing import Routes
@@ -39,7 +41,7 @@ class UploadQuery(BaseModel):
     name: str = Field(default="upload", min_length=1, max_length=255)
 
 
-@routes.post(BASE, role="submitter", query=UploadQuery, answers={201: None, 413: None},
+@routes.post(BASE, role="submitter", query=UploadQuery, answers={201: A.Artifact, 413: None},
              summary="Upload an artifact: the body is the file, Content-Type its media type")
 async def upload(request: web.Request) -> web.Response:
     query = parse_query(request, UploadQuery)
@@ -78,7 +80,7 @@ class _Blob(web.FileResponse):
 
 
 @routes.get(f"{BASE}/{{artifact_id}}", role="viewer",
-            answers={200: None, 206: None, 304: None, 404: None},
+            answers={200: None, 206: None, 304: None, 404: None}, media_type="*/*",
             summary="Download an artifact (ETag is its sha256; Range requests work)")
 async def download(request: web.Request) -> web.StreamResponse:
     store = request.app[ARTIFACTS]
@@ -115,6 +117,7 @@ async def download(request: web.Request) -> web.StreamResponse:
 
 
 @routes.get(f"{API_PREFIX}/executions/{{execution_id}}/artifacts", role="viewer",
+            answers={200: Page[A.ExecutionArtifact]},
             summary="The artifacts an execution named in its input, read and wrote")
 async def execution_artifacts(request: web.Request) -> web.Response:
     rec = await request.app[SCHEDULER].get(request.match_info["execution_id"])

@@ -10,6 +10,8 @@ import aiohttp
 import pydantic_core
 from aiohttp import web
 
+from workflowd import answers as A
+from workflowd.answers import Page
 from workflowd.api.delivery import CheckedResolver
 from workflowd.api.keys import CATALOG, OUTBOUND, RESOLVER, SCHEDULER, STORE, WORKFLOWS
 from workflowd.api.parsing import json_response
@@ -103,7 +105,7 @@ def _stored(request: web.Request, defined: Defined) -> web.Response:
     return json_response(definition_view(defined), 201, headers={"Location": location})
 
 
-@routes.post(BASE, role="admin", body=DefinitionBody, answers={201: None, 409: None},
+@routes.post(BASE, role="admin", body=DefinitionBody, answers={201: A.Definition, 409: None},
              summary="Define a workflow as JSON (version 1)")
 async def create_workflow(request: web.Request) -> web.Response:
     body = await _definition(request, None)
@@ -111,7 +113,7 @@ async def create_workflow(request: web.Request) -> web.Response:
 
 
 @routes.put(f"{BASE}/{{workflow_id}}", role="admin", body=DefinitionBody,
-            answers={201: None, 404: None, 409: None},
+            answers={201: A.Definition, 404: None, 409: None},
             summary="Store the next version of a workflow defined as JSON")
 async def replace_workflow(request: web.Request) -> web.Response:
     workflow_id = request.match_info["workflow_id"]
@@ -131,6 +133,7 @@ async def delete_workflow(request: web.Request) -> web.Response:
 
 
 @routes.get(f"{BASE}/{{workflow_id}}/versions", role="viewer",
+            answers={200: Page[A.Definition | A.WorkflowVersion]},
             summary="Every stored version of a workflow, oldest first")
 async def list_versions(request: web.Request) -> web.Response:
     workflow_id = request.match_info["workflow_id"]

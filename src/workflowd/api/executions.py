@@ -10,8 +10,10 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from workflowd import answers as A
+from workflowd.answers import Page
 from workflowd.api.auth import identity_of
-from workflowd.api.idempotency import Answer, answer_once
+from workflowd.api.idempotency import IDEMPOTENCY_KEY, Answer, answer_once
 from workflowd.api.keys import SCHEDULER, SETTINGS, STORE
 from workflowd.api.parsing import SQL_INT_MAX, json_response, parse_body, parse_query, sql_int
 from workflowd.api.routing import Routes
@@ -83,6 +85,7 @@ def _decode_cursor(cursor: str) -> int:
 
 
 @routes.get(f"{API_PREFIX}/executions", role="viewer", query=ListQuery,
+            answers={200: Page[A.ExecutionItem]}, links={"execution_id": "/items/0/execution_id"},
             summary="List executions, newest first, filtered")
 async def list_executions(request: web.Request) -> web.Response:
     q = parse_query(request, ListQuery, multi=("label",))
@@ -102,12 +105,12 @@ async def _execution(request: web.Request) -> ExecutionRecord:
     return await request.app[SCHEDULER].get(request.match_info["execution_id"])
 
 
-@routes.get(BASE, role="viewer", summary="The whole execution")
+@routes.get(BASE, role="viewer", answers={200: A.Execution}, summary="The whole execution")
 async def get_execution(request: web.Request) -> web.Response:
     return json_response(execution_view(await _execution(request)))
 
 
-@routes.get(f"{BASE}/steps", role="viewer",
+@routes.get(f"{BASE}/steps", role="viewer", answers={200: Page[A.StepRecord]},
             summary="Step records in cycle order, then the steps not run yet")
 async def get_steps(request: web.Request) -> web.Response:
     rec = await _execution(request)
@@ -116,7 +119,7 @@ async def get_steps(request: web.Request) -> web.Response:
     return json_response({"items": items, "next_cursor": None})
 
 
-@routes.get(f"{BASE}/trace", role="viewer",
+@routes.get(f"{BASE}/trace", role="viewer", answers={200: A.Trace},
             summary="The path taken, branch decisions and cycles")
 async def get_trace(request: web.Request) -> web.Response:
     rec = await _execution(request)
@@ -126,7 +129,7 @@ async def get_trace(request: web.Request) -> web.Response:
 
 
 @routes.get(f"{BASE}/events", role="viewer", query=PageQuery,
-            summary="The persisted events in seq order")
+            answers={200: Page[A.Event]}, summary="The persisted events in seq order")
 async def get_events(request: web.Request) -> web.Response:
     q = parse_query(request, PageQuery)
     rec = await _execution(request)
@@ -135,7 +138,7 @@ async def get_events(request: web.Request) -> web.Response:
 
 
 @routes.get(f"{BASE}/logs", role="viewer", query=PageQuery,
-            summary="Lines written by ctx.log, in order")
+            answers={200: Page[A.LogLine]}, summary="Lines written by ctx.log, in order")
 async def get_logs(request: web.Request) -> web.Response:
     q = parse_query(request, PageQuery)
     rec = await _execution(request)
@@ -149,7 +152,7 @@ def _page(docs: list[str], limit: int, cursor: Any) -> web.Response:
     return json_response('{"items":[' + ",".join(docs) + '],"next_cursor":' + next_cursor + "}")
 
 
-@routes.get(f"{BASE}/result", role="viewer",
+@routes.get(f"{BASE}/result", role="viewer", answers={200: A.Result, 409: A.Problem},
             summary="The result or error of a finished execution")
 async def get_result(request: web.Request) -> web.Response:
     rec = await _execution(request)
@@ -166,6 +169,7 @@ def _live_answer(status: int, **extra: Any) -> Any:
 
 
 @routes.post(f"{BASE}/approve", role="approver", body=ApproveBody,
+             answers={202: A.Approved, 409: A.Problem, 429: A.Problem}, headers=IDEMPOTENCY_KEY,
              summary="Approve an execution awaiting approval")
 async def approve(request: web.Request) -> web.Response:
     execution_id = request.match_info["execution_id"]
@@ -180,6 +184,7 @@ async def approve(request: web.Request) -> web.Response:
 
 
 @routes.post(f"{BASE}/reject", role="approver", body=RejectBody,
+             answers={200: A.Rejected, 409: A.Problem}, headers=IDEMPOTENCY_KEY,
              summary="Reject an execution awaiting approval")
 async def reject(request: web.Request) -> web.Response:
     execution_id = request.match_info["execution_id"]
@@ -192,6 +197,7 @@ async def reject(request: web.Request) -> web.Response:
 
 
 @routes.post(f"{BASE}/cancel", role="submitter",
+             answers={202: A.Cancelled, 409: A.Problem}, headers=IDEMPOTENCY_KEY,
              summary="Cancel an execution; a running step is cancelled for real")
 async def cancel(request: web.Request) -> web.Response:
     execution_id = request.match_info["execution_id"]

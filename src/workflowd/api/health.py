@@ -2,29 +2,26 @@
 
 from __future__ import annotations
 
-from collections import Counter
-
 from aiohttp import web
 
-from workflowd.api.keys import SCHEDULER, STORE
+from workflowd.answers import Health, Problem
+from workflowd.api.keys import METRICS, SCHEDULER
+from workflowd.api.metrics import render
 from workflowd.api.parsing import json_response
 from workflowd.api.routing import Routes
-from workflowd.engine.cluster import Cluster
 from workflowd.errors import NotReadyError
-from workflowd.records import ExecutionStatus
 
 __all__ = ["routes"]
 
 routes = Routes()
-STATUSES: tuple[str, ...] = ExecutionStatus.__args__  # type: ignore[attr-defined]
 
 
-@routes.get("/healthz", role="public", summary="Liveness")
+@routes.get("/healthz", role="public", answers={200: Health}, summary="Liveness")
 async def healthz(request: web.Request) -> web.Response:
     return json_response({"status": "ok"})
 
 
-@routes.get("/readyz", role="public",
+@routes.get("/readyz", role="public", answers={200: Health, 503: Problem},
             summary="Readiness: 503 until the store is open and recovery has run")
 async def readyz(request: web.Request) -> web.Response:
     scheduler = request.app.get(SCHEDULER)
@@ -33,62 +30,7 @@ async def readyz(request: web.Request) -> web.Response:
     return json_response({"status": "ready"})
 
 
-def _metric(lines: list[str], name: str, kind: str, help_: str,
-            samples: list[tuple[str, float]]) -> None:
-    lines.append(f"# HELP {name} {help_}")
-    lines.append(f"# TYPE {name} {kind}")
-    lines.extend(f"{name}{labels} {value:g}" for labels, value in samples)
-
-
-def _cluster_metrics(lines: list[str], cluster: Cluster) -> None:
-    """This node's part in a cluster (each node serves its own)."""
-    node = cluster.node_id.replace("\\", "\\\\").replace('"', '\\"')
-    _metric(lines, "workflowd_node_info", "gauge", "This node of the cluster.",
-            [(f'{{node_id="{node}"}}', 1)])
-    _metric(lines, "workflowd_cluster_leases", "gauge",
-            "Executions this node holds a lease on.", [("", len(cluster.scheduler.owners))])
-    _metric(lines, "workflowd_cluster_backlog", "gauge",
-            "Queued executions no node has claimed yet (the cluster's, as last counted).",
-            [("", cluster.backlog)])
-    _metric(lines, "workflowd_cluster_leader", "gauge",
-            "1 while this node holds the leader row (does the chores).",
-            [("", int(cluster.chores.leading))])
-    for name, value, help_ in (
-            ("claimed", cluster.claimed, "Executions this node claimed."),
-            ("taken_over", cluster.taken_over,
-             "Claimed executions that were running on a node that stopped renewing."),
-            ("let_go", cluster.lost, "Executions this node lost the lease of and let go.")):
-        _metric(lines, f"workflowd_cluster_{name}_total", "counter", help_, [("", value)])
-
-
-@routes.get("/metrics", role="viewer", summary="Prometheus metrics")
+@routes.get("/metrics", role="viewer", answers={200: None}, media_type="text/plain",
+            summary="Prometheus metrics")
 async def metrics(request: web.Request) -> web.Response:
-    scheduler = request.app[SCHEDULER]
-    store = request.app[STORE]
-    by_status = await store.count_by_status()
-    awaiting = sum(1 for owner in scheduler.owners.values()
-                   if owner.committed.status == "awaiting_approval")
-    paused = sum(1 for owner in scheduler.owners.values() if owner.committed.status == "paused")
-    events: Counter[str] = scheduler.ledger.events_by_type
-    lines: list[str] = []
-    _metric(lines, "workflowd_executions", "gauge", "Executions in the store by status.",
-            [(f'{{status="{s}"}}', by_status.get(s, 0)) for s in STATUSES])
-    _metric(lines, "workflowd_executions_running", "gauge", "Executions with a running task.",
-            [("", scheduler.running)])
-    _metric(lines, "workflowd_executions_queued", "gauge", "Executions waiting for a slot.",
-            [("", scheduler.queued)])
-    _metric(lines, "workflowd_executions_awaiting_approval", "gauge",
-            "Executions stopped at an approval.", [("", awaiting)])
-    _metric(lines, "workflowd_executions_paused", "gauge",
-            "Executions paused (by a pause, or before each step in manual mode).",
-            [("", paused)])
-    _metric(lines, "workflowd_events_total", "counter", "Events committed since start, by type.",
-            [(f'{{type="{t}"}}', n) for t, n in sorted(events.items())])
-    _metric(lines, "workflowd_store_commits_total", "counter", "Transactions committed.",
-            [("", store.writer.commits)])
-    _metric(lines, "workflowd_store_writes_total", "counter",
-            "Writes committed (a commit holds one or more).", [("", store.writer.writes)])
-    if scheduler.cluster is not None:
-        _cluster_metrics(lines, scheduler.cluster)
-    return web.Response(text="\n".join(lines) + "\n",
-                        headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+    return render(request.app[METRICS])

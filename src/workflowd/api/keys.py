@@ -10,6 +10,7 @@ from aiohttp.abc import AbstractResolver
 
 from workflowd.api.auth import TicketStore
 from workflowd.api.limits import SubmitRate
+from workflowd.api.metrics import METRICS
 from workflowd.api.views import LiveBodies
 from workflowd.config import Settings
 from workflowd.definitions import Workflow
@@ -21,8 +22,9 @@ from workflowd.outbound import OutboundPolicy
 from workflowd.store import Store
 
 __all__ = [
-    "ARTIFACTS", "CATALOG", "HUB", "INFLIGHT", "LIVE_BODIES", "OUTBOUND", "OUTBOX", "RESOLVER",
-    "SCHEDULER", "SETTINGS", "SOCKETS", "STORE", "SUBMIT_RATE", "TICKETS", "WORKFLOWS",
+    "ARTIFACTS", "CATALOG", "HUB", "INFLIGHT", "LIVE_BODIES", "METRICS", "OUTBOUND", "OUTBOX",
+    "RESOLVER", "SCHEDULER", "SETTINGS", "SOCKETS", "STORE", "SUBMIT_RATE", "TICKETS",
+    "WORKFLOWS",
 ]
 
 SETTINGS = web.AppKey("settings", Settings)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
+from workflowd.answers import LiveStatus
 from workflowd.api.keys import HUB, LIVE_BODIES, SCHEDULER
 from workflowd.api.parsing import SQL_INT_MAX, json_response, parse_query
 from workflowd.api.routing import Routes
@@ -27,7 +28,9 @@ def _etag(rec: ExecutionRecord) -> str:
 
 
 @routes.get(f"{API_PREFIX}/executions/{{execution_id}}/status/live", role="viewer",
-            query=LiveQuery, summary="Compact status for polling; ETag, long-poll with since&wait")
+            query=LiveQuery, answers={200: LiveStatus, 304: None},
+            headers={"If-None-Match": "the ETag of an earlier answer: 304 while it is current"},
+            summary="Compact status for polling; ETag, long-poll with since&wait")
 async def live_status(request: web.Request) -> web.StreamResponse:
     q = parse_query(request, LiveQuery)
     scheduler = request.app[SCHEDULER]

@@ -46,6 +46,13 @@ class Spec:
     query: type[BaseModel] | None = None
     # Status code to the model of the answer's body (None: no body, or not JSON).
     answers: Mapping[int, type[Any] | None] = field(default_factory=dict)
+    # The media type of the answers that have a body but no model (`/metrics`: text).
+    media_type: str = "application/json"
+    # Request headers the route reads, with what they mean (`Idempotency-Key`, ...).
+    headers: Mapping[str, str] = field(default_factory=dict)
+    # Path parameters its success answers name, as JSON pointers into the body
+    # (`{"execution_id": "/execution_id"}`): OpenAPI links to every route that takes them.
+    links: Mapping[str, str] = field(default_factory=dict)
     # The step's own token (`X-Workflowd-Token`) stands for `worker` here.
     step_token: bool = False
     # A WebSocket or server-sent events route (a ticket may stand for the bearer token).

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from workflowd import answers as A
 from workflowd.api.auth import identity_of
-from workflowd.api.idempotency import Answer, answer_once
+from workflowd.api.idempotency import IDEMPOTENCY_KEY, Answer, answer_once
 from workflowd.api.keys import SCHEDULER
 from workflowd.api.parsing import json_response, parse_body
 from workflowd.api.routing import Routes
@@ -31,6 +32,7 @@ def _token(request: web.Request) -> str:
 
 
 @routes.post(f"{BASE}/progress", role="worker", step_token=True, body=ProgressBody,
+             answers={202: A.ProgressAccepted, 403: A.Problem, 409: A.Problem},
              summary="Report progress of the step running or waited on")
 async def step_progress(request: web.Request) -> web.Response:
     body = await parse_body(request, ProgressBody)
@@ -49,6 +51,7 @@ def _completed(rec: ExecutionRecord) -> Answer:
 
 
 @routes.post(f"{BASE}/complete", role="worker", step_token=True, body=CompleteBody,
+             answers={202: A.Completion, 403: A.Problem, 409: A.Problem}, headers=IDEMPOTENCY_KEY,
              summary="An outside worker finishes its step")
 async def step_complete(request: web.Request) -> web.Response:
     body = await parse_body(request, CompleteBody)

@@ -11,7 +11,8 @@ import structlog
 from aiohttp import WSCloseCode, WSMsgType, web
 from pydantic import BaseModel, ConfigDict, Field
 
-from workflowd.api.keys import HUB, SCHEDULER, SETTINGS, SOCKETS
+from workflowd.answers import Problem
+from workflowd.api.keys import HUB, METRICS, SCHEDULER, SETTINGS, SOCKETS
 from workflowd.api.parsing import SQL_INT_MAX, parse_query, sql_int
 from workflowd.api.routing import Routes
 from workflowd.api.views import live_status
@@ -94,16 +95,19 @@ async def _answer_pings(ws: web.WebSocketResponse) -> None:
 
 
 async def _serve_socket(request: web.Request, ws: web.WebSocketResponse,
-                        send: asyncio.Task[None]) -> None:
+                        send: asyncio.Task[None], kind: str) -> None:
     """Run `send` beside the reader until either ends; track the socket for shutdown."""
     sockets = request.app[SOCKETS]
     sockets.add(ws)
+    followers = request.app[METRICS].followers
+    followers[kind] += 1
     if isinstance(request.transport, asyncio.Transport):
         _TRANSPORTS[ws] = request.transport
     reader = _READERS[ws] = asyncio.create_task(_answer_pings(ws))
     try:
         await asyncio.wait({reader, send}, return_when=asyncio.FIRST_COMPLETED)
     finally:
+        followers[kind] -= 1
         sockets.discard(ws)
         for task in (reader, send):
             task.cancel()
@@ -112,7 +116,8 @@ async def _serve_socket(request: web.Request, ws: web.WebSocketResponse,
 
 
 @routes.get(f"{API_PREFIX}/executions/{{execution_id}}/ws", role="viewer", stream="websocket",
-            query=FollowQuery, summary="Follow one execution: a snapshot, the replay, live events")
+            query=FollowQuery, answers={101: None, 426: Problem},
+            summary="Follow one execution: a snapshot, the replay, live events")
 async def follow_ws(request: web.Request) -> web.StreamResponse:
     q = parse_query(request, FollowQuery)
     follow, rec = await _follow(request, q.after)  # 404 before the upgrade
@@ -134,7 +139,7 @@ async def follow_ws(request: web.Request) -> web.StreamResponse:
         sender = asyncio.create_task(send())
         assert follow.sub is not None
         follow.sub.on_lag = lambda: _lagged(ws, sender)
-        await _serve_socket(request, ws, sender)
+        await _serve_socket(request, ws, sender, "websocket")
     finally:
         follow.close()
     return ws
@@ -167,7 +172,7 @@ def _lagged(ws: web.WebSocketResponse, sender: asyncio.Task[None]) -> None:
 
 
 @routes.get(f"{API_PREFIX}/ws", role="viewer", stream="websocket", query=AllQuery,
-            summary="Live events of every execution, filtered")
+            answers={101: None, 426: Problem}, summary="Live events of every execution, filtered")
 async def all_ws(request: web.Request) -> web.StreamResponse:
     q = parse_query(request, AllQuery, multi=("type",))
     types = {t for value in q.type for t in value.split(",") if t}
@@ -191,14 +196,16 @@ async def all_ws(request: web.Request) -> web.StreamResponse:
         await ws.prepare(request)
         sender = asyncio.create_task(send())
         sub.on_lag = lambda: _lagged(ws, sender)
-        await _serve_socket(request, ws, sender)
+        await _serve_socket(request, ws, sender, "websocket_all")
     finally:
         hub.unsubscribe(sub)
     return ws
 
 
 @routes.get(f"{API_PREFIX}/executions/{{execution_id}}/events/stream", role="viewer",
-            stream="sse", query=FollowQuery, summary="The events as server-sent events")
+            stream="sse", query=FollowQuery, answers={200: None}, media_type="text/event-stream",
+            headers={"Last-Event-ID": "the seq of the last event seen: resume after it"},
+            summary="The events as server-sent events")
 async def follow_sse(request: web.Request) -> web.StreamResponse:
     q = parse_query(request, FollowQuery)
     last_id = request.headers.get("Last-Event-ID")
@@ -206,11 +213,14 @@ async def follow_sse(request: web.Request) -> web.StreamResponse:
     follow, rec = await _follow(request, after)
     resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
                                        "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    followers = request.app[METRICS].followers
+    followers["sse"] += 1
     try:
         await resp.prepare(request)
         await resp.write(f"retry: 2000\ndata: {_snapshot(rec)}\n\n".encode())
         await _write_events(resp, follow.events(), request.app[SETTINGS].live.heartbeat)
     finally:
+        followers["sse"] -= 1
         follow.close()
     return resp
 

@@ -44,35 +44,39 @@ def _page() -> web.FileResponse:
                                             "Content-Type": "text/html; charset=utf-8"})
 
 
-@routes.get("/ui", role="public", internal=True, summary="The dashboard (redirects to /ui/)")
+@routes.get("/ui", role="public", internal=True, answers={301: None},
+            summary="The dashboard (redirects to /ui/)")
 async def ui_root(request: web.Request) -> web.StreamResponse:
     raise web.HTTPMovedPermanently("/ui/")
 
 
-@routes.get("/demo", role="public", internal=True,
+@routes.get("/demo", role="public", internal=True, answers={301: None},
             summary="Where the demo page was: the dashboard now (redirects to /ui/)")
 async def demo(request: web.Request) -> web.StreamResponse:
     raise web.HTTPMovedPermanently("/ui/")
 
 
-@routes.get("/ui/", role="public", internal=True, summary="The dashboard: the executions")
+@routes.get("/ui/", role="public", internal=True, answers={200: None},
+            media_type="text/html", summary="The dashboard: the executions")
 async def executions_page(request: web.Request) -> web.FileResponse:
     return _page()
 
 
-@routes.get("/ui/executions/{execution_id}", role="public", internal=True,
+@routes.get("/ui/executions/{execution_id}", role="public", internal=True, answers={200: None},
+            media_type="text/html",
             summary="The dashboard: one execution")
 async def execution_page(request: web.Request) -> web.FileResponse:
     return _page()
 
 
-@routes.get("/ui/workflows", role="public", internal=True,
+@routes.get("/ui/workflows", role="public", internal=True, answers={200: None},
+            media_type="text/html",
             summary="The dashboard: the registered workflows")
 async def workflows_page(request: web.Request) -> web.FileResponse:
     return _page()
 
 
-@routes.get("/ui/assets/{name}", role="public", internal=True,
+@routes.get("/ui/assets/{name}", role="public", internal=True, answers={200: None, 404: None},
             summary="The dashboard's modules and style sheet")
 async def asset(request: web.Request) -> web.FileResponse:
     name = request.match_info["name"]

@@ -5,10 +5,12 @@ from __future__ import annotations
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
+from workflowd import answers as A
+from workflowd.answers import Page
 from workflowd.api.artifacts import check_input_artifacts
 from workflowd.api.auth import identity_of
 from workflowd.api.definitions import definition_view
-from workflowd.api.idempotency import Answer, answer_once
+from workflowd.api.idempotency import IDEMPOTENCY_KEY, Answer, answer_once
 from workflowd.api.keys import CATALOG, HUB, OUTBOUND, SCHEDULER, SUBMIT_RATE, WORKFLOWS
 from workflowd.api.parsing import json_response, parse_body, parse_query
 from workflowd.api.routing import Routes
@@ -29,7 +31,8 @@ class SubmitQuery(BaseModel):
     wait: float = Field(default=0.0, ge=0.0, le=300.0)
 
 
-@routes.get(f"{API_PREFIX}/workflows", role="viewer",
+@routes.get(f"{API_PREFIX}/workflows", role="viewer", answers={200: Page[A.WorkflowInfo]},
+            links={"workflow_id": "/items/0/id"},
             summary="The workflows: those of Python modules, then those defined as JSON")
 async def list_workflows(request: web.Request) -> web.Response:
     items = [workflow_view(wf) for wf in request.app[WORKFLOWS].values()]
@@ -38,6 +41,7 @@ async def list_workflows(request: web.Request) -> web.Response:
 
 
 @routes.get(f"{API_PREFIX}/workflows/{{workflow_id}}", role="viewer",
+            answers={200: A.WorkflowInfo},
             summary="One workflow (a JSON one at its latest version)")
 async def get_workflow(request: web.Request) -> web.Response:
     workflow_id = request.match_info["workflow_id"]
@@ -56,7 +60,10 @@ def _submitted(rec: ExecutionRecord) -> Answer:
 
 
 @routes.post(f"{API_PREFIX}/workflows/{{workflow_id}}/executions", role="submitter",
-             body=SubmitBody, query=SubmitQuery, summary="Submit an execution")
+             body=SubmitBody, query=SubmitQuery, summary="Submit an execution",
+             answers={202: A.Summary, 201: A.Summary, 200: A.Execution, 429: A.Problem},
+             links={"execution_id": "/execution_id"},
+             headers=IDEMPOTENCY_KEY)
 async def submit(request: web.Request) -> web.Response:
     workflow_id = request.match_info["workflow_id"]
     query = parse_query(request, SubmitQuery)

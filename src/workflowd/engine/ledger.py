@@ -15,6 +15,7 @@ from typing import Any
 
 from workflowd.engine.hub import Hub
 from workflowd.engine.outbox import Outbox
+from workflowd.engine.tally import Tally
 from workflowd.records import Event, ExecutionRecord, IdempotencyRecord, StepRecord
 from workflowd.store import Delivery, Store, Write
 
@@ -22,11 +23,13 @@ __all__ = ["Ledger"]
 
 
 class Ledger:
-    def __init__(self, store: Store, hub: Hub, outbox: Outbox | None = None) -> None:
+    def __init__(self, store: Store, hub: Hub, outbox: Outbox | None = None,
+                 tally: Tally | None = None) -> None:
         self.store = store
         self.hub = hub
         self.outbox = outbox
         self.events_by_type: Counter[str] = Counter()
+        self.tally = tally if tally is not None else Tally()
 
     def write(
         self,
@@ -74,8 +77,13 @@ class Ledger:
             counts = self.events_by_type
             for event in events:
                 counts[event.type] += 1
+            for step in steps:  # finished steps' durations (a gate's is a person's wait)
+                if step.duration_ms is not None and step.kind != "approval" \
+                        and step.status in ("completed", "failed"):
+                    self.tally.step(rec.workflow_id, step.duration_ms / 1000)
             self.hub.publish(events)
             if deliveries and outbox is not None:
+                self.tally.deliveries_queued += len(deliveries)
                 outbox.wake()
 
         return Write.of(rec, events, steps, base_seq=base_seq, logs=logs,

@@ -52,6 +52,7 @@ class Outbox:
         self._wake = asyncio.Event()
         self.delivered = 0
         self.failed_attempts = 0
+        self.given_up = 0
 
     # ---- what to send (called before the write that causes it) ----------------------------
 
@@ -114,6 +115,7 @@ class Outbox:
                 next_at = format_ts(datetime.now(UTC) + timedelta(seconds=delay))
             log.info("delivery_failed", url=delivery.url, attempts=attempts, error=error,
                      gave_up=next_at is None)
+            self.given_up += next_at is None
             await self.store.delivery_outcome(delivery_id, delivered=False, attempts=attempts,
                                               next_at=next_at, error=error)
             return

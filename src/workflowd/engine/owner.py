@@ -32,6 +32,7 @@ from workflowd.engine import transitions as T
 from workflowd.engine.coalesce import Coalescer
 from workflowd.engine.ledger import Ledger
 from workflowd.engine.outbox import Outbox
+from workflowd.engine.tally import Tally
 from workflowd.errors import InvalidTransitionError
 from workflowd.records import ExecutionRecord, IdempotencyRecord
 from workflowd.store import Delivery, StoreClosedError
@@ -88,6 +89,10 @@ class Owner:
     @property
     def outbox(self) -> Outbox | None:
         return self._ledger.outbox
+
+    @property
+    def tally(self) -> Tally:
+        return self._ledger.tally
 
     # ---- changing the execution ------------------------------------------------------------
 
@@ -212,6 +217,8 @@ class Owner:
         return future
 
     def _committed(self, rec: ExecutionRecord) -> None:
+        if rec.status != self.committed.status:
+            self._ledger.tally.moved(rec.workflow_id, self.committed.status, rec.status)
         self.committed = rec
         self._failures = 0
         self._on_commit(self, rec)

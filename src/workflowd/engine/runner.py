@@ -232,7 +232,9 @@ class Runner(ContextLink):
             outcome = await self._attempts(step, cycle)
         finally:
             owner.flush_reports()
-        duration_ms = int((loop.time() - began) * 1000)
+        seconds = loop.time() - began
+        owner.tally.cycle(self.wf.id, seconds)
+        duration_ms = int(seconds * 1000)
         attempt = outcome.attempt
         if outcome.timed_out:
             return cycle, _ending("timed_out", T.timed_out_error(self.wf.timeout), attempt,

@@ -29,6 +29,7 @@ from workflowd.engine.ledger import Ledger
 from workflowd.engine.outbox import Outbox
 from workflowd.engine.owner import Owner, Remember
 from workflowd.engine.runner import Runner, StepTokens
+from workflowd.engine.tally import Tally
 from workflowd.errors import (
     ForbiddenError,
     InvalidTransitionError,
@@ -57,7 +58,7 @@ class Scheduler:
                  settings: EngineSettings, progress_interval: float = 0.1,
                  outbox: Outbox | None = None, base_url: str = "", *,
                  max_queued_per_subject: int = 0, catalog: Catalog | None = None,
-                 artifacts: ArtifactStore | None = None) -> None:
+                 artifacts: ArtifactStore | None = None, tally: Tally | None = None) -> None:
         self.workflows = workflows
         self.catalog = catalog  # JSON definitions by version (None: Python ones only)
         self.artifacts = artifacts  # what `ctx.artifacts` reads and writes
@@ -66,7 +67,7 @@ class Scheduler:
         self.settings = settings
         self.progress_interval = progress_interval
         self.base_url = base_url
-        self.ledger = Ledger(store, hub, outbox)
+        self.ledger = Ledger(store, hub, outbox, tally)
         self.tokens = StepTokens()
         self.executor = ThreadPoolExecutor(max_workers=settings.max_threads,
                                            thread_name_prefix="workflowd-step")
@@ -233,6 +234,7 @@ class Scheduler:
         finally:
             self._reserved -= 1
             _decrement(self._reserved_by, submitted_by)
+        self.ledger.tally.added(wf.id, rec.status)
         log.info("execution_submitted", execution_id=rec.execution_id, workflow_id=wf.id,
                  status=rec.status, cycle=0)
         if not claim:
@@ -652,7 +654,8 @@ class Scheduler:
         try:
             future = owner.apply(lambda rec: T.ended(rec, "failed", error, utcnow()))
         except Exception:
-            log.exception("internal_error_not_recorded", execution_id=owner.execution_id)
+            log.exception("internal_error_not_recorded", execution_id=owner.execution_id,
+                          workflow_id=owner.head.workflow_id, cycle=owner.head.cycle)
             return
         if future is not None:
             future.add_done_callback(lambda f: f.cancelled() or f.exception())

@@ -66,6 +66,8 @@ class Store(abc.ABC):
         # Called with the ids of deleted executions once the delete is committed, so that
         # whoever keeps copies (the ledger's recently finished records) drops them.
         self.on_deleted: list[Callable[[Sequence[str]], None]] = []
+        # Called with how many of each `(workflow_id, status)` a delete removed (metrics).
+        self.on_deleted_counts: list[Callable[[dict[tuple[str, str], int]], None]] = []
 
     @abc.abstractmethod
     async def close(self) -> None:
@@ -131,6 +133,15 @@ class Store(abc.ABC):
     async def count_by_status(self) -> dict[str, int]: ...
 
     @abc.abstractmethod
+    async def count_by_workflow_status(self, ids: Sequence[str] | None = None,
+                                       ) -> dict[tuple[str, str], int]:
+        """Executions by `(workflow_id, status)`: all of them, or those of `ids`."""
+
+    @abc.abstractmethod
+    async def pending_deliveries(self) -> int:
+        """Outbox deliveries not yet sent (nor given up)."""
+
+    @abc.abstractmethod
     async def finished_before(self, cutoff: str, limit: int = 500) -> list[str]: ...
 
     @abc.abstractmethod
@@ -138,9 +149,12 @@ class Store(abc.ABC):
         """Remove executions with everything they own, and idempotency answers past the cutoff;
         then tell `on_deleted`."""
 
-    def _deleted(self, ids: Sequence[str]) -> None:
+    def _deleted(self, ids: Sequence[str],
+                 counts: dict[tuple[str, str], int] | None = None) -> None:
         for forget in self.on_deleted:
             forget(ids)
+        for tell in self.on_deleted_counts:
+            tell(counts or {})
 
     # ---- workflows defined as data (store/definitions.py) ----------------------------------
 

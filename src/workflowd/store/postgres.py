@@ -255,6 +255,20 @@ class PostgresStore(Store, ClusterOps):
         rows = await self._rows("SELECT status, COUNT(*) FROM executions GROUP BY status")
         return {row[0]: int(row[1]) for row in rows}
 
+    async def count_by_workflow_status(self, ids: Sequence[str] | None = None,
+                                       ) -> dict[tuple[str, str], int]:
+        if ids is None:
+            rows = await self._rows("SELECT workflow_id, status, COUNT(*) FROM executions "
+                                    "GROUP BY workflow_id, status")
+        else:
+            rows = await self._rows("SELECT workflow_id, status, COUNT(*) FROM executions "
+                                    "WHERE id = ANY($1) GROUP BY workflow_id, status", list(ids))
+        return {(row[0], row[1]): int(row[2]) for row in rows}
+
+    async def pending_deliveries(self) -> int:
+        rows = await self._rows("SELECT COUNT(*) FROM deliveries WHERE status = 'pending'")
+        return int(rows[0][0])
+
     async def finished_before(self, cutoff: str, limit: int = 500) -> list[str]:
         rows = await self._rows(
             "SELECT id FROM executions WHERE finished_at IS NOT NULL AND finished_at < $1 "
@@ -263,10 +277,12 @@ class PostgresStore(Store, ClusterOps):
 
     async def delete_executions(self, ids: Sequence[str], idempotency_before: str) -> None:
         ids = list(ids)
+        # Finished executions never change: counted before the delete, they are what it removes.
+        counts = await self.count_by_workflow_status(ids) if self.on_deleted_counts else {}
         async with self._pool.acquire() as conn, conn.transaction():
             for table, column in (("steps", "execution_id"), ("events", "execution_id"),
                                   ("logs", "execution_id"), ("executions", "id")):
                 await conn.execute(f"DELETE FROM {table} WHERE {column} = ANY($1)", ids)  # noqa: S608
             await conn.execute("DELETE FROM idempotency WHERE created_at < $1",
                                idempotency_before)
-        self._deleted(ids)
+        self._deleted(ids, counts)

@@ -234,6 +234,20 @@ class SQLiteStore(DefinitionRows, ArtifactRows, Store):
         rows = await self._rows("SELECT status, COUNT(*) FROM executions GROUP BY status")
         return {row[0]: int(row[1]) for row in rows}
 
+    async def count_by_workflow_status(self, ids: Sequence[str] | None = None,
+                                       ) -> dict[tuple[str, str], int]:
+        """Executions by `(workflow_id, status)`: all of them, or those of `ids`."""
+        sql = "SELECT workflow_id, status, COUNT(*) FROM executions"
+        if ids is not None:
+            sql += f" WHERE id IN ({', '.join('?' * len(ids))})"
+        rows = await self._rows(sql + " GROUP BY workflow_id, status", ids or ())
+        return {(row[0], row[1]): int(row[2]) for row in rows}
+
+    async def pending_deliveries(self) -> int:
+        """Outbox deliveries not yet sent (nor given up)."""
+        rows = await self._rows("SELECT COUNT(*) FROM deliveries WHERE status = 'pending'")
+        return int(rows[0][0])
+
     async def finished_before(self, cutoff: str, limit: int = 500) -> list[str]:
         rows = await self._rows(
             "SELECT id FROM executions WHERE finished_at IS NOT NULL AND finished_at < ? LIMIT ?",
@@ -248,8 +262,10 @@ class SQLiteStore(DefinitionRows, ArtifactRows, Store):
                               ("logs", "execution_id"), ("executions", "id")):
             statements.extend((f"DELETE FROM {table} WHERE {column} = ?", (i,)) for i in ids)  # noqa: S608
         statements.append(("DELETE FROM idempotency WHERE created_at < ?", (idempotency_before,)))
+        # Finished executions never change: counted before the delete, they are what it removes.
+        counts = await self.count_by_workflow_status(ids) if self.on_deleted_counts else {}
         await self.commit(Write(statements=statements))
-        self._deleted(ids)
+        self._deleted(ids, counts)
 
 
 def _lock(path: str) -> int:

@@ -1,8 +1,7 @@
-"""The command line: `workflowd serve` runs the service."""
+"""`workflowd serve`: runs the service."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import gc
 import sys
@@ -12,7 +11,6 @@ import structlog
 from aiohttp import web
 from pydantic import ValidationError
 
-from workflowd import store_copy
 from workflowd.api import create_app
 from workflowd.api.keys import WORKFLOWS
 from workflowd.config import Settings, check_exposure, load_settings
@@ -20,12 +18,18 @@ from workflowd.errors import DefinitionError, StoreError
 from workflowd.log import configure_logging
 from workflowd.store.postgres import check_url, redact
 
-__all__ = ["main"]
+__all__ = ["new_loop", "serve", "tune_runtime"]
 
 
 def _settings(path: str | None) -> Settings:
     if path is None and Path("config.toml").is_file():
         path = "config.toml"
+    if path is not None:
+        # Workflow modules beside the config file import as they are named there (what
+        # `workflowd init` writes), wherever `workflowd` itself is installed.
+        here = str(Path(path).resolve().parent)
+        if here not in sys.path:
+            sys.path.insert(0, here)
     return load_settings(path)
 
 
@@ -95,21 +99,3 @@ def serve(config: str | None) -> int:
         return 2
     log.info("stopped")
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="workflowd", description="Durable background workflows.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    serve_cmd = commands.add_parser("serve", help="run the service")
-    serve_cmd.add_argument("--config", help="path to config.toml (default: ./config.toml if any)")
-    store_copy.add_command(commands)
-    args = parser.parse_args(argv)
-    if args.command == "serve":
-        return serve(args.config)
-    if args.command == "store":
-        return int(args.run(args))
-    return 2  # pragma: no cover - argparse refuses unknown commands
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

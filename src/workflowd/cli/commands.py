@@ -1,0 +1,213 @@
+"""The client commands: each is a coroutine on a `Client` that prints for people (rich) or,
+with `--json`, the API's own body, and answers the exit code (API.md §6)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from pydantic import BaseModel
+from rich.console import Console
+from rich.live import Live
+from rich.text import Text
+
+from workflowd.answers import Event, Execution, LiveStatus, Page, WorkflowInfo
+from workflowd.cli import render
+from workflowd.client import ApiError, Client, Snapshot, Unreachable
+
+__all__ = ["COMMANDS", "DONE", "ENDED_OTHERWISE", "UNREACHABLE", "USAGE", "run_client"]
+
+DONE, ENDED_OTHERWISE, USAGE, UNREACHABLE = 0, 1, 2, 3
+Command = Callable[[Client, argparse.Namespace, "Out"], Awaitable[int]]
+
+
+class Out:
+    """Where a command writes: rich for people, plain JSON documents for `--json`."""
+
+    def __init__(self, as_json: bool) -> None:
+        self.json = as_json
+        # Piped: lines as long as they are, for grep and awk (a terminal wraps at its width).
+        width = None if sys.stdout.isatty() else int(os.environ.get("COLUMNS") or 200)
+        self.console = Console(width=width)
+        self.errors = Console(stderr=True, soft_wrap=True)
+
+    def document(self, value: BaseModel | dict[str, Any] | list[Any]) -> None:
+        """One JSON document (the API's body) on its own line of stdout."""
+        text = value.model_dump_json() if isinstance(value, BaseModel) else json.dumps(value)
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+
+    def show(self, value: BaseModel, renderable: Any) -> None:
+        if self.json:
+            self.document(value)
+        else:
+            self.console.print(renderable)
+
+
+def run_client(command: Command, args: argparse.Namespace) -> int:
+    """Run one client command; problems and unreachable servers become exit codes."""
+    out = Out(args.json)
+
+    async def main() -> int:
+        async with Client(args.url, token=args.token or None) as client:
+            return await command(client, args, out)
+
+    try:
+        return asyncio.run(main())
+    except ApiError as exc:
+        if out.json and exc.problem is not None:
+            out.document(exc.problem)
+        out.errors.print(f"workflowd: {exc.detail}", markup=False, highlight=False)
+        return USAGE if exc.status < 500 else UNREACHABLE
+    except Unreachable as exc:
+        out.errors.print(f"workflowd: {exc}", markup=False, highlight=False)
+        return UNREACHABLE
+    except KeyboardInterrupt:
+        return 130
+
+
+# ---- the commands ---------------------------------------------------------------------------
+
+
+async def workflows(client: Client, args: argparse.Namespace, out: Out) -> int:
+    items = await client.workflows()
+    out.show(Page[WorkflowInfo](items=items, next_cursor=None), render.workflows_table(items))
+    return DONE
+
+
+async def start(client: Client, args: argparse.Namespace, out: Out) -> int:
+    summary = await client.start(args.workflow, args.input, priority=args.priority,
+                                 require_approval=args.require_approval,
+                                 labels=dict(args.label or []),
+                                 idempotency_key=args.idempotency_key)
+    if args.follow:
+        if not out.json:
+            out.console.print(f"started {summary.execution_id} ({summary.workflow_id})",
+                              highlight=False)
+        return await _follow(client, summary.execution_id, 0, out)
+    if args.wait:
+        status = await client.wait(summary.execution_id, args.timeout)
+        return await _ended(client, status, out)
+    out.show(summary, Text.assemble(
+        summary.execution_id, " ", summary.workflow_id, " ", render.status_text(summary.status)))
+    return DONE
+
+
+async def status(client: Client, args: argparse.Namespace, out: Out) -> int:
+    live = await client.status(args.id)
+    out.show(live, render.status_card(live))
+    return DONE
+
+
+async def list_executions(client: Client, args: argparse.Namespace, out: Out) -> int:
+    page = await client.list_executions(
+        workflow_id=args.workflow, status=args.status, labels=dict(args.label or []),
+        limit=args.limit, cursor=args.cursor)
+    out.show(page, render.executions_table(page.items))
+    if not out.json and page.next_cursor:
+        out.console.print(f"more: workflowd list --cursor {page.next_cursor}", style="dim",
+                          highlight=False)
+    return DONE
+
+
+async def approve(client: Client, args: argparse.Namespace, out: Out) -> int:
+    answer = await client.approve(args.id, args.comment)
+    out.show(answer, Text.assemble(args.id, " approved: ",
+                                          render.status_text(answer.status)))
+    return DONE
+
+
+async def reject(client: Client, args: argparse.Namespace, out: Out) -> int:
+    answer = await client.reject(args.id, args.reason)
+    out.show(answer, Text.assemble(args.id, " ", render.status_text(answer.status)))
+    return DONE
+
+
+async def cancel(client: Client, args: argparse.Namespace, out: Out) -> int:
+    answer = await client.cancel(args.id)
+    out.show(answer, Text.assemble(args.id, " cancel requested: ",
+                                          render.status_text(answer.status)))
+    return DONE
+
+
+async def events(client: Client, args: argparse.Namespace, out: Out) -> int:
+    if args.limit is not None:
+        page = await client.events(args.id, args.after, args.limit)
+    else:
+        page = Page[Event](items=await client.all_events(args.id, args.after), next_cursor=None)
+    out.show(page, render.events_table(page.items))
+    return DONE
+
+
+async def logs(client: Client, args: argparse.Namespace, out: Out) -> int:
+    page = await client.logs(args.id, args.after, args.limit)
+    out.show(page, render.log_lines(page.items))
+    return DONE
+
+
+async def follow(client: Client, args: argparse.Namespace, out: Out) -> int:
+    return await _follow(client, args.id, args.after, out)
+
+
+async def _follow(client: Client, execution_id: str, after: int, out: Out) -> int:
+    """Follow to the terminal event: a live view for people, the events as JSON lines for
+    `--json`; answer 0 if it completed, else 1."""
+    if out.json:
+        async for event in client.follow(execution_id, after):
+            out.document(event)
+        return await _ended(client, await client.status(execution_id), out, quiet=True)
+    view = render.FollowView(execution_id)
+    view.steps = await client.steps(execution_id)
+    fetched = 0.0
+    with Live(view, console=out.console, refresh_per_second=8, transient=False,
+              redirect_stdout=False, redirect_stderr=False) as live:
+        async for item in client.follow(execution_id, after, snapshots=True):
+            if isinstance(item, Snapshot):
+                if view.status is not None:
+                    view.reconnections += 1
+                view.status = item.status
+                view.steps = await client.steps(execution_id)
+            else:
+                view.saw(item)
+                if item.type.startswith(("step_started", "step_finished", "approval_")) \
+                        or item.is_terminal:
+                    view.steps = await client.steps(execution_id)
+                if item.is_terminal or time.monotonic() - fetched > 0.1:
+                    view.status = await client.status(execution_id)
+                    fetched = time.monotonic()
+            live.update(view, refresh=True)
+    if not out.console.is_terminal:
+        out.console.line()  # rich ends the last frame with a newline on terminals only
+    final = view.status or await client.status(execution_id)
+    return await _ended(client, final, out)
+
+
+async def _ended(client: Client, final: LiveStatus, out: Out, *, quiet: bool = False) -> int:
+    """Say how the execution ended; 0 for completed, 1 for any other end."""
+    if not final.is_terminal:  # pragma: no cover - follow and wait return at the end only
+        final = await client.wait(final.execution_id)
+    code = DONE if final.status == "completed" else ENDED_OTHERWISE
+    if quiet:
+        return code
+    if out.json:
+        out.document(await client.get(final.execution_id))
+        return code
+    execution: Execution = await client.get(final.execution_id)
+    line = Text.assemble(final.execution_id, " ", render.status_text(final.status))
+    if execution.error is not None:
+        line.append(f": {execution.error.code}: {execution.error.message}")
+    out.console.print(line)
+    return code
+
+
+COMMANDS: dict[str, Command] = {
+    "workflows": workflows, "start": start, "status": status, "list": list_executions,
+    "approve": approve, "reject": reject, "cancel": cancel, "events": events, "logs": logs,
+    "follow": follow,
+}
