@@ -56,6 +56,9 @@ async def metrics(request: web.Request) -> web.Response:
             [("", scheduler.queued)])
     _metric(lines, "workflowd_executions_awaiting_approval", "gauge",
             "Executions stopped at an approval.", [("", awaiting)])
+    _metric(lines, "workflowd_executions_held", "gauge",
+            "Unfinished executions of a workflow not registered now, held until it is.",
+            [("", len(scheduler.held))])
     _metric(lines, "workflowd_events_total", "counter", "Events committed since start, by type.",
             [(f'{{type="{t}"}}', n) for t, n in sorted(events.items())])
     _metric(lines, "workflowd_store_commits_total", "counter", "Transactions committed.",
