@@ -28,7 +28,7 @@ from tests.helpers import (
 from tests.store.test_store import _write
 from workflowd.config import Settings, StoreSettings
 from workflowd.errors import StoreError
-from workflowd.store import Store
+from workflowd.store import Store, StoreClosedError
 from workflowd.store.schema import MIGRATIONS
 from workflowd.store.writer import Writer
 
@@ -145,3 +145,24 @@ async def test_a_failure_to_open_reaches_the_caller(tmp_path: Path,
     assert thread_failures == []
     store = await Store.open(str(tmp_path / "other.db"))
     await store.close()
+async def test_a_crash_of_the_writer_fails_its_writes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, thread_failures: list[Any],
+        log_watch: LogWatch) -> None:
+    """A bug in the writer's thread (simulated: its bookkeeping after a commit raises) fails
+    the writes in flight and those queued, instead of leaving their callers waiting forever."""
+    store = await Store.open(str(tmp_path / "s.db"))
+    try:
+        def broken(self: Writer, *args: Any) -> None:
+            raise RuntimeError("a bug in the writer")
+
+        monkeypatch.setattr(Writer, "_committed", broken)
+        async with asyncio.timeout(10):
+            results = await asyncio.gather(*(store.commit(_write(n)) for n in range(3)),
+                                           return_exceptions=True)
+        assert all(isinstance(r, StoreClosedError) for r in results), results
+        assert log_watch.find("writer_crashed")
+        with pytest.raises(StoreClosedError):
+            await store.commit(_write(9))
+    finally:
+        await store.close()
+    assert thread_failures == []
