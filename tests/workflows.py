@@ -399,3 +399,15 @@ async def before_short_gate(ctx: Context) -> None:
 
 
 gate_short.approval("decide")
+
+
+gate_full = Workflow("gate-full", title="A gate whose timeout falls while the disk is full",
+                     timeout=2.0)
+
+
+@gate_full.step
+async def before_full_gate(ctx: Context) -> None:
+    ctx.state["before"] = True
+
+
+gate_full.approval("decide_late")
