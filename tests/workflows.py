@@ -411,3 +411,14 @@ async def before_full_gate(ctx: Context) -> None:
 
 
 gate_full.approval("decide_late")
+
+
+service_call = Workflow("service-call", title="Hands its work to another service that reports "
+                        "progress back while the step awaits it")
+
+
+@service_call.step(kind="tool_call")
+async def hand_off(ctx: Context) -> Any:
+    SEEN[ctx.input["name"]] = ctx.callback  # the other service gets the URLs and the token
+    await release(ctx.input["name"]).wait()
+    return done({"handed_off": ctx.input["name"]})
