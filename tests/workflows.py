@@ -422,3 +422,18 @@ async def hand_off(ctx: Context) -> Any:
     SEEN[ctx.input["name"]] = ctx.callback  # the other service gets the URLs and the token
     await release(ctx.input["name"]).wait()
     return done({"handed_off": ctx.input["name"]})
+
+
+shaky_start = Workflow("shaky-start", title="Its first attempt fails while the store refuses "
+                       "the cycle's start")
+
+
+@shaky_start.step(retries=1, backoff=0.01)
+async def shake(ctx: Context) -> None:
+    name = ctx.input["name"]
+    if not SEEN.get(f"{name}-shaken"):
+        SEEN[f"{name}-shaken"] = True
+        SEEN[name]()  # the test's hook: the store's file is locked from now on
+        await release(name).wait()  # the write of this cycle's start is refused meanwhile
+        raise RuntimeError("the first attempt fails")
+    ctx.state["attempt"] = ctx.attempt

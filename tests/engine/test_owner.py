@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from typing import Any
 
 from aiohttp.test_utils import TestClient
 
+from tests import workflows
 from tests.api.test_external import _post, _waiting
 from tests.conftest import MakeClient
 from tests.helpers import (
@@ -86,3 +88,32 @@ async def test_a_gates_timeout_is_not_lost_when_an_approve_fails(
     assert_gapless(items)
     assert "approval_granted" not in [e["type"] for e in items]
     assert items[-1]["type"] == "workflow_timed_out"
+
+
+async def test_a_retry_after_the_cycles_start_was_refused(
+        make_client: MakeClient, settings: Settings, log_watch: LogWatch) -> None:
+    """The write of a cycle's start is refused (the file locked from inside the step), then the
+    attempt fails: the retry must not kill the runner; the cycle runs again and completes."""
+    client = await make_client()
+    held: list[sqlite3.Connection] = []
+
+    def lock() -> None:
+        conn = sqlite3.connect(settings.store.path, isolation_level=None, timeout=10)
+        conn.execute("BEGIN IMMEDIATE")
+        held.append(conn)
+
+    workflows.SEEN["s"] = lock
+    execution_id = (await submit(client, "shaky-start", input={"name": "s"}))["execution_id"]
+    try:
+        await log_watch.wait_for("execution_reset", execution_id=execution_id)
+    finally:
+        for conn in held:
+            conn.execute("ROLLBACK")
+            conn.close()
+    workflows.release("s").set()
+    status = await wait_for_status(client, execution_id, *TERMINAL)
+    record = await get_json(client, f"{API}/executions/{execution_id}")
+    assert status["status"] == "completed", record
+    assert record["result"] == {"attempt": 1}
+    assert not log_watch.find("runner_crashed")
+    assert_gapless(await events(client, execution_id))
