@@ -32,6 +32,7 @@ from workflowd.errors import (
     InvalidTransitionError,
     NotReadyError,
     QueueFullError,
+    StoreUnavailableError,
     UnknownExecutionError,
     UnknownStepError,
     UnknownWorkflowError,
@@ -221,7 +222,13 @@ class Scheduler:
                     f"execution {execution_id} is {owner.committed.status}")
             # It reached a gate or a wait before the cancel landed: cancel it from there.
         self._queued.discard(execution_id)
-        return await self._apply(owner, lambda rec: T.cancelled(rec, utcnow()), remember)
+        try:
+            return await self._apply(owner, lambda rec: T.cancelled(rec, utcnow()), remember)
+        except StoreUnavailableError:
+            # Refused (503: nothing changed): a queued execution keeps its place, and one whose
+            # step was cut for this cancel runs its cycle again, as after a restart.
+            self._resume_if_idle(owner)
+            raise
 
     async def step_progress(self, execution_id: str, step: str, token: str,
                             report: ProgressReport) -> ExecutionRecord:
@@ -410,4 +417,15 @@ class Scheduler:
             return
         if future is not None:
             future.add_done_callback(lambda f: f.cancelled() or f.exception())
+
+    def _resume_if_idle(self, owner: Owner) -> None:
+        """Queue an unfinished execution that holds no task and waits for nothing (its write
+        was refused after its step was cut), so that it is never left without one."""
+        rec = owner.committed
+        if self._draining or owner.runner is not None or owner.head is not rec \
+                or rec.wait is not None or rec.status not in ("queued", "running") \
+                or rec.execution_id in self._queued:
+            return
+        self._enqueue(rec)
+        self._pump()
 

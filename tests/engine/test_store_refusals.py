@@ -1,0 +1,42 @@
+"""Requests and ends while the store refuses writes (its file locked by another program): a 503
+changes nothing, and no execution is left without a task or a place in the queue."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiohttp.test_utils import TestClient
+
+from tests import workflows
+from tests.conftest import MakeClient
+from tests.helpers import (
+    API,
+    file_locked,
+    get_json,
+    problem_of,
+    submit,
+    wait_for_event,
+    wait_for_status,
+)
+from workflowd.config import Settings
+
+Client = TestClient[Any, Any]
+TERMINAL = ("completed", "failed", "cancelled", "timed_out", "rejected")
+
+
+async def test_a_refused_cancel_of_a_queued_execution_leaves_it_queued(
+        make_client: MakeClient, settings: Settings) -> None:
+    """A cancel of a queued execution answered 503 changed nothing: it still runs later."""
+    client = await make_client(engine={"max_concurrent": 1})
+    blocker = (await submit(client, "waiter", input={"name": "b"}))["execution_id"]
+    await wait_for_event(client, blocker, "step_started")
+    queued = (await submit(client, "three-steps"))["execution_id"]
+    with file_locked(settings.store.path):
+        async with asyncio.timeout(10):
+            resp = await client.post(f"{API}/executions/{queued}/cancel")
+        await problem_of(resp, 503)
+    assert (await get_json(client, f"{API}/executions/{queued}"))["status"] == "queued"
+    workflows.release("b").set()
+    assert (await wait_for_status(client, blocker, *TERMINAL))["status"] == "completed"
+    assert (await wait_for_status(client, queued, *TERMINAL))["status"] == "completed"
