@@ -12,6 +12,9 @@ from tests import workflows
 from tests.conftest import MakeClient
 from tests.helpers import (
     API,
+    LogWatch,
+    assert_gapless,
+    events,
     file_locked,
     get_json,
     problem_of,
@@ -40,3 +43,27 @@ async def test_a_refused_cancel_of_a_queued_execution_leaves_it_queued(
     workflows.release("b").set()
     assert (await wait_for_status(client, blocker, *TERMINAL))["status"] == "completed"
     assert (await wait_for_status(client, queued, *TERMINAL))["status"] == "completed"
+
+
+async def test_a_refused_cancel_of_a_running_step_is_not_an_internal_error(
+        make_client: MakeClient, settings: Settings, log_watch: LogWatch) -> None:
+    """A cancel of a running step while the store refuses: 503, no runner crash; the execution
+    is not left `running` without a task, and a cancel once the store writes again ends it."""
+    client = await make_client()
+    execution_id = (await submit(client, "waiter", input={"name": "w"}))["execution_id"]
+    await wait_for_event(client, execution_id, "step_started")
+    with file_locked(settings.store.path):
+        async with asyncio.timeout(10):
+            resp = await client.post(f"{API}/executions/{execution_id}/cancel")
+        await problem_of(resp, 503)
+    assert not log_watch.find("runner_crashed")
+    live = await get_json(client, f"{API}/executions/{execution_id}/status/live")
+    if live["status"] == "running":  # the step was cut: it must run again, not be stranded
+        metrics = await (await client.get("/metrics")).text()
+        assert "workflowd_executions_running 1" in metrics.splitlines()
+    resp = await client.post(f"{API}/executions/{execution_id}/cancel")
+    assert resp.status == 202, await resp.text()
+    assert (await wait_for_status(client, execution_id, *TERMINAL))["status"] == "cancelled"
+    record = await get_json(client, f"{API}/executions/{execution_id}")
+    assert record["error"]["code"] == "cancelled"
+    assert_gapless(await events(client, execution_id))

@@ -394,10 +394,13 @@ class Scheduler:
         if not cut_off:
             owner.runner = None
         if not task.cancelled() and (exc := task.exception()) is not None and not cut_off:
-            log.error("runner_crashed", execution_id=owner.execution_id,
-                      workflow_id=owner.head.workflow_id, cycle=owner.head.cycle,
-                      exc_info=exc)
-            self._fail_internal(owner, exc)
+            if runner.cancel_requested and isinstance(exc, StoreUnavailableError):
+                pass  # its cancel was refused: `cancel` answers 503 and runs the cycle again
+            else:
+                log.error("runner_crashed", execution_id=owner.execution_id,
+                          workflow_id=owner.head.workflow_id, cycle=owner.head.cycle,
+                          exc_info=exc)
+                self._fail_internal(owner, exc)
         elif not self._draining and not cut_off and owner.head.status == "queued" \
                 and owner.committed is owner.head:
             self._enqueue(owner.head)  # decided while its task was ending: run it on
