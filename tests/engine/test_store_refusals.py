@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 
 from tests import workflows
@@ -67,3 +68,29 @@ async def test_a_refused_cancel_of_a_running_step_is_not_an_internal_error(
     record = await get_json(client, f"{API}/executions/{execution_id}")
     assert record["error"]["code"] == "cancelled"
     assert_gapless(await events(client, execution_id))
+
+
+async def test_an_internal_error_while_the_store_refuses_is_recorded_later(
+        make_client: MakeClient, settings: Settings, monkeypatch: pytest.MonkeyPatch,
+        log_watch: LogWatch) -> None:
+    """A runner that dies of a bug (simulated: `transitions.cycle_finished` raises) while the
+    store refuses writes: its `failed`/`internal_error` is written once the store writes again,
+    never left `running` without a task."""
+    from workflowd.engine import transitions
+
+    client = await make_client()
+    execution_id = (await submit(client, "waiter", input={"name": "x"}))["execution_id"]
+    await wait_for_event(client, execution_id, "step_started")
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("a bug in the engine")
+
+    monkeypatch.setattr(transitions, "cycle_finished", broken)
+    with file_locked(settings.store.path):
+        workflows.release("x").set()
+        await log_watch.wait_for("runner_crashed", execution_id=execution_id)
+        await log_watch.wait_for("execution_reset", execution_id=execution_id)
+    status = await wait_for_status(client, execution_id, *TERMINAL)
+    assert status["status"] == "failed"
+    record = await get_json(client, f"{API}/executions/{execution_id}")
+    assert record["error"]["code"] == "internal_error"

@@ -406,10 +406,12 @@ class Scheduler:
             self._enqueue(owner.head)  # decided while its task was ending: run it on
         self._pump()
 
-    def _fail_internal(self, owner: Owner, exc: BaseException) -> None:
-        """A task that died of a bug ends its execution `failed`, never left `running`."""
-        if owner.head.is_terminal:
-            return
+    def _fail_internal(self, owner: Owner, exc: BaseException, retry_in: float = 0.5) -> None:
+        """A task that died of a bug ends its execution `failed`, never left `running`: when
+        the store refuses that write too, it is tried again until the store takes it."""
+        if owner.head.is_terminal or self.owners.get(owner.execution_id) is not owner \
+                or owner.runner is not None:
+            return  # ended, gone, or taken up again meanwhile (a cancel, a restart)
         error = ErrorInfo(code=INTERNAL_ERROR,
                           message=f"the service failed running this execution: "
                                   f"{type(exc).__name__}: {exc}")
@@ -419,7 +421,18 @@ class Scheduler:
             log.exception("internal_error_not_recorded", execution_id=owner.execution_id)
             return
         if future is not None:
-            future.add_done_callback(lambda f: f.cancelled() or f.exception())
+            future.add_done_callback(functools.partial(self._internal_written, owner, exc,
+                                                       retry_in))
+
+    def _internal_written(self, owner: Owner, exc: BaseException, retry_in: float,
+                          future: asyncio.Future[None]) -> None:
+        if future.cancelled() or future.exception() is None or self._draining:
+            return
+        log.warning("internal_error_retry", execution_id=owner.execution_id,
+                    workflow_id=owner.head.workflow_id, cycle=owner.head.cycle,
+                    error=str(future.exception()), retry_in=retry_in)
+        asyncio.get_running_loop().call_later(retry_in, self._fail_internal, owner, exc,
+                                              min(retry_in * 2, 10.0))
 
     def _resume_if_idle(self, owner: Owner) -> None:
         """Queue an unfinished execution that holds no task and waits for nothing (its write
