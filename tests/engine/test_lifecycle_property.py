@@ -31,10 +31,11 @@ from hypothesis.stateful import (
 )
 
 from tests import workflows
-from tests.helpers import API
+from tests.helpers import API, file_locked
 from workflowd.api import create_app
 from workflowd.config import Settings
 from workflowd.records import TERMINAL, TERMINAL_EVENTS
+from workflowd.store import store as store_module
 
 R = TypeVar("R")
 Client = TestClient[Any, Any]
@@ -137,10 +138,15 @@ class Lifecycle(RuleBasedStateMachine):
         assert resp.status == 200, (path, resp.status, await resp.text())
         return await resp.json()
 
-    async def _post(self, path: str, body: Any, **headers: str) -> int:
+    async def _post(self, path: str, body: Any, *, refused: bool = False,
+                    token: str | None = None) -> int:
+        headers = {"X-Workflowd-Token": token} if token is not None else {}
         resp = await self.http.post(path, json=body, headers=headers)
         text = await resp.text()
-        assert resp.status < 500, (path, resp.status, text)
+        if refused and resp.status == 503:  # the store refused: say so, and why
+            assert "store_unavailable" in text, text
+        else:
+            assert resp.status < 500, (path, resp.status, text)
         if resp.status >= 400:
             assert resp.content_type == "application/problem+json", (path, text)
         return resp.status
@@ -372,7 +378,7 @@ class Lifecycle(RuleBasedStateMachine):
             token = "wrong" if wrong_token else callback["token"]
             path = f"{API}/executions/{execution}/steps/hand_off/progress"
             status = await self._post(path, {"percentage": percentage, "message": "remote"},
-                                      **{"X-Workflowd-Token": token})
+                                      token=token)
             in_step = live["status"] == "running" and not self._released(known)
             if in_step:
                 assert status == (403 if wrong_token else 202), (live, status)
@@ -407,7 +413,7 @@ class Lifecycle(RuleBasedStateMachine):
             base = f"{API}/executions/{execution}/steps/work"
             token = callback["token"] if callback else "none"
             status = await self._post(f"{base}/progress", {"percentage": percentage},
-                                      **{"X-Workflowd-Token": token})
+                                      token=token)
             assert status == (202 if callback else 409), (callback, status)
             if then_complete:
                 await self._complete(known, callback, success)
@@ -422,7 +428,7 @@ class Lifecycle(RuleBasedStateMachine):
                                                              "message": "the worker failed"}})
         token = callback["token"] if callback else "none"
         status = await self._post(f"{API}/executions/{known.execution_id}/steps/work/complete",
-                                  body, **{"X-Workflowd-Token": token})
+                                  body, token=token)
         assert status == (202 if callback else 409), (callback, status)
         if callback is not None and not success:
             live = await self._live(known.execution_id)
@@ -452,7 +458,7 @@ class Lifecycle(RuleBasedStateMachine):
             before = await self._live(execution)
             status = await self._post(
                 f"{API}/executions/{execution}/steps/work/complete",
-                {"success": True, "output": {}}, **{"X-Workflowd-Token": "not-the-token"})
+                {"success": True, "output": {}}, token="not-the-token")
             assert status == (403 if callback else 409), (callback, status)
             assert await self._live(execution) == before
 
@@ -479,6 +485,35 @@ class Lifecycle(RuleBasedStateMachine):
 
         self.run(go())
 
+    @rule(execution=executions,
+          action=st.sampled_from(("approve", "reject", "cancel", "submit", "release")))
+    def while_the_store_refuses(self, execution: str, action: str) -> None:
+        """Another program holds the file's write lock meanwhile: a request answers 503 and
+        changes nothing (or 409, as it would anyway); a released step's commit waits."""
+        known = self.known[execution]
+
+        async def go() -> None:
+            before = await self._live(execution)
+            with file_locked(self.settings.store.path):
+                if action == "release":
+                    workflows.release(known.name).set()
+                    status = 0
+                elif action == "submit":
+                    status = await self._post(f"{API}/workflows/three-steps/executions", {},
+                                              refused=True)
+                    assert status == 503, status
+                else:
+                    body = {"comment": "x"} if action == "approve" else {}
+                    status = await self._post(f"{API}/executions/{execution}/{action}", body,
+                                              refused=True)
+                    assert status in (503, 409), (action, before, status)
+                if status == 503 and action != "submit":
+                    after = await self._live(execution)
+                    assert (after["status"], after["seq"]) == (before["status"], before["seq"])
+            await self._settle()
+
+        self.run(go())
+
     @rule()
     def quiesce(self) -> None:
         """At rest: no task-less `running`, no wait without a gate or a worker."""
@@ -500,8 +535,17 @@ class Lifecycle(RuleBasedStateMachine):
 
 
 @pytest.mark.timeout(3600 if os.environ.get("HYPOTHESIS_PROFILE") == "long" else 300)
-def test_lifecycle_invariants_hold_under_any_interleaving() -> None:
-    """Submit, decide, cancel, report, complete, expire and restart in any order: seq gap-free
-    and equal to the stored events, one terminal event last, terminal never changes, live
-    status equals the record, and at rest no task-less `running` nor an orphaned wait."""
+def test_lifecycle_invariants_hold_under_any_interleaving(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Submit, decide, cancel, report, complete, expire, refuse writes and restart in any order:
+    seq gap-free and equal to the stored events, one terminal event last, terminal never
+    changes, live status equals the record, at rest no task-less `running` nor orphaned wait."""
+    pragmas = store_module._pragmas
+
+    def quick(synchronous: str) -> tuple[str, ...]:
+        # A locked file is refused after 50 ms instead of 1 s: the same path, sooner.
+        return tuple(p.replace("busy_timeout = 1000", "busy_timeout = 50")
+                     for p in pragmas(synchronous))
+
+    monkeypatch.setattr(store_module, "_pragmas", quick)
     run_state_machine_as_test(Lifecycle, settings=PROFILE)
