@@ -258,6 +258,7 @@ class Lifecycle(RuleBasedStateMachine):
         async def check_all() -> None:
             for known in self.known.values():
                 await self._check(known)
+            await self._quiescent()
 
         self.run(check_all())
 
@@ -513,11 +514,6 @@ class Lifecycle(RuleBasedStateMachine):
             await self._settle()
 
         self.run(go())
-
-    @rule()
-    def quiesce(self) -> None:
-        """At rest: no task-less `running`, no wait without a gate or a worker."""
-        self.run(self._quiescent())
 
     @rule()
     def restart(self) -> None:
