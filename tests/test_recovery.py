@@ -244,3 +244,31 @@ async def test_an_unregistered_workflows_executions_are_held(
         items = await events(third, execution_id)
         assert_gapless(items)
     assert (await get_json(third, f"{API}/executions/{dropped}"))["status"] == "cancelled"
+
+
+@pytest.mark.xfail(strict=True, reason="recovery queues an execution committed `running` for a "
+                   "slot without changing its status: it shows `running` with no task until a "
+                   "slot frees (see the report of the proofs of issue 8)")
+async def test_a_resumed_execution_waiting_for_a_slot_is_not_shown_running(
+        make_client: MakeClient) -> None:
+    """Restarted with fewer slots than running executions: those waiting for a slot show
+    `queued`, not `running` with no task."""
+    first = await make_client(engine={"max_concurrent": 2})
+    ids = [(await submit(first, "waiter", input={"name": f"r{n}"}))["execution_id"]
+           for n in range(2)]
+    for execution_id in ids:
+        await wait_for_event(first, execution_id, "step_started")
+    await first.close()
+
+    second = await make_client(engine={"max_concurrent": 1})
+    metrics = (await (await second.get("/metrics")).text()).splitlines()
+    assert "workflowd_executions_running 1" in metrics
+    statuses = sorted([(await get_json(second, f"{API}/executions/{i}/status/live"))["status"]
+                       for i in ids])
+    try:
+        assert statuses == ["queued", "running"], statuses
+    finally:
+        for n in range(2):
+            workflows.release(f"r{n}").set()
+        for execution_id in ids:
+            await wait_for_status(second, execution_id, "completed")
