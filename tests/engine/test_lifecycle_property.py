@@ -14,7 +14,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -70,7 +70,6 @@ class Known:
     name: str  # the key of its release event and of what its steps record
     percentage: float = 0.0
     final: tuple[Any, list[Any]] | None = None  # record and events, once terminal
-    answers: list[int] = field(default_factory=list)
 
 
 class Lifecycle(RuleBasedStateMachine):
@@ -305,7 +304,6 @@ class Lifecycle(RuleBasedStateMachine):
         async def go() -> None:
             was = (await self._live(execution_id))["status"]
             status = await self._post(f"{API}/executions/{execution_id}/{action}", body)
-            known.answers.append(status)
             if was in TERMINAL:
                 assert status == 409, (action, was, status)
             elif was == "awaiting_approval" and known.workflow not in TIMED:

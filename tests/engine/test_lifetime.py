@@ -148,7 +148,7 @@ async def test_a_steps_timeout_overrides_the_workflows_cycle_timeout(client: Cli
     assert (await _execution(client, execution_id))["result"] == {"slept": True}
 
 
-async def test_no_default_cycle_timeout(tmp_path: Path, make_client: MakeClient) -> None:
+async def test_no_default_cycle_timeout(make_client: MakeClient) -> None:
     """No cycle timeout by default (settings and config.toml): a step declaring none runs on."""
     assert EngineSettings().default_cycle_timeout is None
     shipped = Settings.model_validate(tomllib.loads((ROOT / "config.toml").read_text()))
