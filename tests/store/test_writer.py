@@ -145,6 +145,28 @@ async def test_a_failure_to_open_reaches_the_caller(tmp_path: Path,
     assert thread_failures == []
     store = await Store.open(str(tmp_path / "other.db"))
     await store.close()
+def test_a_failed_open_leaves_nothing_to_its_closed_loop(tmp_path: Path,
+                                                       thread_failures: list[Any]) -> None:
+    """After a failed open the writer's thread has nothing left to hand its loop: the loop
+    closed at once and the thread joined, the thread's excepthook has seen nothing."""
+    path = str(tmp_path / "new.db")
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    conn.execute("INSERT INTO schema_version VALUES (?)", (len(MIGRATIONS) + 1,))
+    conn.close()
+    before = set(threading.enumerate())
+    loop = asyncio.new_event_loop()
+    try:
+        with pytest.raises(StoreError, match="newer"):
+            loop.run_until_complete(Store.open(path))
+    finally:
+        loop.close()
+    for thread in set(threading.enumerate()) - before:
+        thread.join(10)
+        assert not thread.is_alive(), thread
+    assert thread_failures == []
+
+
 async def test_a_crash_of_the_writer_fails_its_writes(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, thread_failures: list[Any],
         log_watch: LogWatch) -> None:
