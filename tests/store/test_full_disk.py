@@ -26,8 +26,11 @@ from tests.helpers import (
     wait_for_event,
     wait_for_status,
 )
+from tests.store.test_store import _write
 from workflowd.config import Settings
+from workflowd.errors import StoreError
 from workflowd.records import TERMINAL, TERMINAL_EVENTS
+from workflowd.store import Store
 
 DISK_SIZE = "4m"
 
@@ -165,3 +168,21 @@ async def test_a_full_disk_refuses_writes_loses_nothing_and_recovers(
         assert items[-1]["type"] == f"workflow_{status}"
     timed = await events(reopened, timing)
     assert "approval_granted" not in [e["type"] for e in timed]
+
+
+async def test_opening_the_store_on_a_full_disk_says_so(small_disk: Path) -> None:
+    """A start on a disk with no space left fails with a `StoreError` that says the disk is
+    full (SQLite itself says only "disk I/O error"), and the file opens once space returns."""
+    path = str(small_disk / "s.db")
+    store = await Store.open(path)
+    await store.commit(_write(1))
+    await store.close()
+    filler = _fill(small_disk)
+    with pytest.raises(StoreError, match="no space left"):
+        await Store.open(path)
+    filler.unlink()
+    store = await Store.open(path)
+    try:
+        assert await store.get_execution("e1") is not None
+    finally:
+        await store.close()
