@@ -219,19 +219,25 @@ class Lifecycle(RuleBasedStateMachine):
 
     async def _check(self, known: Known) -> None:
         execution_id = known.execution_id
-        for _ in range(20):  # read a moment when nothing changed between the reads
+        # Read a moment when nothing changed between the reads. The events table may be a
+        # commit ahead of the record in memory for a moment (the writer's thread commits,
+        # then tells the loop): the record must catch up, and soon.
+        for _ in range(50):
             before = await self._live(execution_id)
             record = await self._json(f"{API}/executions/{execution_id}")
             items = (await self._json(f"{API}/executions/{execution_id}/events?limit=1000"))[
                 "items"]
             after = await self._live(execution_id)
-            if before == after:
+            if before == after and after["seq"] == len(items):
                 break
         else:
-            return  # a timer keeps changing it: looked at again after the next rule
+            # A timer keeps changing it (looked at again after the next rule), or the record
+            # and its events disagree for good.
+            assert before != after, ("the record's seq never met its events", known, after,
+                                     items[-3:])
+            return
         seqs = [e["seq"] for e in items]
         assert seqs == list(range(1, len(items) + 1)), (known, seqs)
-        assert after["seq"] == len(items), (known, after, items[-3:])
         for key in ("status", "cycle", "progress", "current_step"):
             assert after[key] == record[key], (key, after, record)
         terminal = [e["type"] for e in items if e["type"] in TERMINAL_EVENTS]
