@@ -9,10 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpClient
 
 from tests import workflows
+from tests.helpers import LogWatch
 from tests.live_server import live_server, make_live_server  # noqa: F401 - fixtures
 from tests.pgserver import PgServer, find_bin
 from workflowd.api import create_app
@@ -43,11 +45,27 @@ def _quiet_logs() -> None:
     configure_logging(LoggingSettings(level="warning"), cache=False)
 
 
+@pytest.fixture
+def log_watch() -> Iterator[LogWatch]:
+    """Every log line of the test, kept to look at or wait for (none is printed)."""
+    watch = LogWatch()
+    structlog.reset_defaults()
+    structlog.configure(processors=[structlog.contextvars.merge_contextvars,
+                                    structlog.processors.add_log_level, watch],
+                        cache_logger_on_first_use=False)
+    try:
+        yield watch
+    finally:
+        configure_logging(LoggingSettings(level="warning"), cache=False)
+
+
 @pytest.fixture(autouse=True)
 def _fresh_test_state() -> None:
     workflows.RELEASES.clear()
     workflows.STARTED.clear()
     workflows.CALLBACKS.clear()
+    workflows.THREAD_EVENTS.clear()
+    workflows.SEEN.clear()
 
 
 @pytest.fixture

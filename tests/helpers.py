@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
+from collections.abc import Iterator, MutableMapping
 from typing import Any
 
+import structlog
 from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 
@@ -162,3 +166,62 @@ async def wait_for_pause(client: TestClient[Any, Any], execution_id: str, cycle:
             if status["cycle"] == cycle:
                 return status
             await client.get(path, params={"since": str(status["seq"]), "wait": "5"})
+
+
+class LogWatch:
+    """A structlog processor that keeps every entry (from the loop or the writer's thread) and
+    lets a test wait for one: `await watch.wait_for("store_unavailable", reason=...)`."""
+
+    def __init__(self) -> None:
+        self.entries: list[dict[str, Any]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._changed: asyncio.Event | None = None
+
+    def __call__(self, logger: Any, method: str,
+                 event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        self.entries.append({**event_dict, "log_level": method})
+        loop, changed = self._loop, self._changed
+        if loop is not None and changed is not None:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                loop.call_soon_threadsafe(changed.set)
+        raise structlog.DropEvent
+
+    def find(self, event: str, **fields: Any) -> list[dict[str, Any]]:
+        return [e for e in list(self.entries) if e.get("event") == event
+                and all(e.get(k) == v for k, v in fields.items())]
+
+    async def wait_for(self, event: str, timeout: float = 15.0,
+                       **fields: Any) -> dict[str, Any]:
+        """The first entry named `event` with `fields`, waiting for it if need be."""
+        self._loop = asyncio.get_running_loop()
+        async with asyncio.timeout(timeout):
+            while True:
+                self._changed = asyncio.Event()
+                found = self.find(event, **fields)
+                if found:
+                    return found[0]
+                await self._changed.wait()
+
+    async def wait_for_count(self, event: str, count: int, timeout: float = 15.0,
+                             **fields: Any) -> list[dict[str, Any]]:
+        """Wait until `count` entries named `event` with `fields` were logged."""
+        self._loop = asyncio.get_running_loop()
+        async with asyncio.timeout(timeout):
+            while True:
+                self._changed = asyncio.Event()
+                found = self.find(event, **fields)
+                if len(found) >= count:
+                    return found
+                await self._changed.wait()
+
+
+@contextlib.contextmanager
+def file_locked(path: str) -> Iterator[sqlite3.Connection]:
+    """Hold the SQLite file's write lock from another connection (as another program would)."""
+    conn = sqlite3.connect(path, isolation_level=None, timeout=10)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        yield conn
+        conn.execute("ROLLBACK")
+    finally:
+        conn.close()

@@ -16,8 +16,18 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tests import workflows
 from tests.conftest import MakeClient
-from tests.helpers import API, assert_gapless, events, submit, wait_for_status
+from tests.helpers import (
+    API,
+    LogWatch,
+    assert_gapless,
+    events,
+    get_json,
+    submit,
+    wait_for_event,
+    wait_for_status,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -193,3 +203,72 @@ async def test_restart_resumes_queued_work(make_client: MakeClient) -> None:
     assert resp.status == 202
     for item in queued:
         await wait_for_status(second, item["execution_id"], "completed")
+
+
+async def test_an_unregistered_workflows_executions_are_held(
+        make_client: MakeClient, log_watch: LogWatch) -> None:
+    """A restart without a workflow's module holds its executions as they were (a log line and
+    a metric say so), cancel still works on them, and a restart with the module completes them."""
+    with_module = {"modules": ["workflowd.examples", "tests.workflows", "tests.optional_workflows"]}
+    first = await make_client(workflows=with_module)
+    kept = (await submit(first, "optional", input={"name": "kept"}))["execution_id"]
+    dropped = (await submit(first, "optional", input={"name": "dropped"}))["execution_id"]
+    for execution_id in (kept, dropped):
+        await wait_for_event(first, execution_id, "step_started")
+    await first.close()
+
+    second = await make_client()  # tests.optional_workflows is not loaded
+    before = {i: await get_json(second, f"{API}/executions/{i}") for i in (kept, dropped)}
+    assert {r["status"] for r in before.values()} == {"running"}
+    entry = await log_watch.wait_for("executions_held")
+    assert entry["workflows"] == ["optional"]
+    assert entry["executions"] == 2
+    assert entry["log_level"] == "warning"
+    metrics = await (await second.get("/metrics")).text()
+    assert "workflowd_executions_held 2.0" in metrics.splitlines()
+    assert "workflowd_executions_running 0.0" in metrics.splitlines()
+    resp = await second.post(f"{API}/executions/{dropped}/cancel")
+    assert resp.status == 202, await resp.text()
+    assert (await wait_for_status(second, dropped, "cancelled"))["status"] == "cancelled"
+    assert await get_json(second, f"{API}/executions/{kept}") == before[kept]
+    metrics = await (await second.get("/metrics")).text()
+    assert "workflowd_executions_held 1.0" in metrics.splitlines()
+    await second.close()
+
+    third = await make_client(workflows=with_module)
+    workflows.release("kept").set()
+    assert (await wait_for_status(third, kept, "completed", "failed"))["status"] == "completed"
+    result = await get_json(third, f"{API}/executions/{kept}/result")
+    assert result["result"] == {"held": "kept"}
+    for execution_id in (kept, dropped):
+        items = await events(third, execution_id)
+        assert_gapless(items)
+    assert (await get_json(third, f"{API}/executions/{dropped}"))["status"] == "cancelled"
+
+
+@pytest.mark.xfail(strict=True, reason="recovery queues an execution committed `running` for a "
+                   "slot without changing its status: it shows `running` with no task until a "
+                   "slot frees (see the report of the proofs of issue 8)")
+async def test_a_resumed_execution_waiting_for_a_slot_is_not_shown_running(
+        make_client: MakeClient) -> None:
+    """Restarted with fewer slots than running executions: those waiting for a slot show
+    `queued`, not `running` with no task."""
+    first = await make_client(engine={"max_concurrent": 2})
+    ids = [(await submit(first, "waiter", input={"name": f"r{n}"}))["execution_id"]
+           for n in range(2)]
+    for execution_id in ids:
+        await wait_for_event(first, execution_id, "step_started")
+    await first.close()
+
+    second = await make_client(engine={"max_concurrent": 1})
+    metrics = (await (await second.get("/metrics")).text()).splitlines()
+    assert "workflowd_executions_running 1.0" in metrics
+    statuses = sorted([(await get_json(second, f"{API}/executions/{i}/status/live"))["status"]
+                       for i in ids])
+    try:
+        assert statuses == ["queued", "running"], statuses
+    finally:
+        for n in range(2):
+            workflows.release(f"r{n}").set()
+        for execution_id in ids:
+            await wait_for_status(second, execution_id, "completed")

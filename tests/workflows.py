@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from typing import Any
 
@@ -417,3 +418,177 @@ async def slow_two(ctx: Context) -> None:
 @slow_steps.step
 async def slow_three(ctx: Context) -> None:
     await _slowly(ctx, "three")
+
+
+# ---- for the proofs of issue 8 -------------------------------------------------------------
+
+# Thread events of plain `def` steps, keyed by a name from the input (cleared per test).
+THREAD_EVENTS: dict[str, threading.Event] = {}
+# What steps saw, keyed by a name from the input (cleared per test).
+SEEN: dict[str, Any] = {}
+
+
+def thread_event(name: str) -> threading.Event:
+    return THREAD_EVENTS.setdefault(name, threading.Event())
+
+
+stubborn = Workflow("stubborn", title="A step that swallows its cancel")
+
+
+@stubborn.step
+async def refuse(ctx: Context) -> None:
+    try:
+        await release(ctx.input["name"]).wait()
+    except asyncio.CancelledError:
+        SEEN[ctx.input["name"]] = "cancel swallowed"
+        await release(f"{ctx.input['name']}-after").wait()  # a second cancel ends it
+
+
+lingering = Workflow("lingering", title="A def step whose thread runs on past its timeout")
+
+
+@lingering.step(timeout=0.2, retries=1, backoff=0.01)
+def linger(ctx: Context) -> None:
+    name = ctx.input["name"]
+    if ctx.attempt == 1:
+        thread_event(f"{name}-go").wait(10)  # set by the second attempt: the first timed out
+        SEEN[name] = {"cancelled": ctx.cancelled}
+        ctx.progress(77, "stale")
+        ctx.log("stale line")
+        ctx.state["stale"] = True
+        ctx.decide("stale", True)
+        thread_event(f"{name}-done").set()
+        return
+    thread_event(f"{name}-go").set()
+    thread_event(f"{name}-done").wait(10)
+    ctx.state["second"] = True
+
+
+soft = Workflow("soft", title="Saves its work when told its time is nearly up")
+
+
+@soft.step(soft_timeout=0.1, timeout=10)
+async def careful(ctx: Context) -> None:
+    expiring = ctx.expiring
+    assert isinstance(expiring, asyncio.Event)
+    await expiring.wait()
+    ctx.state["saved"] = True
+
+
+soft_def = Workflow("soft-def", title="A def step told its time is nearly up")
+
+
+@soft_def.step(soft_timeout=0.1, timeout=10)
+def careful_def(ctx: Context) -> None:
+    expiring = ctx.expiring
+    assert isinstance(expiring, threading.Event)
+    ctx.state["saved"] = expiring.wait(10)
+
+
+own_timeout = Workflow("own-timeout", title="A step's own timeout over the cycle_timeout",
+                       cycle_timeout=0.5)
+
+
+@own_timeout.step(timeout=2.0)
+async def patient(ctx: Context) -> None:
+    await asyncio.sleep(0.8)
+    ctx.state["slept"] = True
+
+
+no_limit = Workflow("no-limit", title="A step that declares no timeout anywhere")
+
+
+@no_limit.step
+async def unhurried(ctx: Context) -> None:
+    await asyncio.sleep(1.0)
+    ctx.state["slept"] = True
+
+
+frozen_input = Workflow("frozen-input", title="Tries to change its input and its reports")
+
+
+@frozen_input.step
+async def meddle(ctx: Context) -> None:
+    tried: dict[str, str] = {}
+    attempts: dict[str, Any] = {
+        "top": lambda: ctx.input.__setitem__("x", 1),  # type: ignore[index]
+        "nested": lambda: ctx.input["nested"].__setitem__("k", 2),
+        "list": lambda: ctx.input["nested"]["items"].append(3),
+        "deep": lambda: ctx.input["nested"]["items"][0].__setitem__("z", 4),
+    }
+    for where, attempt in attempts.items():
+        try:
+            attempt()
+            tried[where] = "changed"
+        except (TypeError, AttributeError):
+            tried[where] = "refused"
+    ctx.state["tried"] = tried
+    custom = {"items": [1], "meta": {"k": "v"}}
+    await ctx.progress(50, "reported", data=custom)
+    custom["items"].append(2)  # type: ignore[attr-defined]
+    custom["meta"]["k"] = "changed"  # type: ignore[index]
+
+
+logger = Workflow("logger", title="Logs lines while it waits, then many")
+
+
+@logger.step
+async def narrate(ctx: Context) -> None:
+    ctx.log("first line", n=1)
+    await release(ctx.input["name"]).wait()
+    for n in range(ctx.input.get("lines", 0)):
+        ctx.log(f"line {n}")
+
+
+external_bounded = Workflow("external-bounded", title="An outside worker past the workflow's "
+                            "timeout", timeout=0.5)
+external_bounded.external("slow_worker", timeout=60.0)
+
+
+gate_short = Workflow("gate-short", title="A gate with a short workflow timeout", timeout=1.0)
+
+
+@gate_short.step
+async def before_short_gate(ctx: Context) -> None:
+    ctx.state["before"] = True
+
+
+gate_short.approval("decide")
+
+
+gate_full = Workflow("gate-full", title="A gate whose timeout falls while the disk is full",
+                     timeout=2.0)
+
+
+@gate_full.step
+async def before_full_gate(ctx: Context) -> None:
+    ctx.state["before"] = True
+
+
+gate_full.approval("decide_late")
+
+
+service_call = Workflow("service-call", title="Hands its work to another service that reports "
+                        "progress back while the step awaits it")
+
+
+@service_call.step(kind="tool_call")
+async def hand_off(ctx: Context) -> Any:
+    SEEN[ctx.input["name"]] = ctx.callback  # the other service gets the URLs and the token
+    await release(ctx.input["name"]).wait()
+    return done({"handed_off": ctx.input["name"]})
+
+
+shaky_start = Workflow("shaky-start", title="Its first attempt fails while the store refuses "
+                       "the cycle's start")
+
+
+@shaky_start.step(retries=1, backoff=0.01)
+async def shake(ctx: Context) -> None:
+    name = ctx.input["name"]
+    if not SEEN.get(f"{name}-shaken"):
+        SEEN[f"{name}-shaken"] = True
+        SEEN[name]()  # the test's hook: the store's file is locked from now on
+        await release(name).wait()  # the write of this cycle's start is refused meanwhile
+        raise RuntimeError("the first attempt fails")
+    ctx.state["attempt"] = ctx.attempt

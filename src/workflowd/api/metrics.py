@@ -154,6 +154,8 @@ def _engine(m: Metrics) -> Iterator[Metric]:
          totals.get("awaiting_approval", 0)),
         ("paused", "Executions paused (by a pause, or before each step in manual mode).",
          totals.get("paused", 0)),
+        ("held", "Unfinished executions of a workflow not registered now, held until it is.",
+         len(scheduler.held) if scheduler else 0),
     ):
         yield GaugeMetricFamily(f"workflowd_executions_{name}", what, value=value)
     if scheduler is not None:

@@ -431,7 +431,7 @@ class Runner(ContextLink):
         return self._end_at - asyncio.get_running_loop().time()
 
 
-def _retrying(rec: ExecutionRecord, *, attempt: int, error: ErrorInfo) -> T.Change:
+def _retrying(rec: ExecutionRecord, *, attempt: int, error: ErrorInfo) -> T.Change | None:
     return T.retrying(rec, attempt, error, utcnow())
 
 

@@ -35,6 +35,7 @@ from workflowd.errors import (
     InvalidTransitionError,
     NotReadyError,
     QueueFullError,
+    StoreUnavailableError,
     UnknownExecutionError,
     UnknownStepError,
     UnknownWorkflowError,
@@ -298,7 +299,13 @@ class Scheduler:
             # It reached a gate or a wait before the cancel landed: cancel it from there.
         # A queued one stays in the queue until the cancel commits (nothing launches a
         # cancelled head), so a refused write leaves it queued as it was.
-        return await self._apply(owner, lambda rec: T.cancelled(rec, utcnow()), remember)
+        try:
+            return await self._apply(owner, lambda rec: T.cancelled(rec, utcnow()), remember)
+        except StoreUnavailableError:
+            # Refused (503: nothing changed): one whose step was cut for this cancel runs its
+            # cycle again, as after a restart.
+            self._resume_if_idle(owner)
+            raise
 
     async def pause(self, execution_id: str, remember: Remember | None = None,
                     ) -> ExecutionRecord:
@@ -622,10 +629,13 @@ class Scheduler:
         if not cut_off:
             owner.runner = None
         if not task.cancelled() and (exc := task.exception()) is not None and not cut_off:
-            log.error("runner_crashed", execution_id=owner.execution_id,
-                      workflow_id=owner.head.workflow_id, cycle=owner.head.cycle,
-                      exc_info=exc)
-            self._fail_internal(owner, exc)
+            if runner.cancel_requested and isinstance(exc, StoreUnavailableError):
+                pass  # its cancel was refused: `cancel` answers 503 and runs the cycle again
+            else:
+                log.error("runner_crashed", execution_id=owner.execution_id,
+                          workflow_id=owner.head.workflow_id, cycle=owner.head.cycle,
+                          exc_info=exc)
+                self._fail_internal(owner, exc)
         elif not self._draining and not cut_off and owner.head.status == "queued" \
                 and owner.committed is owner.head:
             self._enqueue(owner.head)  # decided while its task was ending: run it on
@@ -644,10 +654,12 @@ class Scheduler:
         if future is not None:
             future.add_done_callback(lambda f: f.cancelled() or f.exception())
 
-    def _fail_internal(self, owner: Owner, exc: BaseException) -> None:
-        """A task that died of a bug ends its execution `failed`, never left `running`."""
-        if owner.head.is_terminal:
-            return
+    def _fail_internal(self, owner: Owner, exc: BaseException, retry_in: float = 0.5) -> None:
+        """A task that died of a bug ends its execution `failed`, never left `running`: when
+        the store refuses that write too, it is tried again until the store takes it."""
+        if owner.head.is_terminal or self.owners.get(owner.execution_id) is not owner \
+                or owner.runner is not None:
+            return  # ended, gone, or taken up again meanwhile (a cancel, a restart)
         error = ErrorInfo(code=INTERNAL_ERROR,
                           message=f"the service failed running this execution: "
                                   f"{type(exc).__name__}: {exc}")
@@ -658,8 +670,29 @@ class Scheduler:
                           workflow_id=owner.head.workflow_id, cycle=owner.head.cycle)
             return
         if future is not None:
-            future.add_done_callback(lambda f: f.cancelled() or f.exception())
+            future.add_done_callback(functools.partial(self._internal_written, owner, exc,
+                                                       retry_in))
 
+    def _internal_written(self, owner: Owner, exc: BaseException, retry_in: float,
+                          future: asyncio.Future[None]) -> None:
+        if future.cancelled() or future.exception() is None or self._draining:
+            return
+        log.warning("internal_error_retry", execution_id=owner.execution_id,
+                    workflow_id=owner.head.workflow_id, cycle=owner.head.cycle,
+                    error=str(future.exception()), retry_in=retry_in)
+        asyncio.get_running_loop().call_later(retry_in, self._fail_internal, owner, exc,
+                                              min(retry_in * 2, 10.0))
+
+    def _resume_if_idle(self, owner: Owner) -> None:
+        """Queue an unfinished execution that holds no task and waits for nothing (its write
+        was refused after its step was cut), so that it is never left without one."""
+        rec = owner.committed
+        if self._draining or owner.runner is not None or owner.head is not rec \
+                or rec.wait is not None or rec.status not in ("queued", "running") \
+                or rec.execution_id in self._queued:
+            return
+        self._enqueue(rec)
+        self._pump()
 
 
 def _decrement(counter: Counter[str], key: str) -> None:

@@ -199,18 +199,25 @@ def progressed(rec: ExecutionRecord, report: ProgressReport, now: str) -> Change
                    progress=progress)
 
 
-def retrying(rec: ExecutionRecord, attempt: int, error: ErrorInfo, now: str) -> Change:
-    """Attempt `attempt` of the step in flight failed; the next one follows."""
-    step = _in_flight(rec)
+def retrying(rec: ExecutionRecord, attempt: int, error: ErrorInfo, now: str) -> Change | None:
+    """Attempt `attempt` of the step in flight failed; the next one follows. None when no step
+    is in flight: its start was lost with a write the store refused, and the cycle runs again
+    once its end is to be committed (`Runner._commit`), so there is nothing to record."""
+    step = rec.step
+    if step is None or rec.is_terminal:
+        return None
     record = replace(step, attempt=attempt + 1, error=error)
     return _change(rec, now, [("step_retrying", {"step": step.name, "cycle": step.cycle,
                                                  "attempt": attempt, "error": error.message})],
                    [record], step=record)
 
 
-def soft_timed_out(rec: ExecutionRecord, attempt: int, now: str) -> Change:
-    """The step in flight passed its `soft_timeout`: it was told, and it is on record."""
-    step = _in_flight(rec)
+def soft_timed_out(rec: ExecutionRecord, attempt: int, now: str) -> Change | None:
+    """The step in flight passed its `soft_timeout`: it was told, and it is on record (None,
+    like `retrying`, when its start was lost with a refused write)."""
+    step = rec.step
+    if step is None or rec.is_terminal:
+        return None
     record = replace(step, metadata={**step.metadata, "soft_timeout": now})
     return _change(rec, now, [("step_soft_timeout", {"step": step.name, "cycle": step.cycle,
                                                      "attempt": attempt})],

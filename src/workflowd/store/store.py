@@ -94,7 +94,8 @@ class SQLiteStore(DefinitionRows, ArtifactRows, Store):
             await writer.stop()
             _unlock(lock)
             if isinstance(exc, sqlite3.Error | RuntimeError):
-                raise StoreError(f"cannot open the store {path!r}: {exc}") from exc
+                raise StoreError(f"cannot open the store {path!r}: {exc}{_space_note(path)}"
+                                 ) from exc
             raise
         return cls(path, reader, writer, lock)
 
@@ -266,6 +267,20 @@ class SQLiteStore(DefinitionRows, ArtifactRows, Store):
         counts = await self.count_by_workflow_status(ids) if self.on_deleted_counts else {}
         await self.commit(Write(statements=statements))
         self._deleted(ids, counts)
+
+
+def _space_note(path: str) -> str:
+    """Why an open may have failed when the file's disk is full: SQLite says only "disk I/O
+    error" when it cannot make its WAL index there."""
+    if path == ":memory:":
+        return ""
+    try:
+        stat = os.statvfs(Path(path).parent)
+    except OSError:
+        return ""
+    if stat.f_bavail * stat.f_frsize >= 64 * 1024:
+        return ""
+    return " (no space left on its disk: free some and start again)"
 
 
 def _lock(path: str) -> int:

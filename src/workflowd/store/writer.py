@@ -303,7 +303,12 @@ class Writer(Gate):
                 self._serve(conn)
             except BaseException as exc:  # noqa: BLE001 - a bug here must not hang callers
                 log.error("writer_crashed", error=repr(exc))
-                self._fail_queued(StoreClosedError(f"the writer stopped: {exc!r}"))
+                error = StoreClosedError(f"the writer stopped: {exc!r}")
+                self._closed = True  # later submits are refused at once
+                self._fail_queued(error)
+                # Once more on the loop: a submit that was under way there when this thread
+                # set `_closed` has put its write in by then.
+                self._to_loop(self._fail_queued, error)
         finally:
             if conn is not None:
                 with contextlib.suppress(Exception):
@@ -327,7 +332,14 @@ class Writer(Gate):
             if self._interval and not stopping and len(batch) < self._max_batch:
                 time.sleep(self._interval)  # let more join this commit
                 stopping = self._drain_into(batch)
-            errors = self._commit(conn, batch)
+            try:
+                errors = self._commit(conn, batch)
+            except BaseException as exc:
+                # A bug, not the file refusing: this batch's callers must hear of it too (the
+                # queued ones are failed by `_run`), or they would wait forever.
+                failure = StoreClosedError(f"the writer stopped: {exc!r}")
+                self._to_loop(_settle_all, batch, [failure] * len(batch))
+                raise
             self._to_loop(_settle_all, batch, errors)
         self._closed = True
         self._fail_queued(StoreClosedError("the store is closed"))
