@@ -246,9 +246,6 @@ async def test_an_unregistered_workflows_executions_are_held(
     assert (await get_json(third, f"{API}/executions/{dropped}"))["status"] == "cancelled"
 
 
-@pytest.mark.xfail(strict=True, reason="recovery queues an execution committed `running` for a "
-                   "slot without changing its status: it shows `running` with no task until a "
-                   "slot frees (see the report of the proofs of issue 8)")
 async def test_a_resumed_execution_waiting_for_a_slot_is_not_shown_running(
         make_client: MakeClient) -> None:
     """Restarted with fewer slots than running executions: those waiting for a slot show

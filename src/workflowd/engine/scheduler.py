@@ -164,12 +164,28 @@ class Scheduler:
             log.warning("executions_held", executions=len(self.held), workflows=missing,
                         why="their workflows are not registered; they wait, untouched, until "
                             "a start with those workflows")
+        self._pump()
+        await self._requeue_waiting()
         self._accepting = True
         self.ready = True
         log.info("recovered", executions=len(unfinished), queued=self.queued,
                  held=len(self.held))
-        self._pump()
         return len(unfinished)
+
+    async def _requeue_waiting(self) -> None:
+        """Executions committed `running` that found no slot at recovery show `queued` until
+        one frees (committed before the service is ready)."""
+        now = utcnow()
+        futures = []
+        for execution_id in list(self._queued):
+            owner = self.owners.get(execution_id)
+            if owner is not None and owner.runner is None \
+                    and owner.committed.status == "running" and owner.head is owner.committed:
+                future = owner.apply(lambda rec: T.requeued(rec, now))
+                if future is not None:
+                    futures.append(future)
+        if futures:
+            await asyncio.gather(*futures, return_exceptions=True)
 
     async def drain(self, grace: float) -> None:
         """Stop admitting, let running cycles finish within `grace`, then cancel the rest.

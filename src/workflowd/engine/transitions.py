@@ -158,6 +158,14 @@ def started(rec: ExecutionRecord, now: str, timeout: float | None) -> Change:
                    **changes)
 
 
+def requeued(rec: ExecutionRecord, now: str) -> Change:
+    """Recovered `running` but waiting for a slot (a restart with fewer slots): `queued`
+    again, so that no execution shows `running` without a task."""
+    _require(rec, "running")
+    return _change(rec, now, [("workflow_queued", {"priority": rec.priority, "resumed": True})],
+                   status="queued")
+
+
 # ---- a step run in the process -------------------------------------------------------------
 
 
