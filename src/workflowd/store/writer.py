@@ -302,7 +302,6 @@ class Writer(Gate):
             try:
                 self._serve(conn)
             except BaseException as exc:  # noqa: BLE001 - a bug here must not hang callers
-                log.error("writer_crashed", error=repr(exc))
                 error = StoreClosedError(f"the writer stopped: {exc!r}")
                 self._closed = True  # later submits are refused at once
                 self._fail_queued(error)
@@ -336,7 +335,9 @@ class Writer(Gate):
                 errors = self._commit(conn, batch)
             except BaseException as exc:
                 # A bug, not the file refusing: this batch's callers must hear of it too (the
-                # queued ones are failed by `_run`), or they would wait forever.
+                # queued ones are failed by `_run`), or they would wait forever. Logged first,
+                # so that the line is out before any caller hears of it.
+                log.error("writer_crashed", error=repr(exc))
                 failure = StoreClosedError(f"the writer stopped: {exc!r}")
                 self._to_loop(_settle_all, batch, [failure] * len(batch))
                 raise
