@@ -106,8 +106,18 @@ async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def metrics_ctx(app: web.Application) -> AsyncIterator[None]:
-    await app[METRICS].seed(app)  # before the outbox and the scheduler change anything
+    metrics = app[METRICS]
+    await metrics.seed(app)  # before the outbox and the scheduler change anything
+    recount = None
+    if app[STORE].cluster is not None:
+        recount = asyncio.create_task(
+            metrics.recount_forever(app[SETTINGS].cluster.poll_interval * 5),
+            name="metrics-recount")
     yield
+    if recount is not None:
+        recount.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await recount
 
 
 def create_app(settings: Settings) -> web.Application:
