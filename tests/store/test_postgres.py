@@ -16,6 +16,7 @@ from workflowd.cli import main
 from workflowd.errors import InvalidTransitionError, StoreError
 from workflowd.records import ExecutionRecord, Wait
 from workflowd.store import Write
+from workflowd.store.artifacts import ArtifactRow
 from workflowd.store.cluster import OwnedElsewhere
 from workflowd.store.pgwriter import LeaseLostError
 from workflowd.store.postgres import PostgresStore, check_url, redact
@@ -203,3 +204,25 @@ def test_serve_stops_at_a_bad_url_without_its_password(
     err = capsys.readouterr().err
     assert "postgresql://" in err
     assert "hunter2" not in err
+
+
+async def test_a_sweep_passes_over_an_artifact_whose_use_is_committing(
+        pg_url: str, node_a: PostgresStore) -> None:
+    """An artifact keyed by a transaction that records a use of it (as the writer's does) is
+    left alone by a sweep running meanwhile (which does not wait for it), and kept once that
+    use commits."""
+    old = "2020-01-01T00:00:00.000Z"
+    await node_a.add_artifact(ArtifactRow("a1", "f", "text/plain", 1, "01" * 32, old))
+    await node_a.commit(_write(1))
+    conn = await asyncpg.connect(pg_url)
+    try:
+        async with conn.transaction():
+            await conn.execute("SELECT id FROM artifacts WHERE id = 'a1' FOR KEY SHARE")
+            assert await asyncio.wait_for(node_a.sweep_artifacts("2021-01-01T00:00:00.000Z"),
+                                          10) == []
+            await conn.execute("INSERT INTO artifact_uses VALUES ('e1', 'a1', 'input', $1)",
+                               old)
+    finally:
+        await conn.close()
+    assert await node_a.sweep_artifacts("2021-01-01T00:00:00.000Z") == []
+    assert await node_a.artifact("a1") is not None

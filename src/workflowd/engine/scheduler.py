@@ -41,6 +41,7 @@ from workflowd.errors import (
 from workflowd.ids import new_execution_id
 from workflowd.records import ErrorInfo, ExecutionRecord
 from workflowd.store import Store
+from workflowd.store.artifacts import ArtifactUse
 
 if TYPE_CHECKING:
     from workflowd.engine.cluster import Cluster
@@ -218,8 +219,8 @@ class Scheduler:
             max_cycles=wf.max_cycles or self.settings.default_max_cycles,
             submitted_by=submitted_by, callback_url=callback_url, now=utcnow(), mode=mode)
         rec = change.record
-        statements = self.store.artifact_use_statements(
-            rec.execution_id, artifacts, "input", rec.created_at) if artifacts else ()
+        uses: list[ArtifactUse] = [(rec.execution_id, artifact_id, "input", rec.created_at)
+                                   for artifact_id in sorted(set(artifacts))]
         # In a cluster a new execution is this node's at once only if it can run it now;
         # else any node with room claims it.
         claim = self.cluster is None or (rec.status == "queued" and self.cluster.room() > 0)
@@ -228,7 +229,7 @@ class Scheduler:
         try:
             await self.ledger.write(rec, change.events, change.steps, base_seq=0,
                                     idempotency=remember(rec) if remember else None,
-                                    statements=statements,
+                                    artifact_uses=uses,
                                     claim=claim and self.cluster is not None)
         finally:
             self._reserved -= 1

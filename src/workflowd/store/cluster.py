@@ -283,9 +283,7 @@ class ClusterOps(ClusterStore):
                 "lease_until = statement_timestamp() + $3 * interval '1 second' WHERE id = $1",
                 execution_id, me, self.lease_seconds)
             rows = _Rows([write])
-            await conn.fetchrow(_BATCH, rows.updates, rows.inserts, rows.events, rows.steps,
-                                rows.logs, rows.idempotency, rows.deliveries, me,
-                                self.lease_seconds, _TERMINAL)
+            await conn.fetchrow(_BATCH, *rows.args(me, self.lease_seconds))
             if not write.claim:
                 await conn.execute(
                     "WITH r AS (UPDATE executions SET lease_owner = NULL, lease_until = NULL "
