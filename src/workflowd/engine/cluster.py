@@ -69,6 +69,14 @@ log = structlog.get_logger("workflowd.cluster")
 Make = Callable[[ExecutionRecord], "T.Change | None"]
 
 
+class _Unloaded(Exception):
+    """A change needs the definition of a JSON workflow's version that is not in memory."""
+
+    def __init__(self, record: ExecutionRecord) -> None:
+        super().__init__(record.execution_id)
+        self.record = record
+
+
 class _Typed(msgspec.Struct):
     type: str
 
@@ -193,7 +201,8 @@ class Cluster:
                     await self._work.wait()
             self._work.clear()
             while not self._stopping and scheduler.accepting and (room := self.room()) > 0:
-                records = await self.ops.claim(room, sorted(scheduler.workflows))
+                records = await self.ops.claim(room, await self._runnable())
+                await self._load_definitions(records)
                 self.backlog = max(0, self.backlog - len(records))
                 for rec in records:
                     self.claimed += 1
@@ -210,6 +219,27 @@ class Cluster:
             if now - self._counted >= self.settings.poll_interval:
                 self._counted = now
                 self.backlog = await self.ops.backlog()
+
+    async def _runnable(self) -> list[str]:
+        """The workflows this node claims executions of: Python ones and those defined as
+        JSON, stored here or on any node (read again at most every `poll_interval`)."""
+        catalog = self.scheduler.catalog
+        if catalog is None:
+            return sorted(self.scheduler.workflows)
+        return await catalog.runnable(self.settings.poll_interval)
+
+    async def _load_definitions(self, records: Sequence[ExecutionRecord]) -> None:
+        """Load the JSON versions that claimed executions run on, before they are owned; if
+        the store fails meanwhile, give their leases back (whoever claims them next loads)."""
+        catalog = self.scheduler.catalog
+        if catalog is None or not records:
+            return
+        try:
+            await catalog.preload(records)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self.ops.release([rec.execution_id for rec in records])
+            raise
 
     async def _renew_forever(self) -> None:
         every = self.settings.lease_seconds / 3
@@ -331,22 +361,36 @@ class Cluster:
 
     async def _locked(self, execution_id: str, make: Make,
                       remember: Remember | None) -> ExecutionRecord:
+        """Change an execution no node runs, under its row lock. A JSON workflow's version
+        that is not in memory here is loaded first (out of the transaction, which is tried
+        again): `make` and the claim need the definition, and a node other than the one that
+        defined or last ran it may be the one asked."""
         scheduler = self.scheduler
         made: list[ExecutionRecord] = []
+        loaded: set[str] = set()
 
         def build(rec: ExecutionRecord) -> Write | None:
+            if rec.source == "json" and execution_id not in loaded \
+                    and scheduler.workflow_of(rec) is None:
+                raise _Unloaded(rec)
             change = make(rec)
             if change is None:
                 return None
             new = change.record
-            claim = (new.status == "queued" and new.workflow_id in scheduler.workflows
+            claim = (new.status == "queued" and scheduler.workflow_of(new) is not None
                      and scheduler.accepting and self.room() > 0)
             made.append(new)
             return scheduler.ledger.prepare(
                 new, change.events, change.steps, base_seq=rec.seq, claim=claim,
                 idempotency=remember(new) if remember is not None else None)
 
-        rec, write = await self.ops.locked_change(execution_id, build)
+        try:
+            rec, write = await self.ops.locked_change(execution_id, build)
+        except _Unloaded as unloaded:
+            if scheduler.catalog is not None:
+                await scheduler.catalog.preload([unloaded.record])
+            loaded.add(execution_id)  # loaded, or not to be: `make` decides without it
+            rec, write = await self.ops.locked_change(execution_id, build)
         if rec is None:
             raise UnknownExecutionError(f"no execution with id {execution_id!r}")
         if write is None or not made:

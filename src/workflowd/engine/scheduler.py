@@ -523,11 +523,13 @@ class Scheduler:
         if rec.execution_id in self.owners or rec.is_terminal:
             return
         owner = self._own(rec)
-        if rec.wait is None and rec.status in ("queued", "running"):
+        if owner.wf is None:
+            # Its workflow is not loaded here (a JSON version that would not load): held,
+            # as at a recovery, never launched without a definition.
+            self.held.add(rec.execution_id)
+        elif rec.wait is None and rec.status in ("queued", "running"):
             self._enqueue(rec)
             self._pump()
-        elif owner.wf is None:
-            self.held.add(rec.execution_id)
 
     def release(self, owner: Owner, *, cancel: bool = True) -> None:
         """Stop owning an execution (its lease is gone or given up): its task, if any, is

@@ -141,6 +141,7 @@ class PostgresStore(PgRows, Store, ClusterOps):
             return
         self._closed = True
         await self.stop_listening()
+        await self.close_shared_locks()
         await self.writer.stop()
         try:
             await asyncio.wait_for(self._pool.close(), 10.0)
