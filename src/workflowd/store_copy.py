@@ -23,6 +23,7 @@ from workflowd.store.pgschema import migrate
 from workflowd.store.postgres import check_url, redact
 from workflowd.store.schema import migrate as migrate_sqlite
 from workflowd.store.store import _lock, _unlock
+from workflowd.store.writer import wakes_at
 
 __all__ = ["add_command", "copy_store"]
 
@@ -105,10 +106,7 @@ async def _copy(src: sqlite3.Connection, conn: Any) -> dict[str, int]:
         records = []
         for execution_id, workflow_id, status, created_at, finished_at, doc in new:
             rec = decode_execution(doc)
-            wakes = None
-            if rec.wait is not None:
-                due = [ts for ts in (rec.wait.deadline, rec.deadline) if ts is not None]
-                wakes = min(due) if due else None
+            wakes = wakes_at(rec)
             # A running execution (cut off when the file's service stopped) is claimed as
             # one whose node died: an expired lease.
             orphan = status not in TERMINAL and rec.wait is None and status != "queued"

@@ -10,10 +10,11 @@ nodes share (PostgreSQL). On SQLite there is none, and one node owns every execu
   writing nothing, and the node that took it over resumes it from its last committed cycle.
   A commit that leaves an execution waiting (approval, external worker) gives the lease up:
   nobody holds a waiting execution.
-- **Requests.** An approve, reject, cancel, progress or complete for an execution the node
-  does not own is applied here under the row's lock when no node holds it (the transitions
-  are plain functions of the record), or sent to the node that holds it through the mailbox
-  (a row in `requests` and a NOTIFY carrying its id; the answer comes back the same way).
+- **Requests.** An approve, reject, cancel, pause, resume, step, progress or complete for an
+  execution the node does not own is applied here under the row's lock when no node holds it
+  (the transitions are plain functions of the record), or sent to the node that holds it
+  through the mailbox (a row in `requests` and a NOTIFY carrying its id; the answer comes
+  back the same way).
 - **Events.** Commits of other nodes arrive as notifications naming each execution's new
   seqs; the events are read from the table (the truth) for the executions someone here
   follows and handed to the hub, and a poll of the newest seqs every `poll_interval` catches
@@ -305,6 +306,27 @@ class Cluster:
         return await self._decide(execution_id, lambda rec: T.cancelled(rec, utcnow()),
                                   remember, {"kind": "cancel"})
 
+    async def pause(self, execution_id: str, remember: Remember | None) -> ExecutionRecord:
+        # No node runs it: nothing is in flight, so it stops at once unless it waits (then
+        # after the cycle it waits in, as on one node).
+        return await self._decide(
+            execution_id, lambda rec: T.pause_requested(rec, utcnow(), at_once=True),
+            remember, {"kind": "pause"})
+
+    async def resume(self, execution_id: str, remember: Remember | None) -> ExecutionRecord:
+        return await self._decide(execution_id, lambda rec: self._room_then(
+            rec, T.resumed(rec, utcnow())), remember, {"kind": "resume"})
+
+    async def step(self, execution_id: str, remember: Remember | None) -> ExecutionRecord:
+        return await self._decide(execution_id, lambda rec: self._room_then(
+            rec, T.stepped(rec, utcnow())), remember, {"kind": "step"})
+
+    def _room_then(self, rec: ExecutionRecord, change: T.Change) -> T.Change:
+        """Like an approve: a paused execution let go into a full queue stays paused."""
+        if rec.status == "paused":
+            self.scheduler.check_room(rec.submitted_by)
+        return change
+
     async def step_progress(self, execution_id: str, step: str, token: str,
                             report: ProgressReport, *, trusted: bool = False,
                             ) -> ExecutionRecord:
@@ -489,6 +511,12 @@ class Cluster:
             return await s.reject(execution_id, r["reason"], r["decided_by"])
         if kind == "cancel":
             return await s.cancel(execution_id)
+        if kind == "pause":
+            return await s.pause(execution_id)
+        if kind == "resume":
+            return await s.resume(execution_id)
+        if kind == "step":
+            return await s.step(execution_id)
         if kind == "progress":
             return await s.step_progress(execution_id, r["step"], r["token"],
                                          ProgressReport(*r["report"]),

@@ -303,6 +303,8 @@ class Scheduler:
                     ) -> ExecutionRecord:
         """Pause: at once when no task holds the execution and no step is in flight, else
         after the cycle under way commits (the runner looks between cycles)."""
+        if (cluster := self._elsewhere(execution_id)) is not None:
+            return await cluster.pause(execution_id, remember)
         owner = await self._owner(execution_id)
         at_once = owner.runner is None
         rec = await self._apply(owner, lambda rec: T.pause_requested(rec, utcnow(),
@@ -314,6 +316,8 @@ class Scheduler:
     async def resume(self, execution_id: str, remember: Remember | None = None,
                      ) -> ExecutionRecord:
         """Let a paused (or manual) execution run on by itself."""
+        if (cluster := self._elsewhere(execution_id)) is not None:
+            return await cluster.resume(execution_id, remember)
         owner = await self._owner(execution_id)
         if owner.head.status == "paused":
             # Like an approve: into a full queue it stays paused.
@@ -323,6 +327,8 @@ class Scheduler:
     async def step(self, execution_id: str, remember: Remember | None = None,
                    ) -> ExecutionRecord:
         """Run the next step of a paused execution, then pause again."""
+        if (cluster := self._elsewhere(execution_id)) is not None:
+            return await cluster.step(execution_id, remember)
         owner = await self._owner(execution_id)
         if owner.head.status == "paused":
             self._check_room(owner.head.submitted_by)

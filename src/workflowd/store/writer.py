@@ -35,7 +35,8 @@ from workflowd.errors import StoreUnavailableError
 from workflowd.records import Event, ExecutionRecord, IdempotencyRecord, StepRecord
 from workflowd.store.artifacts import ArtifactUse
 
-__all__ = ["Delivery", "Gate", "StaleWriteError", "StoreClosedError", "Write", "Writer"]
+__all__ = ["Delivery", "Gate", "StaleWriteError", "StoreClosedError", "Write", "Writer",
+           "wakes_at"]
 
 log = structlog.get_logger(__name__)
 
@@ -134,18 +135,26 @@ class Write:
         encoded here, on the caller's thread."""
         execution_id = rec.execution_id
         wait = rec.wait
-        wakes = None
-        if wait is not None:
-            due = [ts for ts in (wait.deadline, rec.deadline) if ts is not None]
-            wakes = min(due) if due else None
         return cls(
             execution_id=execution_id, base_seq=base_seq, seq=rec.seq,
             execution=encode((execution_id, rec.workflow_id, rec.status, rec.created_at,
                               rec.finished_at, rec, rec.priority,
-                              wait.kind if wait is not None else None, wakes)),
+                              wait.kind if wait is not None else None, wakes_at(rec))),
             steps=[(s.cycle or 0, encode((execution_id, s.cycle or 0, s))) for s in steps],
             events=[encode((execution_id, e.seq, msgspec.Raw(e.json))) for e in events],
             **extra)
+
+
+def wakes_at(rec: ExecutionRecord) -> str | None:
+    """When an execution that holds no task is due for its timer: its wait's deadline or the
+    workflow's, whichever is first; a paused one's, the workflow's. (PostgreSQL keeps it in a
+    column: the leader times out or wakes what no node holds.)"""
+    if rec.wait is not None:
+        due = [ts for ts in (rec.wait.deadline, rec.deadline) if ts is not None]
+        return min(due) if due else None
+    if rec.status == "paused":
+        return rec.deadline
+    return None
 
 
 @dataclass(slots=True)
