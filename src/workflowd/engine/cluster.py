@@ -36,6 +36,7 @@ from workflowd.clock import utcnow
 from workflowd.codec import NotJSON, dumps, json_copy, loads
 from workflowd.config import ClusterSettings, RetentionSettings
 from workflowd.context import ProgressReport
+from workflowd.definitions import Workflow
 from workflowd.engine import transitions as T
 from workflowd.engine.chores import Chores
 from workflowd.engine.outbox import Outbox
@@ -203,7 +204,7 @@ class Cluster:
             self._work.clear()
             while not self._stopping and scheduler.accepting and (room := self.room()) > 0:
                 records = await self.ops.claim(room, await self._runnable())
-                await self._load_definitions(records)
+                definitions = await self._definitions(records)
                 self.backlog = max(0, self.backlog - len(records))
                 for rec in records:
                     self.claimed += 1
@@ -212,7 +213,7 @@ class Cluster:
                         log.info("execution_taken_over", execution_id=rec.execution_id,
                                  workflow_id=rec.workflow_id, cycle=rec.cycle,
                                  node_id=self.node_id)
-                    scheduler.adopt(rec)
+                    scheduler.adopt(rec, definitions.get(rec.execution_id))
                 if len(records) < room:
                     self._more = False
                     break
@@ -229,18 +230,29 @@ class Cluster:
             return sorted(self.scheduler.workflows)
         return await catalog.runnable(self.settings.poll_interval)
 
-    async def _load_definitions(self, records: Sequence[ExecutionRecord]) -> None:
-        """Load the JSON versions that claimed executions run on, before they are owned; if
-        the store fails meanwhile, give their leases back (whoever claims them next loads)."""
+    async def _definitions(self, records: Sequence[ExecutionRecord]) -> dict[str, Workflow]:
+        """What claimed executions run on, loaded before they are owned: each one's own
+        version (a JSON one read from the store); for one whose Python workflow is not loaded
+        here, the JSON workflow defined under its id since, if any (as held executions are
+        taken up on one node). If the store fails meanwhile, their leases go back (whoever
+        claims them next loads)."""
         catalog = self.scheduler.catalog
         if catalog is None or not records:
-            return
+            return {}
+        found: dict[str, Workflow] = {}
         try:
             await catalog.preload(records)
+            for rec in records:
+                wf = self.scheduler.workflow_of(rec)
+                if wf is None and rec.source == "python":
+                    wf = await catalog.current(rec.workflow_id)
+                if wf is not None:
+                    found[rec.execution_id] = wf
         except BaseException:
             with contextlib.suppress(Exception):
                 await self.ops.release([rec.execution_id for rec in records])
             raise
+        return found
 
     async def _renew_forever(self) -> None:
         every = self.settings.lease_seconds / 3

@@ -524,15 +524,24 @@ class Scheduler:
         self._check_accepting()
         return self.cluster
 
-    def adopt(self, rec: ExecutionRecord) -> None:
-        """Own an execution this node has just leased, and queue it to run."""
+    def adopt(self, rec: ExecutionRecord, wf: Workflow | None = None) -> None:
+        """Own an execution this node has just leased, and queue it to run: as a recovery
+        takes one up, on `wf` if given (the JSON workflow that took over its id), else on its
+        own definition. Held when there is none here; failed at once when the definition
+        loaded here lacks a step it needs (`workflow_version_mismatch`)."""
         if rec.execution_id in self.owners or rec.is_terminal:
             return
-        owner = self._own(rec)
-        if owner.wf is None:
-            # Its workflow is not loaded here (a JSON version that would not load): held,
-            # as at a recovery, never launched without a definition.
+        owner = self._own(rec, wf)
+        wf = owner.wf
+        mismatch = T.version_mismatch(rec, wf) if wf is not None else None
+        if wf is None:
+            # Never launched without a definition: it waits, owned, as at a recovery.
             self.held.add(rec.execution_id)
+            log.warning("execution_held", execution_id=rec.execution_id,
+                        workflow_id=rec.workflow_id, version=rec.workflow_version,
+                        why="its workflow is not loaded on this node")
+        elif mismatch is not None:
+            self._fail_mismatch(owner, mismatch)
         elif rec.wait is None and rec.status in ("queued", "running"):
             self._enqueue(rec)
             self._pump()
