@@ -326,18 +326,21 @@ class Cluster:
             remember, {"kind": "pause"})
 
     async def resume(self, execution_id: str, remember: Remember | None) -> ExecutionRecord:
-        return await self._decide(execution_id, lambda rec: self._room_then(
-            rec, T.resumed(rec, utcnow())), remember, {"kind": "resume"})
+        return await self._decide(execution_id, self._room_first(T.resumed), remember,
+                                  {"kind": "resume"})
 
     async def step(self, execution_id: str, remember: Remember | None) -> ExecutionRecord:
-        return await self._decide(execution_id, lambda rec: self._room_then(
-            rec, T.stepped(rec, utcnow())), remember, {"kind": "step"})
+        return await self._decide(execution_id, self._room_first(T.stepped), remember,
+                                  {"kind": "step"})
 
-    def _room_then(self, rec: ExecutionRecord, change: T.Change) -> T.Change:
-        """Like an approve: a paused execution let go into a full queue stays paused."""
-        if rec.status == "paused":
-            self.scheduler.check_room(rec.submitted_by)
-        return change
+    def _room_first(self, transition: Callable[[ExecutionRecord, str], T.Change]) -> Make:
+        """Like an approve: a paused execution let go into a full queue stays paused (429)."""
+        def make(rec: ExecutionRecord) -> T.Change:
+            if rec.status == "paused":
+                self.scheduler.check_room(rec.submitted_by)
+            return transition(rec, utcnow())
+
+        return make
 
     async def step_progress(self, execution_id: str, step: str, token: str,
                             report: ProgressReport, *, trusted: bool = False,
