@@ -225,3 +225,17 @@ def file_locked(path: str) -> Iterator[sqlite3.Connection]:
         conn.execute("ROLLBACK")
     finally:
         conn.close()
+
+
+async def store_sql(store: Any, sql: str, *params: Any) -> None:
+    """Run one statement on the app's store, whichever it is (`?` placeholders): a test's way
+    to age rows. SQLite: through its writer; PostgreSQL: on its pool (no lease needed)."""
+    from workflowd.store import SQLiteStore, Write
+
+    if isinstance(store, SQLiteStore):
+        await store.commit(Write(statements=[(sql, params)]))
+        return
+    parts = sql.split("?")
+    numbered = parts[0] + "".join(f"${n}{part}" for n, part in enumerate(parts[1:], 1))
+    async with store._pool.acquire() as conn:
+        await conn.execute(numbered, *params)

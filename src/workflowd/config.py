@@ -77,7 +77,7 @@ class StoreSettings(_Section):
     # not here, so that a bad one is reported without its password.
     url: str = ""
     # PostgreSQL only: connections each node keeps for reads and row-locked changes (the
-    # writer, the listener and the cluster's chores have one each besides).
+    # writer, the listener and the lock of artifacts' bytes have one each besides).
     pool_size: int = Field(default=8, ge=1, le=100)
     # "full": every commit is synced to disk (survives a power cut); "normal": may lose the
     # last commits to an OS crash or power cut (never to a crash of the process).
@@ -148,7 +148,8 @@ class RetentionSettings(_Section):
 
 
 class ArtifactSettings(_Section):
-    # Where artifacts' files live; empty: `artifacts/` beside the store file.
+    # Where artifacts' files live; empty: `artifacts/` beside the store file. Several nodes
+    # (PostgreSQL) must share one directory, at the same path on each.
     dir: str = ""
     # The largest artifact accepted (413 past it); uploads are streamed, never held whole.
     max_bytes: int = Field(default=100 * 1024 * 1024, ge=1)

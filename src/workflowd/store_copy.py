@@ -1,11 +1,13 @@
 """`workflowd store copy --from PATH --to URL`: move a SQLite store to PostgreSQL.
 
 Every execution goes with its step records, events and log lines, and so do the kept
-idempotency answers and the deliveries not yet sent, in one transaction: the target has all
-of it or nothing. The SQLite file is locked meanwhile (no service may run on it), and the
-target is migrated first. Executions the target has already are left as they are (a second
-run copies only what is new). Unfinished ones are claimed by the nodes as after a crash:
-they resume from their last committed cycle.
+idempotency answers, the deliveries not yet sent, the workflows defined as JSON (every
+version) and the artifacts' rows with their uses, in one transaction: the target has all of
+it or nothing. The artifacts' files are not in the store: the nodes' `[artifacts] dir` must
+hold them (copy the directory there, or point `dir` at it). The SQLite file is locked
+meanwhile (no service may run on it), and the target is migrated first. Executions the target
+has already are left as they are (a second run copies only what is new). Unfinished ones are
+claimed by the nodes as after a crash: they resume from their last committed cycle.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from workflowd.store.pgschema import migrate
 from workflowd.store.postgres import check_url, redact
 from workflowd.store.schema import migrate as migrate_sqlite
 from workflowd.store.store import _lock, _unlock
+from workflowd.store.writer import wakes_at
 
 __all__ = ["add_command", "copy_store"]
 
@@ -105,10 +108,7 @@ async def _copy(src: sqlite3.Connection, conn: Any) -> dict[str, int]:
         records = []
         for execution_id, workflow_id, status, created_at, finished_at, doc in new:
             rec = decode_execution(doc)
-            wakes = None
-            if rec.wait is not None:
-                due = [ts for ts in (rec.wait.deadline, rec.deadline) if ts is not None]
-                wakes = min(due) if due else None
+            wakes = wakes_at(rec)
             # A running execution (cut off when the file's service stopped) is claimed as
             # one whose node died: an expired lease.
             orphan = status not in TERMINAL and rec.wait is None and status != "queued"
@@ -143,4 +143,37 @@ async def _copy(src: sqlite3.Connection, conn: Any) -> dict[str, int]:
             columns=["url", "body", "headers", "attempts", "next_at", "status", "last_error",
                      "created_at"])
         counts["deliveries"] += len(part)
+    await _copy_data(src, conn, counts)
     return counts
+
+
+# Rows that belong to no one execution, by table: its columns with their PostgreSQL types.
+# What the target has already (a second copy; an id defined there meanwhile) stays as it is.
+_DATA: tuple[tuple[str, str, tuple[tuple[str, str], ...]], ...] = (
+    ("workflow definitions", "workflow_definitions", (
+        ("workflow_id", "text"), ("latest", "int"), ("created_at", "text"),
+        ("updated_at", "text"), ("deleted_at", "text"))),
+    ("workflow versions", "workflow_versions", (
+        ("workflow_id", "text"), ("version", "int"), ("doc", "text"), ("created_at", "text"))),
+    ("artifacts", "artifacts", (
+        ("id", "text"), ("name", "text"), ("media_type", "text"), ("size", "bigint"),
+        ("sha256", "text"), ("created_at", "text"), ("execution_id", "text"))),
+    ("artifact uses", "artifact_uses", (
+        ("execution_id", "text"), ("artifact_id", "text"), ("role", "text"),
+        ("created_at", "text"))),
+)
+
+
+async def _copy_data(src: sqlite3.Connection, conn: Any, counts: dict[str, int]) -> None:
+    """Workflows defined as JSON and artifacts' rows: one statement per chunk (the columns as
+    arrays, unnested on the server)."""
+    for what, table, columns in _DATA:
+        names = ", ".join(name for name, _ in columns)
+        arrays = ", ".join(f"${n}::{kind}[]" for n, (_, kind) in enumerate(columns, 1))
+        insert = (f"INSERT INTO {table} ({names}) SELECT * FROM unnest({arrays}) "  # noqa: S608
+                  "ON CONFLICT DO NOTHING RETURNING 1")
+        counts[what] = 0
+        for part in _chunks(src, f"SELECT {names} FROM {table}"):  # noqa: S608 - constants
+            added = await conn.fetch(insert, *(list(column) for column in zip(*part,
+                                                                              strict=True)))
+            counts[what] += len(added)

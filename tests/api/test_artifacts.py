@@ -15,15 +15,13 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
-from msgspec.structs import replace
 
 from tests.conftest import MakeClient
-from tests.helpers import API, get_json, problem_of, submit, wait_for_status
+from tests.helpers import API, get_json, problem_of, store_sql, submit, wait_for_status
 from tests.test_recovery import Server
 from workflowd.api.keys import ARTIFACTS, STORE
 from workflowd.clock import format_ts
 from workflowd.engine.retention import sweep
-from workflowd.store import Write
 
 Client = TestClient[Any, Any]
 
@@ -215,8 +213,7 @@ async def test_input_references_are_checked_and_steps_read_and_write(client: Cli
 
 async def _age_artifacts(client: Client, hours: float) -> None:
     old = format_ts(datetime.now(UTC) - timedelta(hours=hours))
-    await client.app[STORE].commit(Write(statements=[("UPDATE artifacts SET created_at = ?",
-                                                      (old,))]))
+    await store_sql(client.app[STORE], "UPDATE artifacts SET created_at = ?", old)
 
 
 async def _there(client: Client, meta: dict[str, Any]) -> bool:
@@ -261,11 +258,9 @@ async def test_retention_deletes_artifacts_no_execution_uses(client: Client) -> 
 
 
 async def _age_execution(client: Client, execution_id: str, hours: float) -> None:
-    store = client.app[STORE]
-    rec = await store.get_execution(execution_id)
-    assert rec is not None
     old = format_ts(datetime.now(UTC) - timedelta(hours=hours))
-    await store.commit(Write.of(replace(rec, finished_at=old), base_seq=rec.seq))
+    await store_sql(client.app[STORE], "UPDATE executions SET finished_at = ? WHERE id = ?",
+                    old, execution_id)
 
 
 async def test_bad_input_to_the_new_routes_is_a_4xx_problem(client: Client) -> None:

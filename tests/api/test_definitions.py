@@ -23,6 +23,7 @@ from tests.helpers import (
     wait_for_status,
     wait_for_step_event,
 )
+from workflowd.api.keys import STORE
 
 Client = TestClient[Any, Any]
 TERMINAL = ("completed", "failed", "cancelled", "timed_out", "rejected")
@@ -494,7 +495,9 @@ async def test_a_python_deploy_resumes_or_fails_with_version_mismatch(
         make_client: MakeClient) -> None:
     """Executions of version 1 waiting at a gate, restarted with version 2 of the module:
     one whose next step still exists resumes (keeping workflow_version 1); one whose next
-    step is gone fails at once with `workflow_version_mismatch` naming it."""
+    step is gone fails with `workflow_version_mismatch` naming it: at once on one node; in a
+    cluster (PostgreSQL), where no node holds an execution at its gate, when a node takes it
+    up (here: once it is approved)."""
     base = ["workflowd.examples", "tests.workflows"]
     v1 = await make_client(workflows={"modules": [*base, "tests.versions_v1"]})
     evolving = (await submit(v1, "evolving"))["execution_id"]
@@ -504,6 +507,9 @@ async def test_a_python_deploy_resumes_or_fails_with_version_mismatch(
     await v1.close()
 
     v2 = await make_client(workflows={"modules": [*base, "tests.versions_v2"]})
+    if v2.app[STORE].cluster is not None:
+        resp = await v2.post(f"{API}/executions/{shrinking}/approve", json={})
+        assert resp.status == 202, await resp.text()
     failed = await wait_for_status(v2, shrinking, *TERMINAL)
     assert failed["status"] == "failed"
     result = await get_json(v2, f"{API}/executions/{shrinking}/result")

@@ -21,6 +21,7 @@ from tests.helpers import (
     get_json,
     live,
     submit,
+    wait_for_pause,
     wait_for_status,
     wait_for_step,
 )
@@ -402,3 +403,71 @@ async def test_webhooks_are_sent_once_by_the_leader(
         await conn.close()
     delivered = [body["execution_id"] for body, _, _ in receiver.got]
     assert sorted(delivered) == sorted(ids)
+
+
+async def _steer(client: Client, execution_id: str, action: str) -> dict[str, Any]:
+    resp = await client.post(f"{API}/executions/{execution_id}/{action}")
+    assert resp.status == 202, await resp.text()
+    data: dict[str, Any] = await resp.json()
+    return data
+
+
+async def test_manual_mode_steered_from_either_node(nodes: tuple[Client, Client]) -> None:
+    """A manual execution submitted on a is stepped on b, then on a (whichever holds it),
+    and resumed on b; one running on a is paused through b after its cycle, and resumed."""
+    a, b = nodes
+    execution_id = (await submit(a, "three-steps", mode="manual"))["execution_id"]
+    await wait_for_pause(b, execution_id, 0)
+    await _steer(b, execution_id, "step")
+    await wait_for_pause(a, execution_id, 1)
+    await _steer(a, execution_id, "step")
+    await wait_for_pause(b, execution_id, 2)
+    resp = await a.post(f"{API}/executions/{execution_id}/pause")
+    assert resp.status == 409  # paused already, wherever it is asked
+    await _steer(b, execution_id, "resume")
+    await wait_for_status(a, execution_id, "completed")
+    items = await events(b, execution_id)
+    assert_gapless(items)
+    assert Counter(e["type"] for e in items)["workflow_paused"] == 3
+
+    workflows.RELEASES.clear()
+    held = (await submit(a, "held-two", input={"name": "p"}))["execution_id"]
+    await wait_for_step(a, held)
+    assert _owner_of(held, a, b) is a
+    answer = await _steer(b, held, "pause")  # forwarded to a, which runs it
+    assert answer["status"] == "running"
+    workflows.release("p").set()
+    await wait_for_pause(b, held, 1)
+    await _steer(b, held, "resume")
+    await wait_for_status(b, held, "completed")
+
+
+async def test_a_paused_execution_nobody_holds_times_out(pg_url: str,
+                                                         make_client: MakeClient) -> None:
+    """Approved while every slot is taken (queued, unclaimed), then paused: no node holds it,
+    and the leader ends it `timed_out` at its workflow's timeout."""
+    a, b = [await make_client(store={"url": pg_url}, engine={"max_concurrent": 1},
+                              cluster={"node_id": name, "poll_interval": 0.1})
+            for name in ("a", "b")]
+    resp = await a.post(f"{API}/workflows", json={"id": "gate-then", "timeout": 2.0, "steps": [
+        {"name": "ok", "type": "approval"},
+        {"name": "inc", "type": "call", "function": "add_one"}]})
+    assert resp.status == 201, await resp.text()
+    execution_id = (await submit(a, "gate-then"))["execution_id"]
+    await wait_for_status(a, execution_id, "awaiting_approval")
+    workflows.RELEASES.clear()
+    blockers = [(await submit(node, "waiter", input={"name": f"full-{n}"}))["execution_id"]
+                for n, node in enumerate((a, b))]
+    for blocker in blockers:
+        await wait_for_step(a, blocker)
+    resp = await b.post(f"{API}/executions/{execution_id}/approve", json={})
+    assert resp.status == 202, await resp.text()
+    answer = await _steer(a, execution_id, "pause")
+    assert answer["status"] == "paused"
+    assert _owner_of(execution_id, a, b) is None
+    status = await wait_for_status(b, execution_id, "timed_out", "completed")
+    assert status["status"] == "timed_out"
+    result = await get_json(a, f"{API}/executions/{execution_id}/result")
+    assert "while paused" in result["error"]["message"]
+    for n in range(2):
+        workflows.release(f"full-{n}").set()

@@ -15,7 +15,7 @@ from msgspec.structs import replace
 from tests.pgserver import PgServer
 from workflowd.clock import utcnow
 from workflowd.codec import encode
-from workflowd.errors import StoreError, StoreUnavailableError
+from workflowd.errors import StoreError, StoreUnavailableError, WorkflowConflictError
 from workflowd.records import Event, ExecutionRecord, IdempotencyRecord, Progress, StepRecord
 from workflowd.store import (
     Delivery,
@@ -26,6 +26,8 @@ from workflowd.store import (
     StoreClosedError,
     Write,
 )
+from workflowd.store.artifacts import ArtifactRow
+from workflowd.store.definitions import DefinitionHead, StoredVersion
 from workflowd.store.pgschema import MIGRATIONS as PG_MIGRATIONS
 from workflowd.store.schema import MIGRATIONS
 
@@ -327,3 +329,143 @@ async def test_unavailable_fails_the_write_and_recovers(opener: Opener, store: S
         await undo()
     await store.commit(_write(1, 2))
     assert [seq for seq, _ in await store.event_rows("e1", 0, 10)] == [1, 2]
+
+
+# ---- workflows defined as data --------------------------------------------------------------
+
+
+async def test_definition_versions_and_delete(store: Store) -> None:
+    """Versions are kept in order, the head names the latest; a delete hides the id from the
+    current ones (its versions stay) and a later version undeletes it."""
+    assert await store.definition_head("j") is None
+    assert await store.definition_ids() == []
+    await store.add_definition_version("j", 1, '{"id": "j", "v": 1}', "2026-01-01T00:00:00.000Z")
+    await store.add_definition_version("k", 1, '{"id": "k"}', "2026-01-01T00:00:01.000Z")
+    await store.add_definition_version("j", 2, '{"id": "j", "v": 2}', "2026-01-02T00:00:00.000Z")
+    head = await store.definition_head("j")
+    assert head == DefinitionHead("j", 2, "2026-01-01T00:00:00.000Z",
+                                  "2026-01-02T00:00:00.000Z", None)
+    assert await store.definition_version("j", 1) == StoredVersion(
+        "j", 1, '{"id": "j", "v": 1}', "2026-01-01T00:00:00.000Z")
+    assert await store.definition_version("j", 3) is None
+    assert [v.version for v in await store.definition_versions("j")] == [1, 2]
+    assert [(v.workflow_id, v.version) for v in await store.current_definitions()] == [
+        ("j", 2), ("k", 1)]
+    await store.delete_definition("j", "2026-01-03T00:00:00.000Z")
+    head = await store.definition_head("j")
+    assert head is not None
+    assert (head.deleted_at, head.updated_at) == ("2026-01-03T00:00:00.000Z",) * 2
+    assert [v.workflow_id for v in await store.current_definitions()] == ["k"]
+    assert await store.definition_ids() == ["j", "k"]  # a deleted one's executions run on
+    assert [v.version for v in await store.definition_versions("j")] == [1, 2]
+    await store.add_definition_version("j", 3, '{"id": "j", "v": 3}', "2026-01-04T00:00:00.000Z")
+    head = await store.definition_head("j")
+    assert head is not None
+    assert (head.latest, head.deleted_at, head.created_at) == (
+        3, None, "2026-01-01T00:00:00.000Z")
+
+
+async def test_the_same_version_stored_twice_is_a_conflict(opener: Opener,
+                                                            store: Store) -> None:
+    """A version stored again, or by two stores at once (two nodes), is refused with 409 for
+    all but one; what is stored is the one that won."""
+    await store.add_definition_version("j", 1, '{"n": 0}', utcnow())
+    with pytest.raises(WorkflowConflictError) as caught:
+        await store.add_definition_version("j", 1, '{"n": 1}', utcnow())
+    assert caught.value.status == 409
+    other = await opener.open() if opener.kind == "postgres" else store
+    try:
+        results = await asyncio.gather(
+            store.add_definition_version("j", 2, '{"n": 2}', utcnow()),
+            other.add_definition_version("j", 2, '{"n": 3}', utcnow()),
+            return_exceptions=True)
+    finally:
+        if other is not store:
+            await other.close()
+    assert sorted(type(r).__name__ for r in results) == ["NoneType", "WorkflowConflictError"]
+    won = '{"n": 2}' if results[0] is None else '{"n": 3}'
+    stored = await store.definition_version("j", 2)
+    assert stored is not None
+    assert stored.doc == won
+    assert (await store.definition_head("j")).latest == 2  # type: ignore[union-attr]
+
+
+# ---- artifacts --------------------------------------------------------------------------------
+
+
+def _artifact(n: int, sha: str = "ab" * 32, execution_id: str | None = None,
+              created_at: str = "2026-01-01T00:00:00.000Z") -> ArtifactRow:
+    return ArtifactRow(f"a{n}", f"file{n}.txt", "text/plain", 10 * n, sha, created_at,
+                       execution_id)
+
+
+async def test_artifacts_and_their_uses(store: Store) -> None:
+    """Rows read back; uses commit with a submit's write, alone, or with a saved artifact,
+    each once, listed per execution in order of first use with their roles; a use of an
+    artifact that does not exist records nothing."""
+    await store.add_artifact(_artifact(1))
+    await store.add_artifact(_artifact(2, sha="cd" * 32))
+    assert await store.artifact("a1") == _artifact(1)
+    assert await store.artifact("nope") is None
+    assert await store.existing_artifacts(["a1", "a2", "nope", "a1"]) == {"a1", "a2"}
+    assert await store.existing_artifacts([]) == set()
+    submit = Write.of(_record(1), [_event(1, 1)], base_seq=0, claim=True, artifact_uses=[
+        ("e1", "a2", "input", "2026-01-02T00:00:00.000Z"),
+        ("e1", "a1", "input", "2026-01-02T00:00:00.000Z"),
+        ("e1", "gone", "input", "2026-01-02T00:00:00.000Z")])
+    await store.commit(submit)
+    await store.note_artifact_use("e1", "a1", "read", "2026-01-03T00:00:00.000Z")
+    await store.note_artifact_use("e1", "a1", "read", "2026-01-04T00:00:00.000Z")
+    await store.note_artifact_use("e1", "gone", "read", "2026-01-04T00:00:00.000Z")
+    saved = _artifact(3, execution_id="e1", created_at="2026-01-05T00:00:00.000Z")
+    await store.add_artifact(saved, "output")
+    await store.note_artifact_use("e1", "a3", "read", "2026-01-06T00:00:00.000Z")
+    listed = await store.artifacts_of("e1")
+    assert [(row.artifact_id, roles) for row, roles in listed] == [
+        ("a1", ["input", "read"]), ("a2", ["input"]), ("a3", ["read", "output"])]
+    assert listed[2][0] == saved
+    assert await store.artifacts_of("e2") == []
+    assert await store.sha256_in_use("ab" * 32)
+    assert not await store.sha256_in_use("ef" * 32)
+
+
+async def test_artifact_uses_commit_only_with_their_write(store: Store) -> None:
+    """A write that fails keeps none of its uses; the batch's other writes keep theirs."""
+    await store.add_artifact(_artifact(1))
+    await store.commit(_write(1))
+    clash = Write.of(_record(1, 2), [_event(1, 1)], base_seq=1,  # seq 1 of e1 exists already
+                     artifact_uses=[("e1", "a1", "read", utcnow())])
+    fine = Write.of(_record(2), [_event(2, 1)], base_seq=0, claim=True,
+                    artifact_uses=[("e2", "a1", "input", utcnow())])
+    results = await asyncio.gather(store.commit(clash), store.commit(fine),
+                                   return_exceptions=True)
+    assert isinstance(results[0], Exception)
+    assert results[1] is None
+    assert await store.artifacts_of("e1") == []
+    assert [roles for _, roles in await store.artifacts_of("e2")] == [["input"]]
+
+
+async def test_sweep_deletes_artifacts_no_execution_uses(store: Store) -> None:
+    """Older than the cutoff and used by no execution that exists: deleted, its sha256
+    answered; used by a live execution, or newer: kept. The uses of a deleted execution
+    are forgotten, so what only it used goes."""
+    old, new = "2020-01-01T00:00:00.000Z", "2030-01-01T00:00:00.000Z"
+    await store.add_artifact(_artifact(1, sha="01" * 32, created_at=old))  # unused
+    await store.add_artifact(_artifact(2, sha="02" * 32, created_at=old))  # used by e1
+    await store.add_artifact(_artifact(3, sha="03" * 32, created_at=old))  # used by e2
+    await store.add_artifact(_artifact(4, sha="04" * 32, created_at=new))  # too new
+    await store.commit(Write.of(_record(1), [_event(1, 1)], base_seq=0, claim=True,
+                                artifact_uses=[("e1", "a2", "input", old)]))
+    await store.commit(Write.of(_record(2, status="completed", finished_at=old),
+                                [_event(2, 1)], base_seq=0, claim=True,
+                                artifact_uses=[("e2", "a3", "input", old)]))
+    cutoff = "2021-01-01T00:00:00.000Z"
+    assert await store.sweep_artifacts(cutoff) == ["01" * 32]
+    assert await store.sweep_artifacts(cutoff) == []
+    await store.delete_executions(await store.finished_before(cutoff), cutoff)
+    assert await store.sweep_artifacts(cutoff) == ["03" * 32]
+    assert await store.artifacts_of("e2") == []
+    assert [await store.artifact(f"a{n}") is not None for n in (1, 2, 3, 4)] == [
+        False, True, False, True]
+    assert not await store.sha256_in_use("03" * 32)
+    assert await store.sweep_artifacts(cutoff, limit=1) == []

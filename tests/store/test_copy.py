@@ -67,3 +67,55 @@ async def test_copy_refuses_a_store_in_use(pg_url: str, make_client: MakeClient,
                                           str(tmp_path / "workflowd.db"), "--to", pg_url])
     assert code == 2
     assert "in use" in capsys.readouterr().err
+
+
+async def test_copy_takes_json_workflows_and_artifacts_along(
+        pg_url: str, make_client: MakeClient, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Workflows defined as JSON (every version, a deleted one too) and artifacts' rows with
+    their uses arrive: a JSON execution at its gate is approved on PostgreSQL and completes on
+    its version; the artifact it names is listed with it and downloads (same `dir`)."""
+    path = str(tmp_path / "workflowd.db")
+    first = await make_client(store={"url": ""})
+    gated = {"id": "copied", "steps": [
+        {"name": "ok", "type": "approval"},
+        {"name": "end", "type": "call", "function": "finish-with"}]}
+    for method, url in (("POST", f"{API}/workflows"), ("PUT", f"{API}/workflows/copied")):
+        resp = await first.request(method, url, json=gated)
+        assert resp.status == 201, await resp.text()
+    resp = await first.post(f"{API}/workflows", json={"id": "gone", "steps": gated["steps"]})
+    assert resp.status == 201
+    assert (await first.delete(f"{API}/workflows/gone")).status == 204
+    resp = await first.post(f"{API}/artifacts", params={"name": "a.txt"}, data=b"copied bytes")
+    assert resp.status == 201
+    artifact = await resp.json()
+    execution_id = (await submit(first, "copied", input={
+        "doc": {"artifact_id": artifact["artifact_id"]}}))["execution_id"]
+    await wait_for_status(first, execution_id, "awaiting_approval")
+    await first.close()
+
+    assert await asyncio.to_thread(main, ["store", "copy", "--from", path, "--to", pg_url]) == 0
+    out = capsys.readouterr().out
+    assert "2 workflow definitions, 3 workflow versions, 1 artifacts, 1 artifact uses" in out
+
+    second = await make_client(store={"url": pg_url},
+                               cluster={"node_id": "after-copy", "poll_interval": 0.2})
+    listed = await get_json(second, f"{API}/workflows")
+    assert "copied" in {item["id"] for item in listed["items"]}
+    assert "gone" not in {item["id"] for item in listed["items"]}
+    versions = await get_json(second, f"{API}/workflows/copied/versions")
+    assert [v["version"] for v in versions["items"]] == [1, 2]
+    resp = await second.post(f"{API}/executions/{execution_id}/approve", json={})
+    assert resp.status == 202, await resp.text()
+    await wait_for_status(second, execution_id, "completed")
+    execution = await get_json(second, f"{API}/executions/{execution_id}")
+    assert execution["workflow_version"] == 2
+    uses = await get_json(second, f"{API}/executions/{execution_id}/artifacts")
+    assert [(i["artifact_id"], i["roles"]) for i in uses["items"]] == [
+        (artifact["artifact_id"], ["input"])]
+    download = await second.get(f"{API}/artifacts/{artifact['artifact_id']}")
+    assert await download.read() == b"copied bytes"
+    await second.close()
+
+    assert await asyncio.to_thread(main, ["store", "copy", "--from", path, "--to", pg_url]) == 0
+    assert "0 workflow definitions, 0 workflow versions, 0 artifacts" in capsys.readouterr().out

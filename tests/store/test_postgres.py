@@ -1,5 +1,6 @@
 """What only the PostgreSQL store has: leases checked inside the commit, claims, the leader
-row, changes under a row lock, and start-up errors that never show the password."""
+row, changes under a row lock, artifact uses and retention kept apart by row locks, and
+start-up errors that never show the password."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from workflowd.cli import main
 from workflowd.errors import InvalidTransitionError, StoreError
 from workflowd.records import ExecutionRecord, Wait
 from workflowd.store import Write
+from workflowd.store.artifacts import ArtifactRow
 from workflowd.store.cluster import OwnedElsewhere
 from workflowd.store.pgwriter import LeaseLostError
 from workflowd.store.postgres import PostgresStore, check_url, redact
@@ -203,3 +205,54 @@ def test_serve_stops_at_a_bad_url_without_its_password(
     err = capsys.readouterr().err
     assert "postgresql://" in err
     assert "hunter2" not in err
+
+
+async def test_a_sweep_passes_over_an_artifact_whose_use_is_committing(
+        pg_url: str, node_a: PostgresStore) -> None:
+    """An artifact keyed by a transaction that records a use of it (as the writer's does) is
+    left alone by a sweep running meanwhile (which does not wait for it), and kept once that
+    use commits."""
+    old = "2020-01-01T00:00:00.000Z"
+    await node_a.add_artifact(ArtifactRow("a1", "f", "text/plain", 1, "01" * 32, old))
+    await node_a.commit(_write(1))
+    conn = await asyncpg.connect(pg_url)
+    try:
+        async with conn.transaction():
+            await conn.execute("SELECT id FROM artifacts WHERE id = 'a1' FOR KEY SHARE")
+            assert await asyncio.wait_for(node_a.sweep_artifacts("2021-01-01T00:00:00.000Z"),
+                                          10) == []
+            await conn.execute("INSERT INTO artifact_uses VALUES ('e1', 'a1', 'input', $1)",
+                               old)
+    finally:
+        await conn.close()
+    assert await node_a.sweep_artifacts("2021-01-01T00:00:00.000Z") == []
+    assert await node_a.artifact("a1") is not None
+
+
+async def test_a_use_waits_for_a_sweep_that_deletes_its_artifact(pg_url: str,
+                                                                 node_a: PostgresStore) -> None:
+    """A submit naming an artifact that a sweep has locked to delete waits for the sweep, then
+    commits without the use (the artifact is gone), as on SQLite."""
+    old = "2020-01-01T00:00:00.000Z"
+    await node_a.add_artifact(ArtifactRow("a1", "f", "text/plain", 1, "01" * 32, old))
+    conn = await asyncpg.connect(pg_url)
+    try:
+        async with conn.transaction():
+            await conn.execute("SELECT id FROM artifacts WHERE id = 'a1' FOR UPDATE")
+            submit = asyncio.ensure_future(node_a.commit(Write.of(
+                _record(1), [_event(1, 1)], base_seq=0, claim=True,
+                artifact_uses=[("e1", "a1", "input", old)])))
+            async with asyncio.timeout(10):  # the writer's statement waits for the row
+                while not await conn.fetchval(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                        "AND application_name LIKE 'workflowd-writer:%'"):
+                    await asyncio.sleep(0.02)
+            assert not submit.done()
+            await conn.execute("DELETE FROM artifacts WHERE id = 'a1'")
+        await asyncio.wait_for(submit, 10)
+    finally:
+        await conn.close()
+    assert await node_a.get_execution("e1") is not None
+    assert await node_a.artifacts_of("e1") == []
+    rows = await node_a._rows("SELECT count(*) FROM artifact_uses")
+    assert rows[0][0] == 0

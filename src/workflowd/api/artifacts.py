@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import structlog
 from aiohttp import hdrs, web
 from aiohttp.abc import AbstractStreamWriter
 from pydantic import BaseModel, ConfigDict, Field
@@ -23,6 +24,7 @@ from workflowd.records import API_PREFIX
 
 __all__ = ["artifacts_ctx", "check_input_artifacts", "routes"]
 
+log = structlog.get_logger("workflowd.artifacts")
 routes = Routes()
 BASE = f"{API_PREFIX}/artifacts"
 
@@ -32,6 +34,11 @@ async def artifacts_ctx(app: web.Application) -> AsyncIterator[None]:
     store = ArtifactStore(settings.artifacts.directory(settings.store.path), app[STORE],
                           settings.artifacts.max_bytes)
     await store.open()
+    if app[STORE].cluster is not None and not settings.artifacts.dir:
+        log.warning("artifacts_dir_not_shared", dir=str(store.dir),
+                    why="[artifacts] dir is unset: with several nodes it must name one "
+                        "directory every node shares, or an artifact stored on one node is "
+                        "missing on the others")
     app[ARTIFACTS] = store
     yield
 

@@ -10,6 +10,10 @@ files no row names.
 Writing, syncing and reading the bytes runs in threads (`asyncio.to_thread`); only the quick
 calls that must not be cut short by a cancel (open, close, unlink of a temp file) run on the
 loop.
+
+Several nodes (PostgreSQL) share the rows and must share `dir` too (a network file system
+every node mounts at the same path): any node serves any artifact, and retention, run by the
+leader, deletes files another node stored.
 """
 
 from __future__ import annotations
@@ -46,9 +50,13 @@ class ArtifactStore:
         self.max_bytes = max_bytes
         self._tmp = self.dir / "tmp"
         self._blobs = self.dir / "blobs"
-        # Placing a file and committing its row, against deleting files no row names.
+        # Placing a file and committing its row, against deleting files no row names: on
+        # this node; with several nodes on one `dir`, also across them (`_bytes_lock`).
         self._lock = asyncio.Lock()
-        self._rows: OrderedDict[str, ArtifactRow] = OrderedDict()  # recently used rows
+        # Recently used rows. Only on one node: several nodes share the rows, and the leader
+        # deletes them, which another node's copy would not know.
+        self._rows: OrderedDict[str, ArtifactRow] = OrderedDict()
+        self._keep_rows = store.cluster is None
         self._noted: OrderedDict[tuple[str, str, str], None] = OrderedDict()
 
     async def open(self) -> None:
@@ -81,6 +89,8 @@ class ArtifactStore:
         return row
 
     def _remember(self, row: ArtifactRow) -> None:
+        if not self._keep_rows:
+            return
         self._rows[row.artifact_id] = row
         self._rows.move_to_end(row.artifact_id)
         if len(self._rows) > 10_000:
@@ -135,7 +145,7 @@ class ArtifactStore:
             row = ArtifactRow(artifact_id=new_execution_id(), name=name, media_type=media_type,
                               size=size, sha256=sha256, created_at=utcnow(),
                               execution_id=execution_id)
-            async with self._lock:
+            async with self._lock, self._bytes_lock(sha256):
                 await asyncio.to_thread(self._place, part, sha256)
                 await self.store.add_artifact(row, "output" if execution_id else None)
         finally:
@@ -146,6 +156,15 @@ class ArtifactStore:
         log.info("artifact_stored", artifact_id=row.artifact_id, size=size, sha256=sha256,
                  execution_id=execution_id)
         return row
+
+    def _bytes_lock(self, sha256: str) -> contextlib.AbstractAsyncContextManager[None]:
+        """Across the nodes that share the store (and `dir`): a node placing these bytes and
+        committing their row, against the leader finding no row names them and deleting the
+        file, which would leave the new row without its bytes. One node: `_lock` does."""
+        cluster = self.store.cluster
+        if cluster is None:
+            return contextlib.nullcontext()
+        return cluster.shared_lock(f"artifact:{sha256}")
 
     def _place(self, part: Path, sha256: str) -> None:
         target = self.path(sha256)
@@ -167,8 +186,9 @@ class ArtifactStore:
                 break
             async with self._lock:
                 for sha256 in shas:
-                    if not await self.store.sha256_in_use(sha256):
-                        await asyncio.to_thread(self.path(sha256).unlink, missing_ok=True)
+                    async with self._bytes_lock(sha256):
+                        if not await self.store.sha256_in_use(sha256):
+                            await asyncio.to_thread(self.path(sha256).unlink, missing_ok=True)
             deleted += len(shas)
             self._rows.clear()
         if deleted:

@@ -5,12 +5,15 @@ the module's). JSON ones live in the store, every version kept, so any node sees
 execution runs on the version it started with, across restarts and later versions; their
 compiled `Workflow`s are kept in memory once used. The current version of a JSON workflow is
 read from the store at each lookup, so a version stored on another node is the one a submit
-here starts.
+here starts. What a node claims in a cluster (`runnable`) is the Python ids and the JSON ids
+read from the store at most a poll ago, so a workflow defined on another node is claimed here
+too; one defined or looked up here is known at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -19,7 +22,7 @@ import structlog
 from workflowd.clock import utcnow
 from workflowd.codec import dumps, loads
 from workflowd.definitions import Workflow
-from workflowd.errors import UnknownWorkflowError, WorkflowConflictError
+from workflowd.errors import DefinitionError, UnknownWorkflowError, WorkflowConflictError
 from workflowd.flows import DefinitionBody
 from workflowd.records import ExecutionRecord
 from workflowd.store import Store
@@ -49,6 +52,8 @@ class Catalog:
         self._compile = compile
         self._versions: dict[tuple[str, int], Defined] = {}
         self._lock = asyncio.Lock()  # one definition change at a time on this node
+        self._json_ids: set[str] = set()  # every JSON workflow id known here
+        self._ids_read = -float("inf")  # when they were last read from the store (monotonic)
 
     # ---- lookups ---------------------------------------------------------------------------
 
@@ -68,11 +73,27 @@ class Catalog:
         return wf
 
     async def preload(self, records: Iterable[ExecutionRecord]) -> None:
-        """Load the JSON versions these executions run on (recovery does, before it owns
-        them: an owner is made without waiting)."""
+        """Load the JSON versions these executions run on (recovery and claims do, before
+        they own them: an owner is made without waiting). A version that does not load (its
+        stored JSON no longer validates) is logged and left out: its executions are held, as
+        for a Python workflow not loaded."""
         wanted = {(r.workflow_id, r.workflow_version) for r in records if r.source == "json"}
         for workflow_id, version in sorted(wanted - self._versions.keys()):
-            await self.version(workflow_id, version)
+            try:
+                await self.version(workflow_id, version)
+            except (DefinitionError, ValueError) as exc:  # not the store's errors: those raise
+                log.warning("workflow_version_not_loaded", workflow_id=workflow_id,
+                            version=version, error=str(exc))
+
+    async def runnable(self, max_age: float) -> list[str]:
+        """The ids of the workflows this node can run, for its claims in a cluster: the
+        Python ones, and every one defined as JSON (deleted ones too: their executions run to
+        their end), read from the store again once the last read is `max_age` seconds old."""
+        now = time.monotonic()
+        if now - self._ids_read >= max_age:
+            self._json_ids.update(await self.store.definition_ids())
+            self._ids_read = now
+        return sorted(self.python.keys() | self._json_ids)
 
     async def version(self, workflow_id: str, version: int) -> Defined | None:
         """One stored version of a JSON workflow (deleted ones too)."""
@@ -170,4 +191,5 @@ class Catalog:
         assert body.id is not None
         defined = Defined(self._compile(body, version), definition, created_at)
         self._versions[(body.id, version)] = defined
+        self._json_ids.add(body.id)
         return defined

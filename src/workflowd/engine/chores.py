@@ -6,8 +6,9 @@ once it expired. A row, not an advisory lock: a lock held by a session breaks be
 transaction pooler (PgBouncer), and the row also says who leads, for operators.
 
 The leader: times out waits of executions that no node holds (an approval past the workflow's
-timeout, an external worker past its step's), sends the webhook outbox, sweeps retention and
-drops mailbox requests nobody collected.
+timeout, an external worker past its step's) and wakes their durable sleeps, sends the webhook
+outbox, sweeps retention (executions, then the artifacts no execution uses, whose files are in
+`[artifacts] dir`, shared by the nodes) and drops mailbox requests nobody collected.
 """
 
 from __future__ import annotations
@@ -66,7 +67,8 @@ class Chores:
                 await self._expire_waits()
                 if self.retention is not None and loop.time() >= self._next_sweep:
                     self._next_sweep = loop.time() + self.retention.sweep_interval
-                    await sweep(cluster.scheduler.store, self.retention.finished_after)
+                    await sweep(cluster.scheduler.store, self.retention.finished_after,
+                                cluster.scheduler.artifacts)
                     await cluster.ops.sweep_requests(3600.0)
             await asyncio.sleep(poll)
 
@@ -96,8 +98,10 @@ class Chores:
                 continue
 
             def make(rec: ExecutionRecord) -> T.Change | None:
-                wf = cluster.scheduler.workflows.get(rec.workflow_id)
-                return T.wait_expired(rec, wf.timeout if wf is not None else None, utcnow())
+                # Its definition (loaded by `_locked`, a JSON one's too) wakes a sleep.
+                wf = cluster.scheduler.workflow_of(rec)
+                return T.wait_expired(rec, wf.timeout if wf is not None else None, utcnow(),
+                                      wf)
 
             try:
                 await cluster._locked(execution_id, make, None)

@@ -10,10 +10,11 @@ nodes share (PostgreSQL). On SQLite there is none, and one node owns every execu
   writing nothing, and the node that took it over resumes it from its last committed cycle.
   A commit that leaves an execution waiting (approval, external worker) gives the lease up:
   nobody holds a waiting execution.
-- **Requests.** An approve, reject, cancel, progress or complete for an execution the node
-  does not own is applied here under the row's lock when no node holds it (the transitions
-  are plain functions of the record), or sent to the node that holds it through the mailbox
-  (a row in `requests` and a NOTIFY carrying its id; the answer comes back the same way).
+- **Requests.** An approve, reject, cancel, pause, resume, step, progress or complete for an
+  execution the node does not own is applied here under the row's lock when no node holds it
+  (the transitions are plain functions of the record), or sent to the node that holds it
+  through the mailbox (a row in `requests` and a NOTIFY carrying its id; the answer comes
+  back the same way).
 - **Events.** Commits of other nodes arrive as notifications naming each execution's new
   seqs; the events are read from the table (the truth) for the executions someone here
   follows and handed to the hub, and a poll of the newest seqs every `poll_interval` catches
@@ -35,6 +36,7 @@ from workflowd.clock import utcnow
 from workflowd.codec import NotJSON, dumps, json_copy, loads
 from workflowd.config import ClusterSettings, RetentionSettings
 from workflowd.context import ProgressReport
+from workflowd.definitions import Workflow
 from workflowd.engine import transitions as T
 from workflowd.engine.chores import Chores
 from workflowd.engine.outbox import Outbox
@@ -67,6 +69,14 @@ __all__ = ["Cluster"]
 log = structlog.get_logger("workflowd.cluster")
 
 Make = Callable[[ExecutionRecord], "T.Change | None"]
+
+
+class _Unloaded(Exception):
+    """A change needs the definition of a JSON workflow's version that is not in memory."""
+
+    def __init__(self, record: ExecutionRecord) -> None:
+        super().__init__(record.execution_id)
+        self.record = record
 
 
 class _Typed(msgspec.Struct):
@@ -193,7 +203,8 @@ class Cluster:
                     await self._work.wait()
             self._work.clear()
             while not self._stopping and scheduler.accepting and (room := self.room()) > 0:
-                records = await self.ops.claim(room, sorted(scheduler.workflows))
+                records = await self.ops.claim(room, await self._runnable())
+                definitions = await self._definitions(records)
                 self.backlog = max(0, self.backlog - len(records))
                 for rec in records:
                     self.claimed += 1
@@ -202,7 +213,7 @@ class Cluster:
                         log.info("execution_taken_over", execution_id=rec.execution_id,
                                  workflow_id=rec.workflow_id, cycle=rec.cycle,
                                  node_id=self.node_id)
-                    scheduler.adopt(rec)
+                    scheduler.adopt(rec, definitions.get(rec.execution_id))
                 if len(records) < room:
                     self._more = False
                     break
@@ -210,6 +221,38 @@ class Cluster:
             if now - self._counted >= self.settings.poll_interval:
                 self._counted = now
                 self.backlog = await self.ops.backlog()
+
+    async def _runnable(self) -> list[str]:
+        """The workflows this node claims executions of: Python ones and those defined as
+        JSON, stored here or on any node (read again at most every `poll_interval`)."""
+        catalog = self.scheduler.catalog
+        if catalog is None:
+            return sorted(self.scheduler.workflows)
+        return await catalog.runnable(self.settings.poll_interval)
+
+    async def _definitions(self, records: Sequence[ExecutionRecord]) -> dict[str, Workflow]:
+        """What claimed executions run on, loaded before they are owned: each one's own
+        version (a JSON one read from the store); for one whose Python workflow is not loaded
+        here, the JSON workflow defined under its id since, if any (as held executions are
+        taken up on one node). If the store fails meanwhile, their leases go back (whoever
+        claims them next loads)."""
+        catalog = self.scheduler.catalog
+        if catalog is None or not records:
+            return {}
+        found: dict[str, Workflow] = {}
+        try:
+            await catalog.preload(records)
+            for rec in records:
+                wf = self.scheduler.workflow_of(rec)
+                if wf is None and rec.source == "python":
+                    wf = await catalog.current(rec.workflow_id)
+                if wf is not None:
+                    found[rec.execution_id] = wf
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self.ops.release([rec.execution_id for rec in records])
+            raise
+        return found
 
     async def _renew_forever(self) -> None:
         every = self.settings.lease_seconds / 3
@@ -275,6 +318,30 @@ class Cluster:
         return await self._decide(execution_id, lambda rec: T.cancelled(rec, utcnow()),
                                   remember, {"kind": "cancel"})
 
+    async def pause(self, execution_id: str, remember: Remember | None) -> ExecutionRecord:
+        # No node runs it: nothing is in flight, so it stops at once unless it waits (then
+        # after the cycle it waits in, as on one node).
+        return await self._decide(
+            execution_id, lambda rec: T.pause_requested(rec, utcnow(), at_once=True),
+            remember, {"kind": "pause"})
+
+    async def resume(self, execution_id: str, remember: Remember | None) -> ExecutionRecord:
+        return await self._decide(execution_id, self._room_first(T.resumed), remember,
+                                  {"kind": "resume"})
+
+    async def step(self, execution_id: str, remember: Remember | None) -> ExecutionRecord:
+        return await self._decide(execution_id, self._room_first(T.stepped), remember,
+                                  {"kind": "step"})
+
+    def _room_first(self, transition: Callable[[ExecutionRecord, str], T.Change]) -> Make:
+        """Like an approve: a paused execution let go into a full queue stays paused (429)."""
+        def make(rec: ExecutionRecord) -> T.Change:
+            if rec.status == "paused":
+                self.scheduler.check_room(rec.submitted_by)
+            return transition(rec, utcnow())
+
+        return make
+
     async def step_progress(self, execution_id: str, step: str, token: str,
                             report: ProgressReport, *, trusted: bool = False,
                             ) -> ExecutionRecord:
@@ -331,22 +398,36 @@ class Cluster:
 
     async def _locked(self, execution_id: str, make: Make,
                       remember: Remember | None) -> ExecutionRecord:
+        """Change an execution no node runs, under its row lock. A JSON workflow's version
+        that is not in memory here is loaded first (out of the transaction, which is tried
+        again): `make` and the claim need the definition, and a node other than the one that
+        defined or last ran it may be the one asked."""
         scheduler = self.scheduler
         made: list[ExecutionRecord] = []
+        loaded: set[str] = set()
 
         def build(rec: ExecutionRecord) -> Write | None:
+            if rec.source == "json" and execution_id not in loaded \
+                    and scheduler.workflow_of(rec) is None:
+                raise _Unloaded(rec)
             change = make(rec)
             if change is None:
                 return None
             new = change.record
-            claim = (new.status == "queued" and new.workflow_id in scheduler.workflows
+            claim = (new.status == "queued" and scheduler.workflow_of(new) is not None
                      and scheduler.accepting and self.room() > 0)
             made.append(new)
             return scheduler.ledger.prepare(
                 new, change.events, change.steps, base_seq=rec.seq, claim=claim,
                 idempotency=remember(new) if remember is not None else None)
 
-        rec, write = await self.ops.locked_change(execution_id, build)
+        try:
+            rec, write = await self.ops.locked_change(execution_id, build)
+        except _Unloaded as unloaded:
+            if scheduler.catalog is not None:
+                await scheduler.catalog.preload([unloaded.record])
+            loaded.add(execution_id)  # loaded, or not to be: `make` decides without it
+            rec, write = await self.ops.locked_change(execution_id, build)
         if rec is None:
             raise UnknownExecutionError(f"no execution with id {execution_id!r}")
         if write is None or not made:
@@ -445,6 +526,12 @@ class Cluster:
             return await s.reject(execution_id, r["reason"], r["decided_by"])
         if kind == "cancel":
             return await s.cancel(execution_id)
+        if kind == "pause":
+            return await s.pause(execution_id)
+        if kind == "resume":
+            return await s.resume(execution_id)
+        if kind == "step":
+            return await s.step(execution_id)
         if kind == "progress":
             return await s.step_progress(execution_id, r["step"], r["token"],
                                          ProgressReport(*r["report"]),

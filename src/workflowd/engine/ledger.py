@@ -11,13 +11,13 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from workflowd.engine.hub import Hub
 from workflowd.engine.outbox import Outbox
 from workflowd.engine.tally import Tally
 from workflowd.records import Event, ExecutionRecord, IdempotencyRecord, StepRecord
 from workflowd.store import Delivery, Store, Write
+from workflowd.store.artifacts import ArtifactUse
 
 __all__ = ["Ledger"]
 
@@ -42,14 +42,15 @@ class Ledger:
         idempotency: IdempotencyRecord | None = None,
         deliveries: Sequence[Delivery] = (),
         on_commit: Callable[[], None] | None = None,
-        statements: Sequence[tuple[str, tuple[Any, ...]]] = (),
+        artifact_uses: Sequence[ArtifactUse] = (),
         claim: bool = False,
     ) -> asyncio.Future[None]:
         """Queue the change; the future resolves once it is committed and published.
-        `statements` (from the store, e.g. an execution's artifact uses) commit with it."""
+        `artifact_uses` (the artifacts a submit's input names) commit with it."""
         return self.store.write(self.prepare(
             rec, events, steps, base_seq=base_seq, logs=logs, idempotency=idempotency,
-            deliveries=deliveries, on_commit=on_commit, statements=statements, claim=claim))
+            deliveries=deliveries, on_commit=on_commit, artifact_uses=artifact_uses,
+            claim=claim))
 
     def prepare(
         self,
@@ -62,7 +63,7 @@ class Ledger:
         idempotency: IdempotencyRecord | None = None,
         deliveries: Sequence[Delivery] = (),
         on_commit: Callable[[], None] | None = None,
-        statements: Sequence[tuple[str, tuple[Any, ...]]] = (),
+        artifact_uses: Sequence[ArtifactUse] = (),
         claim: bool = False,
     ) -> Write:
         """The change as a store write that publishes its events once committed (a change
@@ -88,7 +89,7 @@ class Ledger:
 
         return Write.of(rec, events, steps, base_seq=base_seq, logs=logs,
                         idempotency=idempotency, deliveries=deliveries, on_commit=committed,
-                        statements=statements, claim=claim)
+                        artifact_uses=artifact_uses, claim=claim)
 
     def write_logs(self, logs: Sequence[tuple[str, str]]) -> asyncio.Future[None]:
         """Log lines alone (a step writing them as it runs)."""

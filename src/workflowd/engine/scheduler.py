@@ -43,6 +43,7 @@ from workflowd.errors import (
 from workflowd.ids import new_execution_id
 from workflowd.records import ErrorInfo, ExecutionRecord
 from workflowd.store import Store
+from workflowd.store.artifacts import ArtifactUse
 
 if TYPE_CHECKING:
     from workflowd.engine.cluster import Cluster
@@ -236,8 +237,8 @@ class Scheduler:
             max_cycles=wf.max_cycles or self.settings.default_max_cycles,
             submitted_by=submitted_by, callback_url=callback_url, now=utcnow(), mode=mode)
         rec = change.record
-        statements = self.store.artifact_use_statements(
-            rec.execution_id, artifacts, "input", rec.created_at) if artifacts else ()
+        uses: list[ArtifactUse] = [(rec.execution_id, artifact_id, "input", rec.created_at)
+                                   for artifact_id in sorted(set(artifacts))]
         # In a cluster a new execution is this node's at once only if it can run it now;
         # else any node with room claims it.
         claim = self.cluster is None or (rec.status == "queued" and self.cluster.room() > 0)
@@ -246,7 +247,7 @@ class Scheduler:
         try:
             await self.ledger.write(rec, change.events, change.steps, base_seq=0,
                                     idempotency=remember(rec) if remember else None,
-                                    statements=statements,
+                                    artifact_uses=uses,
                                     claim=claim and self.cluster is not None)
         finally:
             self._reserved -= 1
@@ -327,6 +328,8 @@ class Scheduler:
                     ) -> ExecutionRecord:
         """Pause: at once when no task holds the execution and no step is in flight, else
         after the cycle under way commits (the runner looks between cycles)."""
+        if (cluster := self._elsewhere(execution_id)) is not None:
+            return await cluster.pause(execution_id, remember)
         owner = await self._owner(execution_id)
         at_once = owner.runner is None
         rec = await self._apply(owner, lambda rec: T.pause_requested(rec, utcnow(),
@@ -338,6 +341,8 @@ class Scheduler:
     async def resume(self, execution_id: str, remember: Remember | None = None,
                      ) -> ExecutionRecord:
         """Let a paused (or manual) execution run on by itself."""
+        if (cluster := self._elsewhere(execution_id)) is not None:
+            return await cluster.resume(execution_id, remember)
         owner = await self._owner(execution_id)
         if owner.head.status == "paused":
             # Like an approve: into a full queue it stays paused.
@@ -347,6 +352,8 @@ class Scheduler:
     async def step(self, execution_id: str, remember: Remember | None = None,
                    ) -> ExecutionRecord:
         """Run the next step of a paused execution, then pause again."""
+        if (cluster := self._elsewhere(execution_id)) is not None:
+            return await cluster.step(execution_id, remember)
         owner = await self._owner(execution_id)
         if owner.head.status == "paused":
             self._check_room(owner.head.submitted_by)
@@ -542,16 +549,27 @@ class Scheduler:
         self._check_accepting()
         return self.cluster
 
-    def adopt(self, rec: ExecutionRecord) -> None:
-        """Own an execution this node has just leased, and queue it to run."""
+    def adopt(self, rec: ExecutionRecord, wf: Workflow | None = None) -> None:
+        """Own an execution this node has just leased, and queue it to run: as a recovery
+        takes one up, on `wf` if given (the JSON workflow that took over its id), else on its
+        own definition. Held when there is none here; failed at once when the definition
+        loaded here lacks a step it needs (`workflow_version_mismatch`)."""
         if rec.execution_id in self.owners or rec.is_terminal:
             return
-        owner = self._own(rec)
-        if rec.wait is None and rec.status in ("queued", "running"):
+        owner = self._own(rec, wf)
+        wf = owner.wf
+        mismatch = T.version_mismatch(rec, wf) if wf is not None else None
+        if wf is None:
+            # Never launched without a definition: it waits, owned, as at a recovery.
+            self.held.add(rec.execution_id)
+            log.warning("execution_held", execution_id=rec.execution_id,
+                        workflow_id=rec.workflow_id, version=rec.workflow_version,
+                        why="its workflow is not loaded on this node")
+        elif mismatch is not None:
+            self._fail_mismatch(owner, mismatch)
+        elif rec.wait is None and rec.status in ("queued", "running"):
             self._enqueue(rec)
             self._pump()
-        elif owner.wf is None:
-            self.held.add(rec.execution_id)
 
     def release(self, owner: Owner, *, cancel: bool = True) -> None:
         """Stop owning an execution (its lease is gone or given up): its task, if any, is

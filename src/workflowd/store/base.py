@@ -20,7 +20,6 @@ from workflowd.records import ExecutionRecord, IdempotencyRecord, StepRecord
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
-    from typing import Any
 
     from workflowd.store.artifacts import ArtifactRow, Role
     from workflowd.store.cluster import ClusterStore
@@ -156,51 +155,68 @@ class Store(abc.ABC):
         for tell in self.on_deleted_counts:
             tell(counts or {})
 
-    # ---- workflows defined as data (store/definitions.py) ----------------------------------
+    # ---- workflows defined as data (rows in store/definitions.py) -------------------------
 
-    async def definition_head(self, workflow_id: str) -> DefinitionHead | None:
-        raise NotImplementedError(f"{type(self).__name__} does not keep definitions yet")
+    @abc.abstractmethod
+    async def definition_head(self, workflow_id: str) -> DefinitionHead | None: ...
 
-    async def definition_version(self, workflow_id: str, version: int) -> StoredVersion | None:
-        raise NotImplementedError(f"{type(self).__name__} does not keep definitions yet")
+    @abc.abstractmethod
+    async def definition_version(self, workflow_id: str, version: int,
+                                 ) -> StoredVersion | None: ...
 
+    @abc.abstractmethod
     async def definition_versions(self, workflow_id: str) -> list[StoredVersion]:
-        raise NotImplementedError(f"{type(self).__name__} does not keep definitions yet")
+        """Every version of one workflow, oldest first (a deleted one's too)."""
 
+    @abc.abstractmethod
     async def current_definitions(self) -> list[StoredVersion]:
-        raise NotImplementedError(f"{type(self).__name__} does not keep definitions yet")
+        """The latest version of every JSON workflow not deleted, by id."""
 
+    @abc.abstractmethod
+    async def definition_ids(self) -> list[str]:
+        """Every workflow id ever defined as JSON, deleted ones too (their executions run to
+        their end), by id."""
+
+    @abc.abstractmethod
     async def add_definition_version(self, workflow_id: str, version: int, doc: str,
                                      now: str) -> None:
-        raise NotImplementedError(f"{type(self).__name__} does not keep definitions yet")
+        """Store `version` as the latest (undeleting the id). Two nodes storing the same
+        version at once: the second gets `WorkflowConflictError` (409)."""
 
-    async def delete_definition(self, workflow_id: str, now: str) -> None:
-        raise NotImplementedError(f"{type(self).__name__} does not keep definitions yet")
+    @abc.abstractmethod
+    async def delete_definition(self, workflow_id: str, now: str) -> None: ...
 
-    # ---- artifacts (store/artifacts.py) ----------------------------------------------------
+    # ---- artifacts (rows in store/artifacts.py) --------------------------------------------
 
-    async def artifact(self, artifact_id: str) -> ArtifactRow | None:
-        raise NotImplementedError(f"{type(self).__name__} does not keep artifacts yet")
+    @abc.abstractmethod
+    async def artifact(self, artifact_id: str) -> ArtifactRow | None: ...
 
+    @abc.abstractmethod
     async def existing_artifacts(self, ids: Iterable[str]) -> set[str]:
-        raise NotImplementedError(f"{type(self).__name__} does not keep artifacts yet")
+        """Which of `ids` name an artifact."""
 
+    @abc.abstractmethod
     async def artifacts_of(self, execution_id: str) -> list[tuple[ArtifactRow, list[str]]]:
-        raise NotImplementedError(f"{type(self).__name__} does not keep artifacts yet")
+        """What an execution named, read and saved, in order of first use, with how."""
 
+    @abc.abstractmethod
     async def add_artifact(self, row: ArtifactRow, role: Role | None = None) -> None:
-        raise NotImplementedError(f"{type(self).__name__} does not keep artifacts yet")
+        """The row of bytes already in place; with `role`, its use by `row.execution_id`."""
 
-    def artifact_use_statements(self, execution_id: str, ids: Iterable[str], role: Role,
-                                now: str) -> list[tuple[str, tuple[Any, ...]]]:
-        raise NotImplementedError(f"{type(self).__name__} does not keep artifacts yet")
-
+    @abc.abstractmethod
     async def note_artifact_use(self, execution_id: str, artifact_id: str, role: Role,
                                 now: str) -> None:
-        raise NotImplementedError(f"{type(self).__name__} does not keep artifacts yet")
+        """Record a use on its own (a step read an artifact). A use that must commit with an
+        execution's write goes in that write (`Write.artifact_uses`)."""
 
+    @abc.abstractmethod
     async def sweep_artifacts(self, cutoff: str, limit: int = 500) -> list[str]:
-        raise NotImplementedError(f"{type(self).__name__} does not keep artifacts yet")
+        """Forget the uses of executions that are gone, then delete up to `limit` artifacts
+        no execution uses that were made before `cutoff` (checked again in the deleting
+        transaction: a use committed meanwhile keeps its artifact); answer the sha256s of
+        what it deleted (SQLite: of every candidate), whose files may go once
+        `sha256_in_use` says that no row names them."""
 
+    @abc.abstractmethod
     async def sha256_in_use(self, sha256: str) -> bool:
-        raise NotImplementedError(f"{type(self).__name__} does not keep artifacts yet")
+        """Whether any artifact row names these bytes."""

@@ -1,6 +1,6 @@
 """What a store that several nodes share offers beyond the `Store` interface: leases on
-executions, the nodes' heartbeats, a leader row with a TTL, a changed made under a row lock,
-a mailbox of requests between nodes, and notifications.
+executions, the nodes' heartbeats, a leader row with a TTL, a change made under a row lock,
+a lock across nodes, a mailbox of requests between nodes, and notifications.
 
 Modelled on pgqueuer, Procrastinate and River: a claim is one statement with
 `FOR UPDATE SKIP LOCKED` that also takes back expired leases; the leader is a row with an
@@ -15,7 +15,8 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Sequence
+import hashlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -41,6 +42,8 @@ log = structlog.get_logger(__name__)
 REQUESTS_CHANNEL = "workflowd_requests"
 ANSWERS_CHANNEL = "workflowd_answers"
 _TERMINAL = sorted(TERMINAL)
+_LOCK_SPACE = 0x77666C64  # "wfld": the first key of this service's advisory locks
+LOCK_TIMEOUT = 60.0  # seconds a node waits for a shared lock before the caller fails
 
 NodeRow = tuple[str, datetime, int]
 Handler = Callable[[str], None]
@@ -129,6 +132,11 @@ class ClusterStore(abc.ABC):
         holds its lease, and whatever `build` raises."""
 
     @abc.abstractmethod
+    def shared_lock(self, name: str) -> contextlib.AbstractAsyncContextManager[None]:
+        """Hold a lock on `name` that every node respects until the context exits (no node
+        holds it for longer than its transaction, so a node that dies lets it go)."""
+
+    @abc.abstractmethod
     async def post_request(self, to_node: str, execution_id: str, body: str) -> int: ...
 
     @abc.abstractmethod
@@ -180,6 +188,8 @@ class ClusterOps(ClusterStore):
         self.lease_seconds = lease_seconds
         self._listen_connect = connect
         self._listener: asyncio.Task[None] | None = None
+        self._lock_conn: Any = None  # the connection of `shared_lock`, opened at first use
+        self._lock_turn = asyncio.Lock()
 
     async def _fetch(self, sql: str, *params: Any) -> list[Any]:
         async with self._ops_pool.acquire() as conn:
@@ -283,9 +293,7 @@ class ClusterOps(ClusterStore):
                 "lease_until = statement_timestamp() + $3 * interval '1 second' WHERE id = $1",
                 execution_id, me, self.lease_seconds)
             rows = _Rows([write])
-            await conn.fetchrow(_BATCH, rows.updates, rows.inserts, rows.events, rows.steps,
-                                rows.logs, rows.idempotency, rows.deliveries, me,
-                                self.lease_seconds, _TERMINAL)
+            await conn.fetchrow(_BATCH, *rows.args(me, self.lease_seconds))
             if not write.claim:
                 await conn.execute(
                     "WITH r AS (UPDATE executions SET lease_owner = NULL, lease_until = NULL "
@@ -295,6 +303,36 @@ class ClusterOps(ClusterStore):
         if write.on_commit is not None:
             write.on_commit()
         return rec, write
+
+    # ---- a lock across nodes ---------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def shared_lock(self, name: str) -> AsyncIterator[None]:
+        # An advisory lock scoped to a transaction (never to the session: it works behind a
+        # transaction pooler, and goes with the connection), on a connection of its own, so
+        # that the holder may use the pool meanwhile (with `pool_size = 1` too); one at a time
+        # on this node. The key is this service's space and a hash of the name (two names of
+        # one hash only wait for each other).
+        key = int.from_bytes(hashlib.blake2b(name.encode(), digest_size=4).digest(), "big",
+                             signed=True)
+        async with self._lock_turn:
+            conn = self._lock_conn
+            if conn is None or conn.is_closed():
+                assert self._listen_connect is not None
+                conn = self._lock_conn = await self._listen_connect(
+                    f"workflowd-locks:{self.node_id}")
+            async with conn.transaction():
+                await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", _LOCK_SPACE, key,
+                                   timeout=LOCK_TIMEOUT)
+                yield
+
+    async def close_shared_locks(self) -> None:
+        conn, self._lock_conn = self._lock_conn, None
+        if conn is not None and not conn.is_closed():
+            try:
+                await asyncio.wait_for(conn.close(), 5.0)
+            except Exception:  # noqa: BLE001 - gone or stuck: dropped either way
+                conn.terminate()
 
     # ---- the mailbox between nodes ---------------------------------------------------------
 

@@ -27,6 +27,15 @@ down; README's "PostgreSQL and several nodes" section repeats the operational pa
   visibility maps current, so follower reads (`seq > N` on that index) stay index-only.
 - `nodes`, `leader` and `requests` are a few rows rewritten every second or so: vacuumed after
   50 changed rows whatever their size, or their dead versions would outnumber the live ones.
+- Definitions and artifacts (5, 6) have SQLite's columns and indexes; their timestamps are
+  TEXT (ISO 8601 UTC, ordered as strings) like every other table's, so that retention's cutoff
+  compares the same way in both stores, and an artifact's `size` is a BIGINT (past 2 GiB with
+  a large `[artifacts] max_bytes`). `artifacts_sha256` answers whether any row still names a
+  file before retention deletes it; `artifacts_created` finds the sweep's candidates (older
+  than the cutoff) without reading every row; `artifact_uses_artifact` answers "does anyone
+  use this artifact" for each candidate (the primary key leads with the execution, for
+  `GET /executions/{id}/artifacts`). Neither table is rewritten in place, so they keep the
+  default storage settings.
 """
 
 from __future__ import annotations
@@ -133,6 +142,46 @@ MIGRATIONS: list[str] = [
     _NOTHING,
     # 4: SQLite moved waits into the records of older files; no PostgreSQL store is older.
     _NOTHING,
+    # 5: workflows defined as data, every version kept (`store/definitions.py`). The primary
+    # keys are the only indexes: every read is by workflow id (and version).
+    """
+    CREATE TABLE workflow_definitions (
+        workflow_id TEXT PRIMARY KEY,
+        latest INTEGER NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        deleted_at TEXT
+    );
+    CREATE TABLE workflow_versions (
+        workflow_id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        doc TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (workflow_id, version)
+    );
+    """,
+    # 6: artifacts and the executions that use them (`store/artifacts.py`).
+    """
+    CREATE TABLE artifacts (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        media_type TEXT NOT NULL,
+        size BIGINT NOT NULL,
+        sha256 TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        execution_id TEXT
+    );
+    CREATE INDEX artifacts_sha256 ON artifacts (sha256);
+    CREATE INDEX artifacts_created ON artifacts (created_at);
+    CREATE TABLE artifact_uses (
+        execution_id TEXT NOT NULL,
+        artifact_id TEXT NOT NULL,
+        role TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (execution_id, artifact_id, role)
+    );
+    CREATE INDEX artifact_uses_artifact ON artifact_uses (artifact_id);
+    """,
 ]
 
 

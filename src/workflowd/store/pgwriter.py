@@ -13,9 +13,9 @@ one round trip.
 
 The lease check is inside that statement: an execution's snapshot is updated only where
 `lease_owner` is this node and `lease_until` is still ahead, and its events, step records, log
-lines, idempotency answer and deliveries go in only if it was. A node that lost the lease
-(a long pause, a partition) writes nothing of that execution; the other executions of the
-batch commit. The refused writes fail with `LeaseLostError`, and `on_lease_lost` is told.
+lines, idempotency answer, deliveries and artifact uses go in only if it was. A node that lost
+the lease (a long pause, a partition) writes nothing of that execution; the other executions
+of the batch commit. The refused writes fail with `LeaseLostError`, and `on_lease_lost` is told.
 
 The same NOTIFY (`workflowd_events`, `NODE|ID FIRST LAST,...`) goes with the commit, naming the
 events each execution got, so followers on other nodes read them; one on `workflowd_work` when
@@ -53,7 +53,13 @@ WORK_CHANNEL = "workflowd_work"
 _TERMINAL = sorted(TERMINAL)
 
 # $1 updated snapshots, $2 new executions, $3 events, $4 steps, $5 logs, $6 idempotency,
-# $7 deliveries (JSON arrays); $8 this node, $9 lease seconds, $10 terminal statuses.
+# $7 deliveries (JSON arrays); $8 this node, $9 lease seconds, $10 terminal statuses;
+# $11 artifact uses (a JSON array).
+#
+# An artifact use keys its artifact's row (FOR KEY SHARE) until the commit: retention's
+# delete of an artifact locks the row first and skips one that is locked (`pgrows`), so a use
+# and the delete of its artifact never cross; a use of an artifact already gone records
+# nothing.
 _BATCH = f"""
 WITH upd AS (
     UPDATE executions e SET status = v->>2, finished_at = v->>4, doc = v->>5,
@@ -107,6 +113,16 @@ WITH upd AS (
     SELECT v->>1, v->>2, v->>3, v->>4, v->>4 FROM json_array_elements($7::json) v
     WHERE v->>0 IS NULL OR v->>0 IN (SELECT id FROM ok)
     RETURNING 1
+), used AS MATERIALIZED (
+    SELECT id FROM artifacts
+    WHERE id IN (SELECT v->>2 FROM json_array_elements($11::json) v)
+    FOR KEY SHARE
+), au AS (
+    INSERT INTO artifact_uses (execution_id, artifact_id, role, created_at)
+    SELECT v->>1, v->>2, v->>3, v->>4 FROM json_array_elements($11::json) v
+    WHERE v->>2 IN (SELECT id FROM used) AND (v->>0 IS NULL OR v->>0 IN (SELECT id FROM ok))
+    ON CONFLICT DO NOTHING
+    RETURNING 1
 ), marks AS (
     SELECT execution_id || ' ' || min(seq) || ' ' || max(seq) AS mark,
         (row_number() OVER ()) / 150 AS chunk
@@ -118,7 +134,7 @@ SELECT ARRAY(SELECT id FROM ok) AS ok,
     (SELECT count(pg_notify('{WORK_CHANNEL}', $8)) FROM (
         SELECT 1 FROM ins WHERE free LIMIT 1) w) AS work,
     (SELECT count(*) FROM st) + (SELECT count(*) FROM lg) + (SELECT count(*) FROM idem)
-        + (SELECT count(*) FROM dl) AS others
+        + (SELECT count(*) FROM dl) + (SELECT count(*) FROM au) AS others
 """  # noqa: S608 - constants only
 
 
@@ -134,7 +150,8 @@ def _array(rows: Sequence[bytes]) -> str:
 class _Rows:
     """A batch's rows, in the JSON arrays the statement expands."""
 
-    __slots__ = ("deliveries", "events", "idempotency", "inserts", "logs", "steps", "updates")
+    __slots__ = ("artifact_uses", "deliveries", "events", "idempotency", "inserts", "logs",
+                 "steps", "updates")
 
     def __init__(self, writes: Sequence[Write]) -> None:
         updates: dict[str, bytes] = {}
@@ -145,6 +162,7 @@ class _Rows:
         logs: list[bytes] = []
         idempotency: dict[tuple[str, str], bytes] = {}
         deliveries: list[bytes] = []
+        uses: list[bytes] = []
         now = utcnow()
         for write in writes:
             execution_id = write.execution_id
@@ -166,6 +184,7 @@ class _Rows:
                      idem.body, idem.location, now))
             deliveries.extend(encode((execution_id, d.url, d.body, dumps(d.headers), now))
                               for d in write.deliveries)
+            uses.extend(encode((execution_id, *use)) for use in write.artifact_uses)
         # A new execution's row: the snapshot's fields, then whether this node leases it.
         self.inserts = _array([row[:-1] + (b",true]" if claims[i] else b",false]")
                                for i, row in inserts.items()])
@@ -175,6 +194,13 @@ class _Rows:
         self.logs = _array(logs)
         self.idempotency = _array(list(idempotency.values()))
         self.deliveries = _array(deliveries)
+        self.artifact_uses = _array(uses)
+
+    def args(self, node_id: str, lease_seconds: float) -> tuple[Any, ...]:
+        """The batch statement's parameters."""
+        return (self.updates, self.inserts, self.events, self.steps, self.logs,
+                self.idempotency, self.deliveries, node_id, lease_seconds, _TERMINAL,
+                self.artifact_uses)
 
 
 Connect = Callable[[], Awaitable[Any]]
@@ -208,7 +234,8 @@ class PgWriter(Gate):
     def submit(self, write: Write) -> asyncio.Future[None]:
         if self._closed:
             raise StoreClosedError("the store is closed")
-        assert not write.statements, "PostgreSQL writes carry no SQLite statements"
+        if write.statements:
+            raise TypeError("a PostgreSQL write carries no SQLite statements")
         write.future = asyncio.get_running_loop().create_future()
         self._queue.put_nowait(write)
         return write.future
@@ -305,10 +332,8 @@ class PgWriter(Gate):
         rows = _Rows(writes)
         # Bounded: a server that stops answering fails the batch (its outcome unknown, as for
         # a broken connection) instead of holding every write behind it.
-        row = await self._conn.fetchrow(
-            _BATCH, rows.updates, rows.inserts, rows.events, rows.steps, rows.logs,
-            rows.idempotency, rows.deliveries, self._node, self._lease, _TERMINAL,
-            timeout=COMMIT_TIMEOUT)
+        row = await self._conn.fetchrow(_BATCH, *rows.args(self._node, self._lease),
+                                        timeout=COMMIT_TIMEOUT)
         return set(row["ok"])
 
     def _outcomes(self, writes: list[Write], ok: set[str]) -> list[BaseException | None]:

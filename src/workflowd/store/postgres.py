@@ -2,7 +2,8 @@
 several nodes share (asyncpg; install with `pip install 'workflowd[postgres]'`).
 
 Reads go through a small pool; writes through the writer task (`pgwriter`), one batch per
-statement. What only a shared store has (leases, nodes, the leader row, the mailbox between
+statement. The rows of workflows defined as data and of artifacts are in `pgrows`. What only a
+shared store has (leases, nodes, the leader row, the mailbox between
 nodes, notifications) is in `ClusterOps`, which this store is: `store.cluster is store`.
 """
 
@@ -27,6 +28,7 @@ from workflowd.records import (
 )
 from workflowd.store.base import ExecutionFilter, Store
 from workflowd.store.cluster import ClusterOps
+from workflowd.store.pgrows import PgRows
 from workflowd.store.pgschema import migrate
 from workflowd.store.pgwriter import PgWriter
 from workflowd.store.writer import Delivery, Write
@@ -81,7 +83,7 @@ async def _connect(url: str, *, name: str, synchronous: str = "full") -> Any:
                                  statement_cache_size=256)
 
 
-class PostgresStore(Store, ClusterOps):
+class PostgresStore(PgRows, Store, ClusterOps):
     def __init__(self, url: str, pool: Any, writer: PgWriter, node_id: str,
                  lease_seconds: float) -> None:
         Store.__init__(self)
@@ -139,6 +141,7 @@ class PostgresStore(Store, ClusterOps):
             return
         self._closed = True
         await self.stop_listening()
+        await self.close_shared_locks()
         await self.writer.stop()
         try:
             await asyncio.wait_for(self._pool.close(), 10.0)

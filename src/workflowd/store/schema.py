@@ -11,9 +11,6 @@ import sqlite3
 from collections.abc import Callable
 from typing import Any
 
-from workflowd.store.artifacts import ARTIFACTS_SCHEMA
-from workflowd.store.definitions import DEFINITIONS_SCHEMA
-
 __all__ = ["MIGRATIONS", "migrate"]
 
 
@@ -136,9 +133,44 @@ MIGRATIONS: list[str | Callable[[sqlite3.Connection], None]] = [
     """,
     _waits_as_records,
     # 5: workflows defined as data, every version kept (`store/definitions.py`).
-    DEFINITIONS_SCHEMA,
+    """
+    CREATE TABLE workflow_definitions (
+        workflow_id TEXT PRIMARY KEY,
+        latest INTEGER NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        deleted_at TEXT
+    ) WITHOUT ROWID;
+    CREATE TABLE workflow_versions (
+        workflow_id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        doc TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (workflow_id, version)
+    ) WITHOUT ROWID;
+    """,
     # 6: artifacts and the executions that use them (`store/artifacts.py`).
-    ARTIFACTS_SCHEMA,
+    """
+    CREATE TABLE artifacts (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        media_type TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        sha256 TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        execution_id TEXT
+    ) WITHOUT ROWID;
+    CREATE INDEX artifacts_sha256 ON artifacts (sha256);
+    CREATE INDEX artifacts_created ON artifacts (created_at);
+    CREATE TABLE artifact_uses (
+        execution_id TEXT NOT NULL,
+        artifact_id TEXT NOT NULL,
+        role TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (execution_id, artifact_id, role)
+    ) WITHOUT ROWID;
+    CREATE INDEX artifact_uses_artifact ON artifact_uses (artifact_id);
+    """,
 ]
 
 

@@ -23,9 +23,8 @@ from workflowd.records import (
     decode_execution,
     decode_step,
 )
-from workflowd.store.artifacts import ArtifactRows
 from workflowd.store.base import ExecutionFilter, Store
-from workflowd.store.definitions import DefinitionRows
+from workflowd.store.rows import SQLiteRows
 from workflowd.store.schema import migrate
 from workflowd.store.writer import Delivery, Write, Writer
 
@@ -53,11 +52,10 @@ def _pragmas(synchronous: str) -> tuple[str, ...]:
 _TERMINAL_SQL = ", ".join(f"'{status}'" for status in sorted(TERMINAL))
 
 
-class SQLiteStore(DefinitionRows, ArtifactRows, Store):
+class SQLiteStore(SQLiteRows, Store):
     """One file: a write connection for the writer thread, a read connection for the rest.
 
-    The rows of workflows defined as data and of artifacts are kept in their own modules
-    (`DefinitionRows`, `ArtifactRows`)."""
+    The SQL of workflows defined as data and of artifacts is in `rows.SQLiteRows`."""
 
     def __init__(self, path: str, reader: aiosqlite.Connection, writer: Writer,
                  lock: int | None) -> None:

@@ -33,8 +33,10 @@ from workflowd.clock import utcnow
 from workflowd.codec import dumps, encode
 from workflowd.errors import StoreUnavailableError
 from workflowd.records import Event, ExecutionRecord, IdempotencyRecord, StepRecord
+from workflowd.store.artifacts import ArtifactUse
 
-__all__ = ["Delivery", "Gate", "StaleWriteError", "StoreClosedError", "Write", "Writer"]
+__all__ = ["Delivery", "Gate", "StaleWriteError", "StoreClosedError", "Write", "Writer",
+           "wakes_at"]
 
 log = structlog.get_logger(__name__)
 
@@ -65,6 +67,12 @@ _INSERT_LOG = "INSERT INTO logs (execution_id, doc) VALUES (?, ?)"
 _INSERT_DELIVERY = (
     "INSERT INTO deliveries (url, body, headers, next_at, created_at) VALUES (?, ?, ?, ?, ?)"
 )
+# A use of an artifact that is gone meanwhile records nothing (the row is read in the same
+# transaction, so retention's delete and this insert never cross).
+_INSERT_ARTIFACT_USE = (
+    "INSERT OR IGNORE INTO artifact_uses (execution_id, artifact_id, role, created_at) "
+    "SELECT ?, id, ?, ? FROM artifacts WHERE id = ?"
+)
 _INSERT_IDEMPOTENCY = (
     "INSERT OR REPLACE INTO idempotency "
     "(scope, key, fingerprint, status, body, location, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
@@ -92,7 +100,8 @@ class StaleWriteError(StoreUnavailableError):
 @dataclass(slots=True)
 class Write:
     """One atomic change, its rows encoded: an execution's snapshot with its step records,
-    events and log lines, or plain statements.
+    events and log lines, the artifacts it used, or (inside `SQLiteStore` only: the PostgreSQL
+    writer refuses them) plain SQLite statements.
 
     `execution_id`, `base_seq` (the `seq` of the record this change was built on) and `seq`
     (its own record's) let the writer refuse a write built on one that failed.
@@ -108,6 +117,10 @@ class Write:
     events: Sequence[bytes] = ()  # [execution_id, seq, doc]
     logs: Sequence[tuple[str, str]] = ()  # (execution_id, doc)
     idempotency: IdempotencyRecord | None = None
+    # Uses of artifacts (a submit's input names them), committed only with the execution's
+    # write when there is one; each records nothing if its artifact is gone.
+    artifact_uses: Sequence[ArtifactUse] = ()
+    # SQLite statements, for `SQLiteStore`'s own writes: nothing outside it may depend on them.
     statements: Sequence[tuple[str, tuple[Any, ...]]] = ()
     deliveries: Sequence[Delivery] = ()
     # PostgreSQL: a new execution leased to this node at once (it has room to run it now).
@@ -122,18 +135,26 @@ class Write:
         encoded here, on the caller's thread."""
         execution_id = rec.execution_id
         wait = rec.wait
-        wakes = None
-        if wait is not None:
-            due = [ts for ts in (wait.deadline, rec.deadline) if ts is not None]
-            wakes = min(due) if due else None
         return cls(
             execution_id=execution_id, base_seq=base_seq, seq=rec.seq,
             execution=encode((execution_id, rec.workflow_id, rec.status, rec.created_at,
                               rec.finished_at, rec, rec.priority,
-                              wait.kind if wait is not None else None, wakes)),
+                              wait.kind if wait is not None else None, wakes_at(rec))),
             steps=[(s.cycle or 0, encode((execution_id, s.cycle or 0, s))) for s in steps],
             events=[encode((execution_id, e.seq, msgspec.Raw(e.json))) for e in events],
             **extra)
+
+
+def wakes_at(rec: ExecutionRecord) -> str | None:
+    """When an execution that holds no task is due for its timer: its wait's deadline or the
+    workflow's, whichever is first; a paused one's, the workflow's. (PostgreSQL keeps it in a
+    column: the leader times out or wakes what no node holds.)"""
+    if rec.wait is not None:
+        due = [ts for ts in (rec.wait.deadline, rec.deadline) if ts is not None]
+        return min(due) if due else None
+    if rec.status == "paused":
+        return rec.deadline
+    return None
 
 
 @dataclass(slots=True)
@@ -147,6 +168,7 @@ class _Rows:
     idempotency: list[tuple[Any, ...]] = field(default_factory=list)
     deliveries: list[tuple[Any, ...]] = field(default_factory=list)
     statements: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
+    artifact_uses: list[tuple[str, str, str, str]] = field(default_factory=list)
 
     def add(self, write: Write) -> None:
         execution_id = write.execution_id
@@ -166,6 +188,9 @@ class _Rows:
             self.deliveries.extend((d.url, d.body, dumps(d.headers), now, now)
                                    for d in write.deliveries)
         self.statements.extend(write.statements)
+        self.artifact_uses.extend((user, role, created_at, artifact_id)
+                                  for user, artifact_id, role, created_at
+                                  in write.artifact_uses)
 
 
 def _array(rows: Sequence[bytes]) -> str:
@@ -466,6 +491,8 @@ def _transaction(conn: sqlite3.Connection, writes: list[Write]) -> None:
                 conn.executemany(sql, params)
         for sql, one in rows.statements:
             conn.execute(sql, one)
+        if rows.artifact_uses:  # after the statements: they may insert the artifact
+            conn.executemany(_INSERT_ARTIFACT_USE, rows.artifact_uses)
         conn.execute("COMMIT")
     except BaseException:
         with contextlib.suppress(Exception):
