@@ -283,7 +283,7 @@ class Chaos:
         async with gate:
             answer = await self.call(
                 "GET", f"{API}/executions/{item.execution_id}/events?after={item.after}"
-                       "&limit=1000")
+                       "&limit=500")
             if answer is None:
                 return
             status, doc = answer
@@ -414,7 +414,7 @@ class Chaos:
         events: list[dict[str, Any]] = []
         while True:  # pages after the last seq read, not after a count: a gap must not hide
             after = int(events[-1]["seq"]) if events else 0
-            _, page = await self._get(f"{base}/events?after={after}&limit=1000")
+            _, page = await self._get(f"{base}/events?after={after}&limit=500")
             events.extend(page["items"])
             if len(page["items"]) < 1000:
                 break

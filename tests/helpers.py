@@ -67,9 +67,20 @@ async def wait_for_event(client: TestClient[Any, Any], execution_id: str, event_
 
 
 async def events(client: TestClient[Any, Any], execution_id: str) -> list[dict[str, Any]]:
-    data = await get_json(client, f"{API}/executions/{execution_id}/events?limit=1000")
-    items: list[dict[str, Any]] = data["items"]
-    return items
+    """Every persisted event of the execution, page after page."""
+    return await pages(client, f"{API}/executions/{execution_id}/events")
+
+
+async def pages(client: TestClient[Any, Any], path: str) -> list[dict[str, Any]]:
+    """Every item of a paged route that continues with `after=` (events, logs)."""
+    items: list[dict[str, Any]] = []
+    after = "0"
+    while True:
+        data = await get_json(client, f"{path}?after={after}&limit=500")
+        items.extend(data["items"])
+        if data["next_cursor"] is None:
+            return items
+        after = data["next_cursor"]
 
 
 def assert_gapless(items: list[dict[str, Any]]) -> None:

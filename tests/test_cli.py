@@ -168,8 +168,8 @@ def test_reading_commands(live_server: LiveServer, capsys: pytest.CaptureFixture
         (["status", execution_id], f"{base}/status/live", "completed"),
         (["list", "--label", "kind:talk"], "/api/v1/executions?limit=20&label=kind:talk",
          execution_id),
-        (["events", execution_id], f"{base}/events?limit=1000", "workflow_completed"),
-        (["logs", execution_id], f"{base}/logs?limit=1000", "second"),
+        (["events", execution_id], f"{base}/events?limit=500", "workflow_completed"),
+        (["logs", execution_id], f"{base}/logs?limit=500", "second"),
     ):
         code, out, _ = cli(capsys, *argv, "--url", live_server.url)
         assert code == 0, argv

@@ -133,7 +133,7 @@ async def test_sigkill_mid_load_loses_nothing(tmp_path: Path,
         await _wait_all(session, server, 20, "completed")
         for execution_id in ids:
             data = await _json(session, f"{server.url}{API}/executions/{execution_id}/events"
-                                        "?limit=1000")
+                                        "?limit=500")
             items = data["items"]
             assert_gapless(items)
             types = Counter(e["type"] for e in items)

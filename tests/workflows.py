@@ -592,3 +592,11 @@ async def shake(ctx: Context) -> None:
         await release(name).wait()  # the write of this cycle's start is refused meanwhile
         raise RuntimeError("the first attempt fails")
     ctx.state["attempt"] = ctx.attempt
+
+
+namesake_logger = Workflow("namesake-logger", title="Logs fields named like the engine's")
+
+
+@namesake_logger.step
+async def tell(ctx: Context) -> None:
+    ctx.log("hello", step="download", cycle=7, message="m", execution_id="x")

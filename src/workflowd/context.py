@@ -196,7 +196,7 @@ class Context:
         if self._open:
             self.decisions.append((str(name), outcome))
 
-    def log(self, message: str, **fields: Any) -> None:
+    def log(self, message: str, /, **fields: Any) -> None:
         """Write a line to the execution's log (`GET .../logs`), kept as it comes."""
         if not self._open:
             return

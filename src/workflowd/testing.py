@@ -242,7 +242,7 @@ class WorkflowEnvironment:
         return await self.client.steps(_id(run))
 
     async def logs(self, run: Run) -> list[LogLine]:
-        return (await self.client.logs(_id(run), limit=1000)).items
+        return await self.client.all_logs(_id(run))
 
     async def _why(self, execution_id: str) -> str:
         execution = await self.client.get(execution_id)

@@ -108,7 +108,7 @@ async def stored_events(client: TestClient[Any, Any], execution_id: str) -> list
     items: list[dict[str, Any]] = []
     while True:
         page = await get_json(client, f"{API}/executions/{execution_id}/events"
-                                      f"?after={len(items)}&limit=1000")
+                                      f"?after={len(items)}&limit=500")
         items.extend(page["items"])
         if len(page["items"]) < 1000:
             return items

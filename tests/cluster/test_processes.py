@@ -140,7 +140,7 @@ async def _submit(session: aiohttp.ClientSession, node: Node, workflow: str,
 
 async def _events(session: aiohttp.ClientSession, node: Node,
                   execution_id: str) -> list[dict[str, Any]]:
-    data = await _json(session, f"{node.url}{API}/executions/{execution_id}/events?limit=1000")
+    data = await _json(session, f"{node.url}{API}/executions/{execution_id}/events?limit=500")
     items: list[dict[str, Any]] = data["items"]
     return items
 

@@ -225,7 +225,7 @@ class Lifecycle(RuleBasedStateMachine):
         for _ in range(50):
             before = await self._live(execution_id)
             record = await self._json(f"{API}/executions/{execution_id}")
-            items = (await self._json(f"{API}/executions/{execution_id}/events?limit=1000"))[
+            items = (await self._json(f"{API}/executions/{execution_id}/events?limit=500"))[
                 "items"]
             after = await self._live(execution_id)
             if before == after and after["seq"] == len(items):
@@ -398,7 +398,7 @@ class Lifecycle(RuleBasedStateMachine):
         live = await self._live(known.execution_id)
         if live["status"] != "running" or (live["current_step"] or {}).get("name") != "work":
             return None
-        items = (await self._json(f"{API}/executions/{known.execution_id}/events?limit=1000"))[
+        items = (await self._json(f"{API}/executions/{known.execution_id}/events?limit=500"))[
             "items"]
         started = [e for e in items if e["type"] == "step_started" and e["step"] == "work"]
         callback: dict[str, str] = started[-1]["callback"]

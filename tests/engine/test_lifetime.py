@@ -18,6 +18,7 @@ from tests.helpers import (
     assert_gapless,
     events,
     get_json,
+    pages,
     submit,
     wait_for_event,
     wait_for_status,
@@ -42,9 +43,7 @@ async def _steps(client: Client, execution_id: str) -> list[dict[str, Any]]:
 
 
 async def _logs(client: Client, execution_id: str) -> list[dict[str, Any]]:
-    data = await get_json(client, f"{API}/executions/{execution_id}/logs?limit=1000")
-    items: list[dict[str, Any]] = data["items"]
-    return items
+    return await pages(client, f"{API}/executions/{execution_id}/logs")
 
 
 async def _metric(client: Client, name: str) -> float:
@@ -211,17 +210,17 @@ async def test_log_lines_are_visible_while_the_step_runs(client: Client) -> None
 
 
 async def test_log_lines_are_bounded_per_cycle(client: Client, log_watch: LogWatch) -> None:
-    """Past MAX_LOG_LINES a cycle's lines are dropped, and the last kept line says so."""
+    """Past MAX_LOG_LINES a cycle's lines are dropped, and one line more says so."""
     execution_id = (await submit(client, "logger", input={"name": "b",
                                                           "lines": MAX_LOG_LINES + 50})
                     )["execution_id"]
     workflows.release("b").set()
     assert (await wait_for_status(client, execution_id, *TERMINAL))["status"] == "completed"
     lines = await _logs(client, execution_id)
-    assert len(lines) == MAX_LOG_LINES
+    assert len(lines) == MAX_LOG_LINES + 1
     assert "dropped" in lines[-1]["message"]
-    assert lines[-2]["message"] == f"line {MAX_LOG_LINES - 3}"
-    assert len(log_watch.find("step_log", execution_id=execution_id)) == MAX_LOG_LINES
+    assert lines[-2]["message"] == f"line {MAX_LOG_LINES - 2}"
+    assert len(log_watch.find("step_log", execution_id=execution_id)) == MAX_LOG_LINES + 1
 
 
 # ---- a task that dies of a bug ---------------------------------------------------------------
@@ -248,3 +247,13 @@ async def test_a_runner_that_dies_of_a_bug_ends_failed_internal_error(
     _one_terminal(items, "workflow_failed")
     assert await _metric(client, "workflowd_executions_running") == 0
     assert log_watch.find("runner_crashed", execution_id=execution_id)
+
+
+async def test_log_fields_may_be_named_like_the_engines(client: Client) -> None:
+    """`ctx.log(..., step=..., cycle=...)`: the step's own fields are kept as given, and the
+    step does not fail for naming them like the engine's."""
+    execution_id = (await submit(client, "namesake-logger"))["execution_id"]
+    assert (await wait_for_status(client, execution_id, *TERMINAL))["status"] == "completed"
+    lines = await _logs(client, execution_id)
+    assert [(line["step"], line["fields"]) for line in lines] == [
+        ("tell", {"step": "download", "cycle": 7, "message": "m", "execution_id": "x"})]

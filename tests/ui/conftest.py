@@ -66,7 +66,7 @@ class Dashboard:
         return execution_id
 
     async def events(self, execution_id: str) -> list[dict[str, Any]]:
-        page = await self.call("GET", f"{API}/executions/{execution_id}/events?limit=1000",
+        page = await self.call("GET", f"{API}/executions/{execution_id}/events?limit=500",
                                expect=200)
         items: list[dict[str, Any]] = page["items"]
         return items

@@ -63,7 +63,7 @@ class ListQuery(_Query):
 
 class PageQuery(_Query):
     after: int = Field(default=0, ge=0, le=SQL_INT_MAX)
-    limit: int = Field(default=100, ge=1, le=1000)
+    limit: int = Field(default=100, ge=1, le=500)
 
 
 def _encode_cursor(num: int) -> str:

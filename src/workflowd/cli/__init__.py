@@ -106,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
         cmd = client(name, help_)
         cmd.add_argument("id", metavar="ID")
         cmd.add_argument("--after", type=int, default=0, metavar="SEQ")
-        cmd.add_argument("--limit", type=int, default=None if name == "events" else 1000)
+        cmd.add_argument("--limit", type=int, default=None,
+                         help="one page of at most this many (default: all of them)")
     follow = client("follow", "show an execution live until it ends")
     follow.add_argument("id", metavar="ID")
     follow.add_argument("--after", type=int, default=0, metavar="SEQ",

@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
-from workflowd.answers import Event, Execution, LiveStatus, Page, WorkflowInfo
+from workflowd.answers import Event, Execution, LiveStatus, LogLine, Page, WorkflowInfo
 from workflowd.cli import render
 from workflowd.client import ApiError, Client, Snapshot, Unreachable
 
@@ -146,7 +146,10 @@ async def events(client: Client, args: argparse.Namespace, out: Out) -> int:
 
 
 async def logs(client: Client, args: argparse.Namespace, out: Out) -> int:
-    page = await client.logs(args.id, args.after, args.limit)
+    if args.limit is not None:
+        page = await client.logs(args.id, args.after, args.limit)
+    else:
+        page = Page[LogLine](items=await client.all_logs(args.id, args.after), next_cursor=None)
     out.show(page, render.log_lines(page.items))
     return DONE
 

@@ -195,7 +195,7 @@ class Client:
         """Every persisted event after seq `after`, reading page after page."""
         items: list[Event] = []
         while True:
-            page = await self.events(execution_id, after, 1000)
+            page = await self.events(execution_id, after, 500)
             items.extend(page.items)
             if page.next_cursor is None:
                 return items
@@ -205,6 +205,16 @@ class Client:
         """Lines written by `ctx.log`; `next_cursor` is the `after` of the next page."""
         return await self._get(f"{_path(execution_id)}/logs", Page[LogLine],
                                [("after", str(after)), ("limit", str(limit))])
+
+    async def all_logs(self, execution_id: str, after: int = 0) -> list[LogLine]:
+        """Every log line after `after`, reading page after page."""
+        items: list[LogLine] = []
+        while True:
+            page = await self.logs(execution_id, after, 500)
+            items.extend(page.items)
+            if page.next_cursor is None:
+                return items
+            after = int(page.next_cursor)
 
     async def result(self, execution_id: str) -> Result:
         """The result or error of a finished execution (409 `ApiError` before it ends)."""

@@ -36,7 +36,7 @@ __all__ = ["Runner", "StepTokens", "external_callback"]
 
 log = structlog.get_logger("workflowd.runner")
 
-# Lines one cycle may write with `ctx.log`; past it they are counted, and the count written.
+# Lines one cycle may write with `ctx.log`; one more line then says that the rest is dropped.
 MAX_LOG_LINES = 1000
 _INF = float("inf")
 
@@ -360,16 +360,17 @@ class Runner(ContextLink):
 
     def on_log(self, ctx: Context, message: str, fields: dict[str, Any]) -> None:
         self._lines += 1
-        if self._lines > MAX_LOG_LINES:
+        if self._lines > MAX_LOG_LINES + 1:
             return
-        if self._lines == MAX_LOG_LINES:
+        if self._lines == MAX_LOG_LINES + 1:  # one line more says that the rest is dropped
             message, fields = f"later lines of cycle {ctx.cycle} dropped (at most " \
                 f"{MAX_LOG_LINES} a cycle)", {}
         line = {"ts": utcnow(), "cycle": ctx.cycle, "step": ctx.step, "message": message,
                 "fields": fields}
         self.owner.log((ctx.execution_id, dumps(line)))
+        # The step's own fields under `fields`: they may be named like ours (`step`, `cycle`).
         log.info("step_log", execution_id=ctx.execution_id, workflow_id=ctx.workflow_id,
-                 cycle=ctx.cycle, step=ctx.step, message=message, **fields)
+                 cycle=ctx.cycle, step=ctx.step, message=message, fields=fields)
 
     def callback(self, ctx: Context) -> dict[str, str]:
         return external_callback(self.base_url, ctx.execution_id, ctx.step,

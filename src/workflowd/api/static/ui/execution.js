@@ -311,7 +311,7 @@ export function executionView(main, {id}) {
     const lines = [];
     let after = "0";
     for (;;) {
-      const page = await get(`${path}/logs?after=${after}&limit=1000`);
+      const page = await get(`${path}/logs?after=${after}&limit=500`);
       lines.push(...page.items);
       if (!page.next_cursor) return lines;
       after = page.next_cursor;
