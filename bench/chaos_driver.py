@@ -416,7 +416,7 @@ class Chaos:
             after = int(events[-1]["seq"]) if events else 0
             _, page = await self._get(f"{base}/events?after={after}&limit=500")
             events.extend(page["items"])
-            if len(page["items"]) < 1000:
+            if len(page["items"]) < 500:
                 break
         _, steps = await self._get(f"{base}/steps")
         _, live = await self._get(f"{base}/status/live")

@@ -99,6 +99,17 @@ def test_start_wait(live_server: LiveServer, capsys: pytest.CaptureFixture[str])
     assert "step_failed" in out
 
 
+def test_start_wait_past_its_timeout(live_server: LiveServer,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """`--wait --timeout S` on one that does not end in time: 1, and stderr says it is still
+    running (no traceback)."""
+    code, _, err = cli(capsys, "start", "sleeper", "--wait", "--timeout", "0.2",
+                       "--url", live_server.url)
+    assert code == 1
+    assert "still running after 0.2 s" in err
+    assert "Traceback" not in err
+
+
 def test_start_without_waiting(live_server: LiveServer,
                                capsys: pytest.CaptureFixture[str]) -> None:
     """A plain start prints the id and status at once; `--json` the 202 summary."""

@@ -149,3 +149,30 @@ async def _until_ready(http: aiohttp.ClientSession, url: str,
                 pass
             assert proc.returncode is None, "the server exited while starting"
             await asyncio.sleep(0.05)
+
+
+def test_library_lines_and_tracebacks_are_scrubbed_of_secrets() -> None:
+    """Lines of any standard-library logger (not only the ones named) and the text of their
+    tracebacks go out without a ticket or a URL's password, in JSON (a process of its own:
+    pytest holds the root logger here)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import logging\n"
+        "from workflowd.config import LoggingSettings\n"
+        "from workflowd.log import configure_logging\n"
+        "configure_logging(LoggingSettings(format='json'))\n"
+        "logging.getLogger('aiohttp.internal').warning('GET /ws?ticket=tkt-9f done')\n"
+        "logging.getLogger('asyncpg.pool').warning('postgresql://u:pw-7e@db/x failed')\n"
+        "try:\n"
+        "    raise RuntimeError('postgresql://u:pw-8d@db/x refused')\n"
+        "except RuntimeError:\n"
+        "    logging.getLogger('asyncio').exception('boom')\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=30, check=True)
+    lines = [json.loads(line) for line in done.stderr.splitlines()]
+    assert [line["logger"] for line in lines] == ["aiohttp.internal", "asyncpg.pool", "asyncio"]
+    for secret in ("tkt-9f", "pw-7e", "pw-8d"):
+        assert secret not in done.stderr
+    assert "Traceback" in lines[2]["exception"]

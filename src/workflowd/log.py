@@ -70,6 +70,9 @@ def _configure_stdlib(level: int, *, json: bool) -> None:
     root = logging.getLogger()
     if not _STDLIB and not root.handlers:
         handler = logging.StreamHandler(sys.stderr)
+        # On the handler, the filter sees every record it writes, whichever logger made it
+        # (a logger's own filters see only what is logged on that logger).
+        handler.addFilter(_FILTER)
         root.addHandler(handler)
         root.setLevel(level)
         _STDLIB.append(handler)
@@ -85,6 +88,7 @@ def _json_formatter() -> logging.Formatter:
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
+            redact_secrets,
         ],
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
                     structlog.processors.JSONRenderer()],

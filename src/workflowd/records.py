@@ -30,7 +30,6 @@ __all__ = [
     "ExecutionRecord",
     "ExecutionStatus",
     "IdempotencyRecord",
-    "LogLine",
     "Progress",
     "StepRecord",
     "StepStatus",
@@ -171,11 +170,6 @@ class Event(msgspec.Struct, frozen=True, gc=False):
     @property
     def is_terminal(self) -> bool:
         return self.type in TERMINAL_EVENTS
-
-
-class LogLine(msgspec.Struct, frozen=True, gc=False):
-    execution_id: str
-    json: bytes
 
 
 class IdempotencyRecord(msgspec.Struct, frozen=True, gc=False):

@@ -76,4 +76,8 @@ class RedactingFilter(logging.Filter):
         scrubbed = redact_text(message)
         if scrubbed != message:
             record.msg, record.args = scrubbed, None
+        if record.exc_info and not record.exc_text:
+            # A traceback's text (a URL with its password in an exception) is scrubbed too;
+            # formatters use `exc_text` once it is set.
+            record.exc_text = redact_text(logging.Formatter().formatException(record.exc_info))
         return True

@@ -138,11 +138,15 @@ async def _copy(src: sqlite3.Connection, conn: Any) -> dict[str, int]:
         counts["idempotency answers"] += len(part)
     for part in _chunks(src, "SELECT url, body, headers, attempts, next_at, status, "
                              "last_error, created_at FROM deliveries WHERE status = 'pending'"):
-        await conn.copy_records_to_table(
-            "deliveries", records=part,
-            columns=["url", "body", "headers", "attempts", "next_at", "status", "last_error",
-                     "created_at"])
-        counts["deliveries"] += len(part)
+        # Deliveries have no key of their own: one already there with the same address, body
+        # and time is this one, copied by an earlier run (sent twice would be a duplicate).
+        for row in part:
+            done = await conn.fetchval(
+                "INSERT INTO deliveries (url, body, headers, attempts, next_at, status, "
+                "last_error, created_at) SELECT $1, $2, $3, $4, $5, $6, $7, $8 WHERE NOT EXISTS "
+                "(SELECT 1 FROM deliveries WHERE url = $1 AND body = $2 AND created_at = $8) "
+                "RETURNING 1", *row)
+            counts["deliveries"] += int(done or 0)
     await _copy_data(src, conn, counts)
     return counts
 

@@ -167,7 +167,8 @@ async def test_every_route_answers_as_declared(checked: TestClient[Any, Any],
     headers = {"X-Workflowd-Token": callback["token"]}
     work = f"{API}/executions/{external['execution_id']}/steps/work"
     await _ok(await c.post(f"{work}/progress", json={"percentage": 50}, headers=headers), 202)
-    await _ok(await c.post(f"{work}/progress", json={"percentage": 50}), 403)
+    await _ok(await c.post(f"{work}/progress", json={"percentage": 50},
+                           headers={"X-Workflowd-Token": "forged"}), 403)
     await _ok(await c.post(f"{work}/complete", json={"success": True, "output": {"n": 1}},
                            headers=headers), 202)
     await wait_for_status(c, external["execution_id"], "completed")

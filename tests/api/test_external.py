@@ -101,15 +101,21 @@ async def test_external_step_times_out(client: TestClient[Any, Any]) -> None:
 
 
 async def test_wrong_token_stale_step_and_unknown_step(client: TestClient[Any, Any]) -> None:
-    """403 for a wrong token, 409 for a step not running, 404 for a step not declared."""
+    """403 for a wrong token (and for a complete without one), 409 for a step not running,
+    404 for a step not declared; with auth off, progress without a token is taken."""
     execution_id, callback = await _waiting(client)
     base = f"{API}/executions/{execution_id}/steps"
     resp = await client.post(f"{base}/work/complete", json={"success": True},
                              headers={"X-Workflowd-Token": "forged"})
     assert resp.status == 403
     assert resp.content_type == "application/problem+json"
-    resp = await client.post(f"{base}/work/progress", json={"percentage": 5})
+    resp = await client.post(f"{base}/work/complete", json={"success": True})
     assert resp.status == 403
+    resp = await client.post(f"{base}/work/progress", json={"percentage": 5},
+                             headers={"X-Workflowd-Token": "forged"})
+    assert resp.status == 403
+    resp = await client.post(f"{base}/work/progress", json={"percentage": 5})
+    assert resp.status == 202
     resp = await client.post(f"{base}/prepare/complete", json={"success": True},
                              headers={"X-Workflowd-Token": callback["token"]})
     assert resp.status == 409

@@ -57,6 +57,20 @@ async def test_submit_rate_with_auth_off_is_for_everyone(make_client: MakeClient
     await problem_of(await client.post(f"{API}/workflows/three-steps/executions", json={}), 429)
 
 
+async def test_a_replayed_submit_spends_no_rate(make_client: MakeClient) -> None:
+    """A repeat of an Idempotency-Key answers what the first answered (202 and its body), even
+    past the rate: a replay is not a new submit."""
+    client = await make_client(limits={"submits_per_minute": 1})
+    headers = {"Idempotency-Key": "once"}
+    first = await client.post(f"{API}/workflows/three-steps/executions", json={},
+                              headers=headers)
+    again = await client.post(f"{API}/workflows/three-steps/executions", json={},
+                              headers=headers)
+    assert (first.status, again.status) == (202, 202)
+    assert await first.json() == await again.json()
+    await problem_of(await client.post(f"{API}/workflows/three-steps/executions", json={}), 429)
+
+
 def test_token_bucket_refills() -> None:
     """A bucket holds a minute's submits and refills at that rate; Retry-After counts the
     seconds to the next token."""

@@ -18,6 +18,7 @@ from tests import workflows
 from tests.conftest import MakeClient
 from tests.helpers import (
     API,
+    events,
     get_json,
     live,
     problem_of,
@@ -105,13 +106,7 @@ async def next_commit(client: TestClient[Any, Any], execution_id: str,
 
 async def stored_events(client: TestClient[Any, Any], execution_id: str) -> list[dict[str, Any]]:
     """Every persisted event of the execution, paging with `after=`."""
-    items: list[dict[str, Any]] = []
-    while True:
-        page = await get_json(client, f"{API}/executions/{execution_id}/events"
-                                      f"?after={len(items)}&limit=500")
-        items.extend(page["items"])
-        if len(page["items"]) < 1000:
-            return items
+    return await events(client, execution_id)
 
 
 def assert_stream(followed: Followed, stored: list[dict[str, Any]], first: int) -> None:

@@ -3,6 +3,7 @@ and the jobs flow of the README (a JSON workflow over an uploaded text)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from tests.helpers import (
     get_json,
     problem_of,
     submit,
+    wait_for_event,
     wait_for_pause,
     wait_for_status,
     wait_for_step_event,
@@ -137,3 +139,20 @@ async def test_the_jobs_flow_of_the_readme(client: Client) -> None:
     assert trace["branch_decisions"]["size"]["outcome"] == "report"
     await problem_of(await client.post(f"{API}/workflows/word-count/executions",
                                        json={"input": {"text": {"artifact_id": "gone"}}}), 422)
+
+
+async def test_the_demo_ocr_worker_takes_only_jobs_of_a_waiting_step(client: Client) -> None:
+    """`/demo/ocr` is open (workflowd posts to it without a bearer token): a made-up job, or
+    one whose token is not that of a step waiting for its worker, is refused (403), and a
+    number it cannot read is a 4xx, never a 500."""
+    job = {"execution_id": "nope", "step": "ocr", "callback": {"token": "forged"},
+           "input": {"document": {"artifact_id": "a"}, "ocr_seconds_per_page": 10 ** 400}}
+    resp = await client.post("/demo/ocr", data=json.dumps(job))
+    assert resp.status == 403, await resp.text()
+    waiting = (await submit(client, "external-job"))["execution_id"]
+    await wait_for_event(client, waiting, "step_started")
+    resp = await client.post("/demo/ocr", data=json.dumps({**job, "execution_id": waiting,
+                                                           "step": "work"}))
+    assert resp.status == 403, await resp.text()
+    resp = await client.post("/demo/ocr", data=b"[1]")
+    assert resp.status == 400, await resp.text()

@@ -119,3 +119,25 @@ async def test_copy_takes_json_workflows_and_artifacts_along(
 
     assert await asyncio.to_thread(main, ["store", "copy", "--from", path, "--to", pg_url]) == 0
     assert "0 workflow definitions, 0 workflow versions, 0 artifacts" in capsys.readouterr().out
+
+
+async def test_a_second_copy_does_not_send_a_delivery_twice(pg_url: str, tmp_path: Path) -> None:
+    """A pending webhook delivery is copied once: a second run finds it there (deliveries
+    have no key of their own) and adds nothing, so it is not sent twice."""
+    import asyncpg
+
+    from workflowd.store import Delivery, SQLiteStore, Write
+
+    path = str(tmp_path / "workflowd.db")
+    store = await SQLiteStore.open(path)
+    await store.commit(Write(deliveries=[Delivery("http://127.0.0.1:9/hook", '{"n": 1}', {})]))
+    await store.close()
+    for _ in range(2):
+        assert await asyncio.to_thread(main, ["store", "copy", "--from", path,
+                                               "--to", pg_url]) == 0
+    conn = await asyncpg.connect(pg_url)
+    try:
+        assert await conn.fetchval(
+            "SELECT count(*) FROM deliveries WHERE url = 'http://127.0.0.1:9/hook'") == 1
+    finally:
+        await conn.close()

@@ -161,7 +161,3 @@ async def page(dashboard: Dashboard, pages: Pages) -> Page:
     return await pages.open(dashboard.url)
 
 
-def has_auth() -> bool:
-    """Whether this build has the `[auth]` settings of API.md §8 (the security branch)."""
-    return "auth" in Settings.model_fields
-

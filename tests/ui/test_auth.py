@@ -1,7 +1,5 @@
 """The dashboard with auth on (API.md §8): it asks for a token, keeps it for the tab only,
-follows over tickets, and offers only what the token's role may do.
-
-These run once the `[auth]` settings exist (the security work); until then they are skipped."""
+follows over tickets, and offers only what the token's role may do."""
 
 from __future__ import annotations
 
@@ -13,15 +11,10 @@ import pytest
 import pytest_asyncio
 from playwright.async_api import Page, expect
 
-from tests.ui.conftest import API, Dashboard, MakeDashboard, Pages, has_auth
+from tests.ui.conftest import API, Dashboard, MakeDashboard, Pages
 from tests.ui.test_accessibility import serious_violations
 
-pytestmark = [
-    pytest.mark.asyncio(loop_scope="session"),
-    pytest.mark.skipif(not has_auth(), reason="no [auth] settings in this build yet (API.md §8: "
-                                              "tokens, roles and tickets come with the security "
-                                              "work); the dashboard's side is ready for them"),
-]
+pytestmark = [pytest.mark.asyncio(loop_scope="session")]
 
 # role -> (subject, token)
 PEOPLE = {"viewer": ("vera", "tok-viewer-5b1c"), "approver": ("ana", "tok-approver-9e2f"),

@@ -11,7 +11,6 @@ no middleware at all and every caller is `anonymous`.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import math
 import secrets
@@ -28,6 +27,7 @@ from aiohttp.typedefs import Handler, Middleware
 from workflowd.api.routing import ROLES, Role, Spec, spec_of
 from workflowd.config import TokenSettings
 from workflowd.errors import ForbiddenError, RateLimitedError, UnauthorizedError
+from workflowd.tokens import hash_token, new_token
 
 __all__ = [
     "ANONYMOUS",
@@ -85,16 +85,6 @@ def identity_of(request: web.Request) -> Identity:
     route."""
     identity: Identity = request.get(IDENTITY, ANONYMOUS)
     return identity
-
-
-def new_token() -> str:
-    """A new bearer token (256 bits, URL-safe): shown once, stored only as its hash."""
-    return secrets.token_urlsafe(32)
-
-
-def hash_token(token: str) -> str:
-    """What `[[auth.tokens]] sha256` holds: the lowercase hex SHA-256 of the token's UTF-8."""
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 class TokenTable:

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from workflowd import answers as A
 from workflowd.api.executions import _live_answer
-from workflowd.api.idempotency import answer_once
+from workflowd.api.idempotency import IDEMPOTENCY_KEY, answer_once
 from workflowd.api.keys import SCHEDULER
 from workflowd.api.routing import Routes
 from workflowd.engine import Remember
@@ -28,19 +28,22 @@ async def _steer(request: web.Request, action: str, act: Act, **extra: Any) -> w
                              lambda remember: act(execution_id, remember))
 
 
-@routes.post(f"{BASE}/pause", role="submitter", answers={202: A.Paused, 409: None},
+@routes.post(f"{BASE}/pause", role="submitter", answers={202: A.Paused, 409: A.Problem},
+             headers=IDEMPOTENCY_KEY,
              summary="Pause an execution after the cycle under way commits")
 async def pause(request: web.Request) -> web.Response:
     return await _steer(request, "pause", request.app[SCHEDULER].pause, pause_requested=True)
 
 
-@routes.post(f"{BASE}/resume", role="submitter", answers={202: A.Resumed, 409: None},
+@routes.post(f"{BASE}/resume", role="submitter", answers={202: A.Resumed, 409: A.Problem},
+             headers=IDEMPOTENCY_KEY,
              summary="Let a paused or manual execution run on by itself")
 async def resume(request: web.Request) -> web.Response:
     return await _steer(request, "resume", request.app[SCHEDULER].resume, resumed=True)
 
 
-@routes.post(f"{BASE}/step", role="submitter", answers={202: A.Stepped, 409: None},
+@routes.post(f"{BASE}/step", role="submitter", answers={202: A.Stepped, 409: A.Problem},
+             headers=IDEMPOTENCY_KEY,
              summary="Run the next step of a paused execution, then pause again")
 async def step(request: web.Request) -> web.Response:
     return await _steer(request, "step", request.app[SCHEDULER].step, stepped=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote
@@ -13,11 +14,11 @@ import aiohttp
 import structlog
 from aiohttp import web
 
-from workflowd.api.keys import ARTIFACTS, SETTINGS
+from workflowd.api.keys import ARTIFACTS, SCHEDULER, SETTINGS
 from workflowd.api.parsing import json_response
 from workflowd.api.routing import Routes
 from workflowd.codec import loads
-from workflowd.errors import BadRequestError
+from workflowd.errors import BadRequestError, ForbiddenError, UnknownExecutionError
 from workflowd.examples.pdftext import page_texts
 from workflowd.records import API_PREFIX
 
@@ -40,7 +41,7 @@ async def demo_ctx(app: web.Application) -> AsyncIterator[None]:
         await asyncio.wait(jobs, timeout=5.0)
 
 
-@routes.post("/demo/ocr", role="public", internal=True, answers={202: None},
+@routes.post("/demo/ocr", role="public", internal=True, answers={202: None, 403: None},
              summary="An OCR-like worker for the document-pipeline example")
 async def ocr(request: web.Request) -> web.Response:
     """Takes the job workflowd posts for an external step and does it in the background, as
@@ -54,8 +55,10 @@ async def ocr(request: web.Request) -> web.Response:
         document = job["input"]["document"]["artifact_id"]
     except (ValueError, KeyError, TypeError) as exc:
         raise BadRequestError(f"not a job of an external step: {exc!r}") from None
-    delay = job["input"].get("ocr_seconds_per_page", 0.5)
-    delay = min(max(float(delay), 0.0), 5.0) if isinstance(delay, int | float) else 0.5
+    # Open to anyone (workflowd posts it without a bearer token), so only a job whose token
+    # is the one of a step waiting for its worker is taken.
+    await _check_waiting(request, execution_id, step, token)
+    delay = _seconds(job["input"].get("ocr_seconds_per_page", 0.5))
     base = (f"{request.app[SETTINGS].server.base_url()}{API_PREFIX}/executions/"
             f"{quote(execution_id, safe='')}/steps/{quote(step, safe='')}")
     task = asyncio.create_task(_ocr(request.app, base, token, str(document), delay),
@@ -64,6 +67,28 @@ async def ocr(request: web.Request) -> web.Response:
     jobs.add(task)
     task.add_done_callback(jobs.discard)
     return json_response({"accepted": True}, 202)
+
+
+async def _check_waiting(request: web.Request, execution_id: str, step: str,
+                         token: str) -> None:
+    try:
+        rec = await request.app[SCHEDULER].get(execution_id)
+    except UnknownExecutionError:
+        raise ForbiddenError("not a job of a step waiting for its worker") from None
+    wait, record = rec.wait, rec.step
+    if wait is None or wait.kind != "external" or record is None or record.name != step \
+            or not hmac.compare_digest(token.encode(), (wait.token or "").encode()):
+        raise ForbiddenError("not a job of a step waiting for its worker")
+
+
+def _seconds(value: Any) -> float:
+    """Seconds a page takes, within 0 to 5 (0.5 for anything that is not a number)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return 0.5
+    try:
+        return min(max(float(value), 0.0), 5.0)
+    except (OverflowError, ValueError):
+        return 0.5
 
 
 async def _ocr(app: web.Application, base: str, token: str, artifact_id: str,

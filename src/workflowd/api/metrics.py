@@ -186,7 +186,8 @@ def _engine(m: Metrics) -> Iterator[Metric]:
         yield events
     for name, what, histograms in (
         ("workflowd_cycle_duration_seconds",
-         "Seconds from a cycle's start to its commit, by workflow (steps run in the process).",
+         "Seconds a cycle's step ran, all its attempts and retries, by workflow (steps run in "
+         "the process).",
          tally.cycles),
         ("workflowd_step_duration_seconds",
          "Seconds a step's attempts took, by workflow (approvals left out).", tally.steps),

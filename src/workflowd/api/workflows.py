@@ -16,6 +16,7 @@ from workflowd.api.parsing import json_response, parse_body, parse_query
 from workflowd.api.routing import Routes
 from workflowd.api.views import execution_view, links, summary, workflow_view
 from workflowd.codec import dumps
+from workflowd.engine import Remember
 from workflowd.errors import UnknownWorkflowError, ValidationProblem
 from workflowd.models import SubmitBody
 from workflowd.outbound import OutboundRefused
@@ -80,18 +81,21 @@ async def submit(request: web.Request) -> web.Response:
             raise ValidationProblem(f"body.callback_url: refused: {exc}", [
                 {"loc": ["body", "callback_url"], "msg": f"refused: {exc}"}]) from None
     subject = identity_of(request).subject
-    request.app[SUBMIT_RATE].take(subject)
-    named = await check_input_artifacts(request, body.input) \
-        if b"artifact_id" in await request.read() else []
     scheduler = request.app[SCHEDULER]
-    response = await answer_once(
-        request, f"submit:{workflow_id}", _submitted,
-        lambda remember: scheduler.submit(
+
+    async def act(remember: Remember | None) -> ExecutionRecord:
+        # Inside `answer_once`: a replay of an Idempotency-Key answers what the first did,
+        # spending no rate and checking nothing again.
+        request.app[SUBMIT_RATE].take(subject)
+        named = await check_input_artifacts(request, body.input) \
+            if b"artifact_id" in await request.read() else []
+        return await scheduler.submit(
             workflow_id, input=body.input, priority=body.priority, labels=body.labels,
             require_approval=body.require_approval, callback_url=callback_url,
             submitted_by=subject, remember=remember, mode=body.mode, workflow=wf,
-            artifacts=named),
-    )
+            artifacts=named)
+
+    response = await answer_once(request, f"submit:{workflow_id}", _submitted, act)
     if query.wait <= 0 or response.status != 202 or body.mode == "manual":
         return response  # a manual one waits for its `step` calls: no use waiting here
     location = response.headers["Location"]

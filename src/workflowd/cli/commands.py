@@ -92,7 +92,15 @@ async def start(client: Client, args: argparse.Namespace, out: Out) -> int:
                               highlight=False)
         return await _follow(client, summary.execution_id, 0, out)
     if args.wait:
-        status = await client.wait(summary.execution_id, args.timeout)
+        try:
+            status = await client.wait(summary.execution_id, args.timeout)
+        except TimeoutError:
+            # Not completed (1), as for one that ended otherwise; it runs on in the service.
+            live = await client.status(summary.execution_id)
+            out.errors.print(f"workflowd: {summary.execution_id} is still {live.status} after "
+                             f"{args.timeout:g} s (it goes on running)", markup=False,
+                             highlight=False)
+            return ENDED_OTHERWISE
         return await _ended(client, status, out)
     out.show(summary, Text.assemble(
         summary.execution_id, " ", summary.workflow_id, " ", render.status_text(summary.status)))

@@ -3,11 +3,11 @@ create` (a bearer token and the config lines that hold its hash)."""
 
 from __future__ import annotations
 
-import hashlib
 import json
-import secrets
 import sys
 from pathlib import Path
+
+from workflowd.tokens import hash_token, new_token
 
 __all__ = ["FLOWS", "ROLES", "config_text", "init", "token_create"]
 
@@ -104,8 +104,8 @@ def token_create(subject: str, role: str, *, as_json: bool = False) -> int:
     if not subject.strip():
         print("workflowd: --subject must not be empty", file=sys.stderr)  # noqa: T201
         return 2
-    token = "wd_" + secrets.token_urlsafe(32)
-    digest = hashlib.sha256(token.encode("utf-8")).hexdigest()
+    token = new_token()
+    digest = hash_token(token)
     if as_json:
         print(json.dumps({"token": token, "subject": subject, "role": role,  # noqa: T201
                           "sha256": digest}))

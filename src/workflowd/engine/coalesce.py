@@ -32,12 +32,6 @@ class Coalescer(Generic[T]):
         if self._timer is None:
             self._timer = loop.call_at(due, self.flush)
 
-    def reset(self) -> None:
-        """Start afresh (a new step): drop what is held; the next push goes out at once."""
-        self.cancel()
-        self._held = None
-        self._last = float("-inf")
-
     def flush(self) -> None:
         """Emit the held item now, if any."""
         self.cancel()

@@ -40,7 +40,7 @@ from workflowd.store import Delivery, StoreClosedError
 if TYPE_CHECKING:
     from workflowd.engine.runner import Runner
 
-__all__ = ["Owner", "Superseded"]
+__all__ = ["Owner", "Superseded", "retrieve"]
 
 log = structlog.get_logger("workflowd.owner")
 
@@ -201,7 +201,7 @@ class Owner:
         if not held:
             if logs:
                 self._last = self._ledger.write_logs(logs)
-                self._last.add_done_callback(_retrieve)
+                self._last.add_done_callback(retrieve)
             return self._last if logs else None
         change = held[0] if len(held) == 1 else T.merge(held)
         rec = change.record
@@ -273,10 +273,10 @@ class Owner:
         if future is None:
             self.arm()  # woken early (a clock step): look again later
         else:
-            future.add_done_callback(_retrieve)
+            future.add_done_callback(retrieve)
 
 
-def _retrieve(future: asyncio.Future[None]) -> None:
+def retrieve(future: asyncio.Future[None]) -> None:
     # Writes nobody awaits still have their failure read (the writer logged it).
     if not future.cancelled():
         future.exception()

@@ -1,9 +1,10 @@
 """The runner: one execution's cycle loop, run as one tracked asyncio task.
 
 A cycle picks the step, runs it under its timeouts with retries, and has its owner commit the
-snapshot, the step record and the cycle's events in one write before the next cycle starts.
-A gate or an outside worker ends the task (nothing waits in memory); what decides the wait
-starts a new runner. Every record is made by a transition, applied by the owner.
+snapshot, the step record and the cycle's events in one write before the next step runs.
+A wait ends the task (a gate, an outside worker, a durable sleep, a pause: nothing waits in
+memory); what ends the wait starts a new runner. Every record is made by a transition, applied
+by the owner.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from workflowd.context import Context, ContextLink, ProgressReport, SleepRequest
 from workflowd.definitions import Done, Goto, Sleep, StepDef, Workflow
 from workflowd.engine import transitions as T
 from workflowd.engine.artifacts import ArtifactStore, StepArtifacts
-from workflowd.engine.owner import Make, Owner, Remember, Superseded
+from workflowd.engine.owner import Make, Owner, Remember, Superseded, retrieve
 from workflowd.errors import InvalidTransitionError, StoreUnavailableError
 from workflowd.records import API_PREFIX, ErrorInfo, ExecutionRecord
 from workflowd.store import Delivery
@@ -424,7 +425,7 @@ class Runner(ContextLink):
         """Apply a change, held for the loop's next turn (or the next write made at once)."""
         future = self.owner.apply(make, flush=bool(deliveries), by=self, deliveries=deliveries)
         if future is not None:
-            future.add_done_callback(_retrieve)
+            future.add_done_callback(retrieve)
 
     def _seconds_left(self) -> float:
         if self._end_at == _INF:
@@ -447,10 +448,3 @@ def external_callback(base_url: str, execution_id: str, step: str, token: str) -
     base = f"{base_url}{API_PREFIX}/executions/{execution_id}/steps/{step}"
     return {"progress_url": f"{base}/progress", "complete_url": f"{base}/complete",
             "token": token}
-
-
-def _retrieve(future: asyncio.Future[None]) -> None:
-    # Writes nobody awaits still have their failure read (the owner went back on it).
-    if not future.cancelled():
-        future.exception()
-

@@ -27,7 +27,7 @@ from workflowd.engine.catalog import Catalog
 from workflowd.engine.hub import Hub
 from workflowd.engine.ledger import Ledger
 from workflowd.engine.outbox import Outbox
-from workflowd.engine.owner import Owner, Remember
+from workflowd.engine.owner import Owner, Remember, retrieve
 from workflowd.engine.runner import Runner, StepTokens
 from workflowd.engine.tally import Tally
 from workflowd.errors import (
@@ -529,7 +529,7 @@ class Scheduler:
             output=answer.get("output"), now=utcnow(),
             error=ErrorInfo(code="step_failed", message=str(error)) if error else None))
         if future is not None:
-            future.add_done_callback(lambda f: f.cancelled() or f.exception())
+            future.add_done_callback(retrieve)
 
     # ---- in a cluster (engine.cluster) ----------------------------------------------------------
 
@@ -686,7 +686,7 @@ class Scheduler:
                     loaded=owner.wf.version if owner.wf else None, why=error.message)
         future = owner.apply(lambda r: T.ended(r, "failed", error, utcnow()))
         if future is not None:
-            future.add_done_callback(lambda f: f.cancelled() or f.exception())
+            future.add_done_callback(retrieve)
 
     def _fail_internal(self, owner: Owner, exc: BaseException, retry_in: float = 0.5) -> None:
         """A task that died of a bug ends its execution `failed`, never left `running`: when

@@ -48,10 +48,12 @@ __all__ = [
     "external_progress",
     "gate_entered",
     "handed_over",
+    "merge",
     "pause_requested",
     "paused",
     "progressed",
     "rejected",
+    "requeued",
     "resumed",
     "retrying",
     "sleep_entered",
@@ -210,7 +212,7 @@ def progressed(rec: ExecutionRecord, report: ProgressReport, now: str) -> Change
 def retrying(rec: ExecutionRecord, attempt: int, error: ErrorInfo, now: str) -> Change | None:
     """Attempt `attempt` of the step in flight failed; the next one follows. None when no step
     is in flight: its start was lost with a write the store refused, and the cycle runs again
-    once its end is to be committed (`Runner._commit`), so there is nothing to record."""
+    once its end is to be applied (`Runner._apply_end`), so there is nothing to record."""
     step = rec.step
     if step is None or rec.is_terminal:
         return None
