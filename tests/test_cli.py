@@ -384,3 +384,20 @@ def test_serve_refuses_a_bad_configuration(tmp_path: Path,
     code, _, err = cli(capsys, "serve", "--config", str(bad))
     assert code == 2
     assert "prot" in err
+
+
+def test_client_options_before_or_after_the_command(
+        live_server: LiveServer, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--url` and `--json` may come before the command as well as after it, and labels take
+    `KEY=VALUE` or `KEY:VALUE` for `start` and `list` alike."""
+    code, out, _ = cli(capsys, "--url", live_server.url, "--json", "workflows")
+    assert code == 0
+    assert "three-steps" in {item["id"] for item in json.loads(out)["items"]}
+    code, out, _ = cli(capsys, "--url", live_server.url, "start", "three-steps",
+                       "--label", "side:before", "--json")
+    assert code == 0
+    execution_id = json.loads(out)["execution_id"]
+    code, out, _ = cli(capsys, "list", "--label", "side=before", "--json",
+                       "--url", live_server.url)
+    assert code == 0
+    assert [item["execution_id"] for item in json.loads(out)["items"]] == [execution_id]

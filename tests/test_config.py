@@ -49,8 +49,12 @@ def test_shipped_config_toml_loads_and_shows_the_defaults() -> None:
         data = tomllib.load(f)
     assert set(data) == set(Settings.model_fields)
     assert data.pop("webhooks") == []
+    # Tables of tables the user adds after their section (`[[auth.tokens]]`) are shown as a
+    # commented example: a `tokens = []` there would clash with the first one added.
+    added_after = {"auth": {"tokens"}}
     for section, values in data.items():
-        assert set(values) == set(type(getattr(defaults, section)).model_fields), section
+        declared = set(type(getattr(defaults, section)).model_fields)
+        assert set(values) == declared - added_after.get(section, set()), section
 
 
 def test_file_values_override_defaults(tmp_path: Path) -> None:

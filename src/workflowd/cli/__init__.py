@@ -32,27 +32,43 @@ def _json_object(text: str) -> dict[str, Any]:
     return value
 
 
-def _pair(separator: str) -> Any:
-    def parse(text: str) -> tuple[str, str]:
-        key, sep, value = text.partition(separator)
-        if not sep or not key:
-            raise argparse.ArgumentTypeError(f"expected KEY{separator}VALUE, got {text!r}")
-        return key, value
+def _label(text: str) -> tuple[str, str]:
+    """`KEY=VALUE` or `KEY:VALUE` alike (a label's key holds neither character)."""
+    cut = min((i for i in (text.find("="), text.find(":")) if i >= 0), default=-1)
+    if cut <= 0:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE (or KEY:VALUE), got {text!r}")
+    return text[:cut], text[cut + 1:]
 
-    return parse
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+
+
+def _add_client_options(parser: argparse.ArgumentParser) -> None:
+    """`--url`, `--token`, `--json`, before the command or after it alike. Not given, they are
+    left unset here (a subcommand's default would overwrite what was given before it) and
+    filled in by `_client_defaults`."""
+    group = parser.add_argument_group("server")
+    group.add_argument("--url", default=argparse.SUPPRESS,
+                       help=f"the service's address (env WORKFLOWD_URL; default {DEFAULT_URL})")
+    group.add_argument("--token", default=argparse.SUPPRESS,
+                       help="a bearer token (env WORKFLOWD_TOKEN)")
+    group.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                       help="print the API's own answer as JSON (one document) instead")
 
 
 def _client_options() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    group = common.add_argument_group("server")
-    group.add_argument("--url", default=os.environ.get("WORKFLOWD_URL") or
-                       "http://127.0.0.1:8080",
-                       help="the service's address (env WORKFLOWD_URL; default %(default)s)")
-    group.add_argument("--token", default=os.environ.get("WORKFLOWD_TOKEN"),
-                       help="a bearer token (env WORKFLOWD_TOKEN)")
-    group.add_argument("--json", action="store_true",
-                       help="print the API's own answer as JSON (one document) instead")
+    _add_client_options(common)
     return common
+
+
+def _client_defaults(args: argparse.Namespace) -> None:
+    if not hasattr(args, "url"):
+        args.url = os.environ.get("WORKFLOWD_URL") or DEFAULT_URL
+    if not hasattr(args, "token"):
+        args.token = os.environ.get("WORKFLOWD_TOKEN")
+    if not hasattr(args, "json"):
+        args.json = False
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="exit codes: 0 done, 1 the execution ended other than completed (--wait, "
                "--follow), 2 usage or a 4xx answer, 3 server unreachable or failing")
     parser.add_argument("--version", action="version", version=f"workflowd {__version__}")
+    _add_client_options(parser)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve = commands.add_parser("serve", help="run the service")
     serve.add_argument("--config", help="path to config.toml (default: ./config.toml if any)")
@@ -75,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--input", type=_json_object, default={}, metavar="JSON",
                        help="the input, a JSON object")
     start.add_argument("--priority", type=int, default=0)
-    start.add_argument("--label", type=_pair("="), action="append", metavar="KEY=VALUE")
+    start.add_argument("--label", type=_label, action="append", metavar="KEY=VALUE")
     start.add_argument("--require-approval", action="store_true",
                        help="wait for an approval before the first step")
     start.add_argument("--idempotency-key", metavar="KEY")
@@ -90,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     listing = client("list", "executions, newest first")
     listing.add_argument("--workflow", metavar="WORKFLOW")
     listing.add_argument("--status", choices=STATUSES)
-    listing.add_argument("--label", type=_pair(":"), action="append", metavar="KEY:VALUE")
+    listing.add_argument("--label", type=_label, action="append", metavar="KEY=VALUE")
     listing.add_argument("--limit", type=int, default=20)
     listing.add_argument("--cursor")
     approve = client("approve", "approve an execution waiting for it")
@@ -136,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # usage errors (2), --help and --version (0)
         return exc.code if isinstance(exc.code, int) else 2
+    _client_defaults(args)
     if args.command == "serve":
         from workflowd.cli.serve import serve
 
