@@ -7,9 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
-import heapq
-import itertools
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, Literal
@@ -22,6 +20,7 @@ from workflowd.config import EngineSettings
 from workflowd.context import ProgressReport
 from workflowd.definitions import Workflow
 from workflowd.engine import transitions as T
+from workflowd.engine.admission import Admission
 from workflowd.engine.artifacts import ArtifactStore
 from workflowd.engine.catalog import Catalog
 from workflowd.engine.hub import Hub
@@ -34,7 +33,6 @@ from workflowd.errors import (
     ForbiddenError,
     InvalidTransitionError,
     NotReadyError,
-    QueueFullError,
     StoreUnavailableError,
     UnknownExecutionError,
     UnknownStepError,
@@ -83,15 +81,7 @@ class Scheduler:
         self.ready = False
         self._accepting = False
         self._draining = False
-        self._heap: list[tuple[int, int, str]] = []
-        # Queued executions, each with the subject that submitted it, and counted by subject
-        # (`max_queued_per_subject`; 0: no limit).
-        self._queued: dict[str, str] = {}
-        self._queued_by: Counter[str] = Counter()
-        self._reserved_by: Counter[str] = Counter()
-        self.max_queued_per_subject = max_queued_per_subject
-        self._arrival = itertools.count()
-        self._reserved = 0
+        self._queue = Admission(settings.max_queued, max_queued_per_subject)
         self._cut_off: set[asyncio.Task[None]] = set()  # runners that ignored a cancel
         # On a store that several nodes share: leases, requests and events across nodes
         # (engine.cluster). None on SQLite, where this node owns every execution.
@@ -102,7 +92,7 @@ class Scheduler:
 
     @property
     def queued(self) -> int:
-        return len(self._queued)
+        return len(self._queue)
 
     @property
     def running(self) -> int:
@@ -178,7 +168,7 @@ class Scheduler:
         one frees (committed before the service is ready)."""
         now = utcnow()
         futures = []
-        for execution_id in list(self._queued):
+        for execution_id in self._queue.ids():
             owner = self.owners.get(execution_id)
             if owner is not None and owner.runner is None \
                     and owner.committed.status == "running" and owner.head is owner.committed:
@@ -242,16 +232,11 @@ class Scheduler:
         # In a cluster a new execution is this node's at once only if it can run it now;
         # else any node with room claims it.
         claim = self.cluster is None or (rec.status == "queued" and self.cluster.room() > 0)
-        self._reserved += 1
-        self._reserved_by[submitted_by] += 1
-        try:
+        with self._queue.reserved(submitted_by):
             await self.ledger.write(rec, change.events, change.steps, base_seq=0,
                                     idempotency=remember(rec) if remember else None,
                                     artifact_uses=uses,
                                     claim=claim and self.cluster is not None)
-        finally:
-            self._reserved -= 1
-            _decrement(self._reserved_by, submitted_by)
         self.ledger.tally.added(wf.id, rec.status)
         log.info("execution_submitted", execution_id=rec.execution_id, workflow_id=wf.id,
                  status=rec.status, cycle=0)
@@ -335,7 +320,7 @@ class Scheduler:
         rec = await self._apply(owner, lambda rec: T.pause_requested(rec, utcnow(),
                                                                      at_once=at_once), remember)
         if rec.status == "paused":
-            self._dequeue(execution_id)
+            self._queue.remove(execution_id)
         return rec
 
     async def resume(self, execution_id: str, remember: Remember | None = None,
@@ -488,7 +473,7 @@ class Scheduler:
         if rec.is_terminal:
             owner.close()
             self.owners.pop(execution_id, None)
-            self._dequeue(execution_id)
+            self._queue.remove(execution_id)
             self.held.discard(execution_id)
             finished = self.finished
             finished[execution_id] = rec
@@ -498,7 +483,7 @@ class Scheduler:
             # The commit gave the lease up (nobody holds a waiting execution); its task ends.
             self.release(owner, cancel=False)
         elif rec.status == "queued" and owner.runner is None \
-                and execution_id not in self._queued and owner.head is rec:
+                and execution_id not in self._queue and owner.head is rec:
             self._enqueue(rec)
             self._pump()
 
@@ -540,7 +525,7 @@ class Scheduler:
     @property
     def submitting(self) -> int:
         """Submits being committed now (each may take a slot here)."""
-        return self._reserved
+        return self._queue.submitting
 
     def _elsewhere(self, execution_id: str) -> Cluster | None:
         """The cluster, when this node does not own the execution (another node may)."""
@@ -578,7 +563,7 @@ class Scheduler:
         owner.close()
         if self.owners.get(execution_id) is owner:
             del self.owners[execution_id]
-        self._dequeue(execution_id)
+        self._queue.remove(execution_id)
         self.held.discard(execution_id)
         runner = owner.runner
         if cancel and runner is not None and runner.task is not None \
@@ -607,37 +592,18 @@ class Scheduler:
 
     def _check_room(self, subject: str) -> None:
         # In a cluster the queue is the database's too: what no node has claimed yet.
-        backlog = self.cluster.backlog if self.cluster is not None else 0
-        if self.queued + self._reserved + backlog >= self.settings.max_queued:
-            raise QueueFullError(
-                f"{self.settings.max_queued} executions are already queued", retry_after=1)
-        limit = self.max_queued_per_subject
-        if limit and self._queued_by[subject] + self._reserved_by[subject] >= limit:
-            raise QueueFullError(
-                f"{subject!r} already has {limit} executions queued "
-                "([limits] max_queued_per_subject)", retry_after=1)
+        self._queue.check_room(subject, self.cluster.backlog if self.cluster is not None else 0)
 
     def _enqueue(self, rec: ExecutionRecord) -> None:
-        if rec.execution_id in self.held:
-            return
-        if rec.execution_id not in self._queued:
-            self._queued[rec.execution_id] = rec.submitted_by
-            self._queued_by[rec.submitted_by] += 1
-        heapq.heappush(self._heap, (-rec.priority, next(self._arrival), rec.execution_id))
-
-    def _dequeue(self, execution_id: str) -> None:
-        subject = self._queued.pop(execution_id, None)
-        if subject is not None:
-            _decrement(self._queued_by, subject)
+        if rec.execution_id not in self.held:
+            self._queue.push(rec.execution_id, rec.priority, rec.submitted_by)
 
     def _pump(self) -> None:
         """Start queued executions, highest priority first, while there is room."""
-        while (not self._draining and self._heap
-               and len(self.runners) < self.settings.max_concurrent):
-            _, _, execution_id = heapq.heappop(self._heap)
-            if execution_id not in self._queued:
-                continue  # cancelled while queued
-            self._dequeue(execution_id)
+        while not self._draining and len(self.runners) < self.settings.max_concurrent:
+            execution_id = self._queue.pop()
+            if execution_id is None:
+                return
             owner = self.owners.get(execution_id)
             if owner is not None and owner.runner is None \
                     and owner.head.status in ("queued", "running"):
@@ -723,16 +689,7 @@ class Scheduler:
         rec = owner.committed
         if self._draining or owner.runner is not None or owner.head is not rec \
                 or rec.wait is not None or rec.status not in ("queued", "running") \
-                or rec.execution_id in self._queued:
+                or rec.execution_id in self._queue:
             return
         self._enqueue(rec)
         self._pump()
-
-
-def _decrement(counter: Counter[str], key: str) -> None:
-    """One less of `key`, dropping it at zero (the counters stay as small as what they count)."""
-    left = counter[key] - 1
-    if left > 0:
-        counter[key] = left
-    else:
-        del counter[key]
