@@ -36,6 +36,7 @@ Client = TestClient[Any, Any]
 TERMINAL = ("completed", "failed", "cancelled", "timed_out", "rejected")
 
 
+@pytest.mark.sqlite_only("it holds the SQLite file's write lock to make the store refuse")
 async def test_a_locked_file_fails_writes_fast_and_keeps_the_rest(
         make_client: MakeClient, settings: Settings, log_watch: LogWatch) -> None:
     """Another connection holds the write lock: submits answer 503 `store_unavailable` at once
@@ -177,7 +178,7 @@ async def test_a_crash_of_the_writer_fails_its_writes(
         def broken(self: Writer, *args: Any) -> None:
             raise RuntimeError("a bug in the writer")
 
-        monkeypatch.setattr(Writer, "_committed", broken)
+        monkeypatch.setattr(Writer, "_count", broken)
         async with asyncio.timeout(10):
             results = await asyncio.gather(*(store.commit(_write(n)) for n in range(3)),
                                            return_exceptions=True)

@@ -1,5 +1,6 @@
-"""The PostgreSQL store's SQL of workflows defined as data and of artifacts: the same rows
-and answers as SQLite's `rows.py` (the row types are in `definitions.py` and `artifacts.py`).
+"""The PostgreSQL store's SQL of workflows defined as data and of artifacts, where it differs
+from SQLite's `rows.py`: their writes, and reads of lists (the reads both say alike are in
+`reads.py`; the row types in `definitions.py` and `artifacts.py`).
 
 `PgRows` is mixed into `PostgresStore`; it needs `_rows` (a read on the pool) and `_pool`
 (a transaction of its own). These writes do not go through the writer: they belong to no
@@ -19,17 +20,15 @@ need a lock instead:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from workflowd.errors import WorkflowConflictError
 from workflowd.store.artifacts import ArtifactRow, Role, in_role_order
-from workflowd.store.definitions import DefinitionHead, StoredVersion
+from workflowd.store.reads import ARTIFACT_COLUMNS
 from workflowd.store.writer import Write
 
 __all__ = ["PgRows"]
-
-_ARTIFACT_COLUMNS = "id, name, media_type, size, sha256, created_at, execution_id"
 
 # Uses of executions that are gone (retention deleted them) go first; then, of the artifacts
 # nobody uses that are older than the cutoff, those this transaction can lock.
@@ -53,41 +52,11 @@ class PgRows:
     if TYPE_CHECKING:  # given by the store this is mixed into
         _pool: Any
 
-        async def _rows(self, sql: str, *params: Any) -> list[Any]: ...
+        async def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]: ...
 
         async def commit(self, write: Write) -> None: ...
 
     # ---- workflows defined as data ---------------------------------------------------------
-
-    async def definition_head(self, workflow_id: str) -> DefinitionHead | None:
-        rows = await self._rows(
-            "SELECT workflow_id, latest, created_at, updated_at, deleted_at "
-            "FROM workflow_definitions WHERE workflow_id = $1", workflow_id)
-        return DefinitionHead(*rows[0]) if rows else None
-
-    async def definition_version(self, workflow_id: str, version: int) -> StoredVersion | None:
-        rows = await self._rows(
-            "SELECT workflow_id, version, doc, created_at FROM workflow_versions "
-            "WHERE workflow_id = $1 AND version = $2", workflow_id, version)
-        return StoredVersion(*rows[0]) if rows else None
-
-    async def definition_versions(self, workflow_id: str) -> list[StoredVersion]:
-        rows = await self._rows(
-            "SELECT workflow_id, version, doc, created_at FROM workflow_versions "
-            "WHERE workflow_id = $1 ORDER BY version", workflow_id)
-        return [StoredVersion(*row) for row in rows]
-
-    async def current_definitions(self) -> list[StoredVersion]:
-        rows = await self._rows(
-            "SELECT v.workflow_id, v.version, v.doc, v.created_at FROM workflow_definitions d "
-            "JOIN workflow_versions v ON v.workflow_id = d.workflow_id AND v.version = d.latest "
-            "WHERE d.deleted_at IS NULL ORDER BY d.workflow_id")
-        return [StoredVersion(*row) for row in rows]
-
-    async def definition_ids(self) -> list[str]:
-        rows = await self._rows("SELECT workflow_id FROM workflow_definitions "
-                                "ORDER BY workflow_id")
-        return [row[0] for row in rows]
 
     async def add_definition_version(self, workflow_id: str, version: int, doc: str,
                                      now: str) -> None:
@@ -117,17 +86,11 @@ class PgRows:
 
     # ---- artifacts -------------------------------------------------------------------------
 
-    async def artifact(self, artifact_id: str) -> ArtifactRow | None:
-        rows = await self._rows(
-            f"SELECT {_ARTIFACT_COLUMNS} FROM artifacts WHERE id = $1",  # noqa: S608 - constant
-            artifact_id)
-        return ArtifactRow(*rows[0]) if rows else None
-
     async def existing_artifacts(self, ids: Iterable[str]) -> set[str]:
         wanted = sorted(set(ids))
         if not wanted:
             return set()
-        rows = await self._rows("SELECT id FROM artifacts WHERE id = ANY($1::text[])", wanted)
+        rows = await self._rows("SELECT id FROM artifacts WHERE id = ANY($1::text[])", (wanted,))
         return {row[0] for row in rows}
 
     async def artifacts_of(self, execution_id: str) -> list[tuple[ArtifactRow, list[str]]]:
@@ -135,14 +98,14 @@ class PgRows:
             "SELECT a.id, a.name, a.media_type, a.size, a.sha256, a.created_at, a.execution_id, "
             "array_agg(u.role), min(u.created_at) AS first FROM artifact_uses u "
             "JOIN artifacts a ON a.id = u.artifact_id WHERE u.execution_id = $1 "
-            "GROUP BY a.id ORDER BY first, a.id", execution_id)
+            "GROUP BY a.id ORDER BY first, a.id", (execution_id,))
         return [(ArtifactRow(*row[:7]), in_role_order(row[7])) for row in rows]
 
     async def add_artifact(self, row: ArtifactRow, role: Role | None = None) -> None:
         # One statement: the row, and with `role` its use by the execution that saved it.
         async with self._pool.acquire() as conn:
             await conn.execute(
-                f"WITH a AS (INSERT INTO artifacts ({_ARTIFACT_COLUMNS}) "  # noqa: S608
+                f"WITH a AS (INSERT INTO artifacts ({ARTIFACT_COLUMNS}) "  # noqa: S608
                 "VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id, execution_id) "
                 "INSERT INTO artifact_uses (execution_id, artifact_id, role, created_at) "
                 "SELECT execution_id, id, $8, $6 FROM a "
@@ -150,16 +113,12 @@ class PgRows:
                 row.artifact_id, row.name, row.media_type, row.size, row.sha256,
                 row.created_at, row.execution_id, role)
 
-    async def note_artifact_use(self, execution_id: str, artifact_id: str, role: Role,
-                                now: str) -> None:
-        await self.commit(Write(artifact_uses=[(execution_id, artifact_id, role, now)]))
-
     async def sweep_artifacts(self, cutoff: str, limit: int = 500) -> list[str]:
         rows = await self._rows(
             "SELECT id FROM artifacts a WHERE created_at < $1 AND NOT EXISTS "
             "(SELECT 1 FROM artifact_uses u WHERE u.artifact_id = a.id AND EXISTS "
             "(SELECT 1 FROM executions e WHERE e.id = u.execution_id)) LIMIT $2",
-            cutoff, limit)
+            (cutoff, limit))
         candidates = [row[0] for row in rows]
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute(_FORGET_USES)
@@ -170,7 +129,3 @@ class PgRows:
             locked = [row[0] for row in await conn.fetch(_LOCK_CANDIDATES, candidates)]
             gone = await conn.fetch(_DELETE_UNUSED, locked) if locked else []
         return sorted({row[0] for row in gone})
-
-    async def sha256_in_use(self, sha256: str) -> bool:
-        rows = await self._rows("SELECT 1 FROM artifacts WHERE sha256 = $1 LIMIT 1", sha256)
-        return bool(rows)

@@ -41,7 +41,14 @@ from workflowd.clock import utcnow
 from workflowd.codec import dumps, encode
 from workflowd.errors import StoreUnavailableError
 from workflowd.records import TERMINAL
-from workflowd.store.writer import Gate, StoreClosedError, Write, _resolve, _settle_all
+from workflowd.store.writer import (
+    Gate,
+    StoreClosedError,
+    Write,
+    _array,
+    _resolve,
+    _settle_all,
+)
 
 __all__ = ["LeaseLostError", "PgWriter"]
 
@@ -143,10 +150,6 @@ class LeaseLostError(StoreUnavailableError):
     stopped renewing): nothing of the write was kept."""
 
 
-def _array(rows: Sequence[bytes]) -> str:
-    return (b"[" + b",".join(rows) + b"]").decode()
-
-
 class _Rows:
     """A batch's rows, in the JSON arrays the statement expands."""
 
@@ -211,12 +214,11 @@ class PgWriter(Gate):
 
     def __init__(self, connect: Connect, node_id: str, lease_seconds: float, *,
                  max_batch: int = 512, where: str = "") -> None:
-        super().__init__()
+        super().__init__(where)
         self._connect = connect
         self._node = node_id
         self._lease = lease_seconds
         self._max_batch = max_batch
-        self._where = where
         self._queue: asyncio.Queue[Write | None] = asyncio.Queue()
         self._conn: Any = None
         self._task: asyncio.Task[None] | None = None
@@ -342,9 +344,6 @@ class PgWriter(Gate):
 
     def _settle(self, writes: list[Write], ok: set[str], seconds: float) -> None:
         """Count what committed; block and report what the lease check kept out."""
-        if self.unavailable is not None:
-            log.info("store_available", where=self._where)
-            self.unavailable = None
         outcomes = self._outcomes(writes, ok)
         done = [w for w, e in zip(writes, outcomes, strict=True) if e is None]
         lost = [w for w, e in zip(writes, outcomes, strict=True) if e is not None]
@@ -363,10 +362,7 @@ class PgWriter(Gate):
         if isinstance(exc, asyncpg.IntegrityConstraintViolationError):
             log.error("write_refused", error=str(exc), writes=len(writes))
             return exc
-        reason = _reason(exc)
-        if self.unavailable != reason:
-            log.error("store_unavailable", reason=reason, error=str(exc), where=self._where)
-            self.unavailable = reason
+        error = self._unavailable(_reason(exc), exc)
         if self._conn is not None and (self._conn.is_closed() or _lost_connection(exc)):
             conn, self._conn = self._conn, None
             conn.terminate()
@@ -374,8 +370,7 @@ class PgWriter(Gate):
             ids = sorted({w.execution_id for w in writes if w.execution_id is not None})
             for tell in self.on_unsure:
                 tell(ids)
-        return StoreUnavailableError(f"the store cannot write now ({reason}); nothing of this "
-                                     "request was changed, try again later")
+        return error
 
 
 def _lost(execution_id: str) -> LeaseLostError:

@@ -2,7 +2,8 @@
 several nodes share (asyncpg; install with `pip install 'workflowd[postgres]'`).
 
 Reads go through a small pool; writes through the writer task (`pgwriter`), one batch per
-statement. The rows of workflows defined as data and of artifacts are in `pgrows`. What only a
+statement. The reads both stores share are in `reads`; the rest of workflows defined as
+data and of artifacts is in `pgrows`. What only a
 shared store has (leases, nodes, the leader row, the mailbox between
 nodes, notifications) is in `ClusterOps`, which this store is: `store.cluster is store`.
 """
@@ -10,7 +11,6 @@ nodes, notifications) is in `ClusterOps`, which this store is: `store.cluster is
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Sequence
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -21,17 +21,15 @@ from workflowd.errors import StoreError
 from workflowd.records import (
     TERMINAL,
     ExecutionRecord,
-    IdempotencyRecord,
-    StepRecord,
     decode_execution,
-    decode_step,
 )
 from workflowd.store.base import ExecutionFilter, Store
 from workflowd.store.cluster import ClusterOps
 from workflowd.store.pgrows import PgRows
 from workflowd.store.pgschema import migrate
 from workflowd.store.pgwriter import PgWriter
-from workflowd.store.writer import Delivery, Write
+from workflowd.store.reads import SharedReads, numbered
+from workflowd.store.writer import Write
 
 __all__ = ["PostgresStore", "check_url", "redact"]
 
@@ -83,7 +81,7 @@ async def _connect(url: str, *, name: str, synchronous: str = "full") -> Any:
                                  statement_cache_size=256)
 
 
-class PostgresStore(PgRows, Store, ClusterOps):
+class PostgresStore(PgRows, SharedReads, Store, ClusterOps):
     def __init__(self, url: str, pool: Any, writer: PgWriter, node_id: str,
                  lease_seconds: float) -> None:
         Store.__init__(self)
@@ -155,17 +153,13 @@ class PostgresStore(PgRows, Store, ClusterOps):
 
     # ---- reads ----------------------------------------------------------------------------
 
-    async def _rows(self, sql: str, *params: Any) -> list[Any]:
+    async def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         async with self._pool.acquire() as conn:
-            return list(await conn.fetch(sql, *params))
-
-    async def get_execution(self, execution_id: str) -> ExecutionRecord | None:
-        rows = await self._rows("SELECT doc FROM executions WHERE id = $1", execution_id)
-        return decode_execution(rows[0][0]) if rows else None
+            return list(await conn.fetch(numbered(sql), *params))
 
     async def unfinished(self) -> list[ExecutionRecord]:
         rows = await self._rows(
-            "SELECT doc FROM executions WHERE status <> ALL($1) ORDER BY num", _TERMINAL)
+            "SELECT doc FROM executions WHERE status <> ALL($1) ORDER BY num", (_TERMINAL,))
         return [decode_execution(row[0]) for row in rows]
 
     async def list_executions(self, f: ExecutionFilter,
@@ -192,56 +186,10 @@ class PostgresStore(PgRows, Store, ClusterOps):
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += f" ORDER BY num DESC LIMIT {param(f.limit + 1)}"
-        rows = await self._rows(sql, *params)
+        rows = await self._rows(sql, params)
         page = rows[: f.limit]
         next_num = page[-1][0] if len(rows) > f.limit else None
         return [decode_execution(row[1]) for row in page], next_num
-
-    async def steps(self, execution_id: str) -> list[StepRecord]:
-        rows = await self._rows(
-            "SELECT doc FROM steps WHERE execution_id = $1 ORDER BY cycle", execution_id)
-        return [decode_step(row[0]) for row in rows]
-
-    async def step_at(self, execution_id: str, cycle: int) -> StepRecord | None:
-        rows = await self._rows("SELECT doc FROM steps WHERE execution_id = $1 AND cycle = $2",
-                                execution_id, cycle)
-        return decode_step(rows[0][0]) if rows else None
-
-    async def events(self, execution_id: str, after: int = 0, limit: int = 1000) -> list[str]:
-        rows = await self._rows(
-            "SELECT doc FROM events WHERE execution_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
-            execution_id, after, limit)
-        return [row[0] for row in rows]
-
-    async def event_rows(self, execution_id: str, after: int,
-                         limit: int) -> list[tuple[int, str]]:
-        rows = await self._rows(
-            "SELECT seq, doc FROM events WHERE execution_id = $1 AND seq > $2 "
-            "ORDER BY seq LIMIT $3", execution_id, after, limit)
-        return [(int(row[0]), row[1]) for row in rows]
-
-    async def logs(self, execution_id: str, after: int = 0,
-                   limit: int = 1000) -> list[tuple[int, str]]:
-        rows = await self._rows(
-            "SELECT id, doc FROM logs WHERE execution_id = $1 AND id > $2 ORDER BY id LIMIT $3",
-            execution_id, after, limit)
-        return [(int(row[0]), row[1]) for row in rows]
-
-    async def idempotency(self, scope: str, key: str) -> IdempotencyRecord | None:
-        rows = await self._rows(
-            "SELECT fingerprint, status, body, location FROM idempotency "
-            "WHERE scope = $1 AND key = $2", scope, key)
-        if not rows:
-            return None
-        fingerprint, status, body, location = rows[0]
-        return IdempotencyRecord(scope, key, fingerprint, int(status), body, location)
-
-    async def due_deliveries(self, now: str, limit: int) -> list[tuple[int, Delivery, int]]:
-        rows = await self._rows(
-            "SELECT id, url, body, headers, attempts FROM deliveries "
-            "WHERE status = 'pending' AND next_at <= $1 ORDER BY next_at, id LIMIT $2",
-            now, limit)
-        return [(int(r[0]), Delivery(r[1], r[2], json.loads(r[3])), int(r[4])) for r in rows]
 
     async def delivery_outcome(self, delivery_id: int, *, delivered: bool, attempts: int,
                                next_at: str | None, error: str | None) -> None:
@@ -254,10 +202,6 @@ class PostgresStore(PgRows, Store, ClusterOps):
                     "status = CASE WHEN $2::text IS NULL THEN 'failed' ELSE 'pending' END, "
                     "last_error = $3 WHERE id = $4", attempts, next_at, error, delivery_id)
 
-    async def count_by_status(self) -> dict[str, int]:
-        rows = await self._rows("SELECT status, COUNT(*) FROM executions GROUP BY status")
-        return {row[0]: int(row[1]) for row in rows}
-
     async def count_by_workflow_status(self, ids: Sequence[str] | None = None,
                                        ) -> dict[tuple[str, str], int]:
         if ids is None:
@@ -265,18 +209,9 @@ class PostgresStore(PgRows, Store, ClusterOps):
                                     "GROUP BY workflow_id, status")
         else:
             rows = await self._rows("SELECT workflow_id, status, COUNT(*) FROM executions "
-                                    "WHERE id = ANY($1) GROUP BY workflow_id, status", list(ids))
+                                    "WHERE id = ANY($1) GROUP BY workflow_id, status",
+                                    (list(ids),))
         return {(row[0], row[1]): int(row[2]) for row in rows}
-
-    async def pending_deliveries(self) -> int:
-        rows = await self._rows("SELECT COUNT(*) FROM deliveries WHERE status = 'pending'")
-        return int(rows[0][0])
-
-    async def finished_before(self, cutoff: str, limit: int = 500) -> list[str]:
-        rows = await self._rows(
-            "SELECT id FROM executions WHERE finished_at IS NOT NULL AND finished_at < $1 "
-            "LIMIT $2", cutoff, limit)
-        return [row[0] for row in rows]
 
     async def delete_executions(self, ids: Sequence[str], idempotency_before: str) -> None:
         ids = list(ids)

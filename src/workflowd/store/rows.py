@@ -1,5 +1,6 @@
-"""The SQLite store's SQL of workflows defined as data and of artifacts (the rows are in
-`definitions.py` and `artifacts.py`, shared with PostgreSQL's `pgrows.py`).
+"""The SQLite store's SQL of workflows defined as data and of artifacts, where it differs
+from PostgreSQL's `pgrows.py`: their writes, and reads of lists (the reads both say alike are
+in `reads.py`; the row types in `definitions.py` and `artifacts.py`).
 
 `SQLiteRows` is mixed into `SQLiteStore`; it needs only `_rows` (a read) and `commit` (a
 write through the single writer, which serializes every write: a check made inside a write's
@@ -14,14 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 from workflowd.errors import WorkflowConflictError
 from workflowd.store.artifacts import ArtifactRow, Role, in_role_order
-from workflowd.store.definitions import DefinitionHead, StoredVersion
+from workflowd.store.reads import ARTIFACT_COLUMNS
 from workflowd.store.writer import Write
 
 __all__ = ["SQLiteRows"]
 
 Statement = tuple[str, tuple[Any, ...]]
-
-_ARTIFACT_COLUMNS = "id, name, media_type, size, sha256, created_at, execution_id"
 
 
 class SQLiteRows:
@@ -33,36 +32,6 @@ class SQLiteRows:
         async def commit(self, write: Write) -> None: ...
 
     # ---- workflows defined as data ---------------------------------------------------------
-
-    async def definition_head(self, workflow_id: str) -> DefinitionHead | None:
-        rows = await self._rows(
-            "SELECT workflow_id, latest, created_at, updated_at, deleted_at "
-            "FROM workflow_definitions WHERE workflow_id = ?", (workflow_id,))
-        return DefinitionHead(*rows[0]) if rows else None
-
-    async def definition_version(self, workflow_id: str, version: int) -> StoredVersion | None:
-        rows = await self._rows(
-            "SELECT workflow_id, version, doc, created_at FROM workflow_versions "
-            "WHERE workflow_id = ? AND version = ?", (workflow_id, version))
-        return StoredVersion(*rows[0]) if rows else None
-
-    async def definition_versions(self, workflow_id: str) -> list[StoredVersion]:
-        rows = await self._rows(
-            "SELECT workflow_id, version, doc, created_at FROM workflow_versions "
-            "WHERE workflow_id = ? ORDER BY version", (workflow_id,))
-        return [StoredVersion(*row) for row in rows]
-
-    async def current_definitions(self) -> list[StoredVersion]:
-        rows = await self._rows(
-            "SELECT v.workflow_id, v.version, v.doc, v.created_at FROM workflow_definitions d "
-            "JOIN workflow_versions v ON v.workflow_id = d.workflow_id AND v.version = d.latest "
-            "WHERE d.deleted_at IS NULL ORDER BY d.workflow_id")
-        return [StoredVersion(*row) for row in rows]
-
-    async def definition_ids(self) -> list[str]:
-        rows = await self._rows("SELECT workflow_id FROM workflow_definitions "
-                                "ORDER BY workflow_id")
-        return [row[0] for row in rows]
 
     async def add_definition_version(self, workflow_id: str, version: int, doc: str,
                                      now: str) -> None:
@@ -89,12 +58,6 @@ class SQLiteRows:
 
     # ---- artifacts -------------------------------------------------------------------------
 
-    async def artifact(self, artifact_id: str) -> ArtifactRow | None:
-        rows = await self._rows(
-            f"SELECT {_ARTIFACT_COLUMNS} FROM artifacts WHERE id = ?",  # noqa: S608 - constant
-            (artifact_id,))
-        return ArtifactRow(*rows[0]) if rows else None
-
     async def existing_artifacts(self, ids: Iterable[str]) -> set[str]:
         wanted = sorted(set(ids))
         found: set[str] = set()
@@ -118,13 +81,9 @@ class SQLiteRows:
         uses = [(row.execution_id, row.artifact_id, role, row.created_at)] \
             if role is not None and row.execution_id is not None else []
         await self.commit(Write(statements=[(
-            f"INSERT INTO artifacts ({_ARTIFACT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
+            f"INSERT INTO artifacts ({ARTIFACT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",  # noqa: S608
             (row.artifact_id, row.name, row.media_type, row.size, row.sha256, row.created_at,
              row.execution_id))], artifact_uses=uses))
-
-    async def note_artifact_use(self, execution_id: str, artifact_id: str, role: Role,
-                                now: str) -> None:
-        await self.commit(Write(artifact_uses=[(execution_id, artifact_id, role, now)]))
 
     async def sweep_artifacts(self, cutoff: str, limit: int = 500) -> list[str]:
         rows = await self._rows(
@@ -147,7 +106,3 @@ class SQLiteRows:
             for row in rows)
         await self.commit(Write(statements=statements))
         return sorted({row[1] for row in rows})
-
-    async def sha256_in_use(self, sha256: str) -> bool:
-        rows = await self._rows("SELECT 1 FROM artifacts WHERE sha256 = ? LIMIT 1", (sha256,))
-        return bool(rows)

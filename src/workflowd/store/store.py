@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import json
 import os
 import sqlite3
 from collections.abc import Sequence
@@ -18,15 +17,13 @@ from workflowd.errors import StoreError
 from workflowd.records import (
     TERMINAL,
     ExecutionRecord,
-    IdempotencyRecord,
-    StepRecord,
     decode_execution,
-    decode_step,
 )
 from workflowd.store.base import ExecutionFilter, Store
+from workflowd.store.reads import SharedReads
 from workflowd.store.rows import SQLiteRows
 from workflowd.store.schema import migrate
-from workflowd.store.writer import Delivery, Write, Writer
+from workflowd.store.writer import Write, Writer
 
 __all__ = ["MIN_SQLITE", "ExecutionFilter", "SQLiteStore"]
 
@@ -52,10 +49,11 @@ def _pragmas(synchronous: str) -> tuple[str, ...]:
 _TERMINAL_SQL = ", ".join(f"'{status}'" for status in sorted(TERMINAL))
 
 
-class SQLiteStore(SQLiteRows, Store):
+class SQLiteStore(SQLiteRows, SharedReads, Store):
     """One file: a write connection for the writer thread, a read connection for the rest.
 
-    The SQL of workflows defined as data and of artifacts is in `rows.SQLiteRows`."""
+    The reads both stores share are in `reads.SharedReads`; the rest of the SQL of workflows
+    defined as data and of artifacts is in `rows.SQLiteRows`."""
 
     def __init__(self, path: str, reader: aiosqlite.Connection, writer: Writer,
                  lock: int | None) -> None:
@@ -115,10 +113,6 @@ class SQLiteStore(SQLiteRows, Store):
         async with self._reader.execute(sql, tuple(params)) as cur:
             return list(await cur.fetchall())
 
-    async def get_execution(self, execution_id: str) -> ExecutionRecord | None:
-        rows = await self._rows("SELECT doc FROM executions WHERE id = ?", (execution_id,))
-        return decode_execution(rows[0][0]) if rows else None
-
     async def unfinished(self) -> list[ExecutionRecord]:
         """Every execution not yet terminal, in order of arrival."""
         rows = await self._rows(
@@ -157,62 +151,6 @@ class SQLiteStore(SQLiteRows, Store):
         next_num = page[-1][0] if len(rows) > f.limit else None
         return [decode_execution(row[1]) for row in page], next_num
 
-    async def steps(self, execution_id: str) -> list[StepRecord]:
-        rows = await self._rows(
-            "SELECT doc FROM steps WHERE execution_id = ? ORDER BY cycle", (execution_id,)
-        )
-        return [decode_step(row[0]) for row in rows]
-
-    async def step_at(self, execution_id: str, cycle: int) -> StepRecord | None:
-        rows = await self._rows(
-            "SELECT doc FROM steps WHERE execution_id = ? AND cycle = ?", (execution_id, cycle)
-        )
-        return decode_step(rows[0][0]) if rows else None
-
-    async def events(self, execution_id: str, after: int = 0, limit: int = 1000) -> list[str]:
-        """Events as stored JSON text, in `seq` order."""
-        rows = await self._rows(
-            "SELECT doc FROM events WHERE execution_id = ? AND seq > ? ORDER BY seq LIMIT ?",
-            (execution_id, after, limit),
-        )
-        return [row[0] for row in rows]
-
-    async def event_rows(self, execution_id: str, after: int, limit: int) -> list[tuple[int, str]]:
-        """`(seq, event JSON)` after `after`, in `seq` order."""
-        rows = await self._rows(
-            "SELECT seq, doc FROM events WHERE execution_id = ? AND seq > ? ORDER BY seq LIMIT ?",
-            (execution_id, after, limit),
-        )
-        return [(int(row[0]), row[1]) for row in rows]
-
-    async def logs(self, execution_id: str, after: int = 0,
-                   limit: int = 1000) -> list[tuple[int, str]]:
-        rows = await self._rows(
-            "SELECT id, doc FROM logs WHERE execution_id = ? AND id > ? ORDER BY id LIMIT ?",
-            (execution_id, after, limit),
-        )
-        return [(int(row[0]), row[1]) for row in rows]
-
-    async def idempotency(self, scope: str, key: str) -> IdempotencyRecord | None:
-        rows = await self._rows(
-            "SELECT fingerprint, status, body, location FROM idempotency "
-            "WHERE scope = ? AND key = ?",
-            (scope, key),
-        )
-        if not rows:
-            return None
-        fingerprint, status, body, location = rows[0]
-        return IdempotencyRecord(scope, key, fingerprint, int(status), body, location)
-
-    async def due_deliveries(self, now: str, limit: int) -> list[tuple[int, Delivery, int]]:
-        """Pending deliveries due by `now`: `(id, delivery, attempts so far)`, oldest first."""
-        rows = await self._rows(
-            "SELECT id, url, body, headers, attempts FROM deliveries "
-            "WHERE status = 'pending' AND next_at <= ? ORDER BY next_at, id LIMIT ?",
-            (now, limit),
-        )
-        return [(int(r[0]), Delivery(r[1], r[2], json.loads(r[3])), int(r[4])) for r in rows]
-
     async def delivery_outcome(self, delivery_id: int, *, delivered: bool, attempts: int,
                                next_at: str | None, error: str | None) -> None:
         """Record an attempt: delivered rows go; others wait until `next_at`, or fail for good
@@ -229,10 +167,6 @@ class SQLiteStore(SQLiteRows, Store):
             )
         await self.commit(Write(statements=[statement]))
 
-    async def count_by_status(self) -> dict[str, int]:
-        rows = await self._rows("SELECT status, COUNT(*) FROM executions GROUP BY status")
-        return {row[0]: int(row[1]) for row in rows}
-
     async def count_by_workflow_status(self, ids: Sequence[str] | None = None,
                                        ) -> dict[tuple[str, str], int]:
         """Executions by `(workflow_id, status)`: all of them, or those of `ids`."""
@@ -241,18 +175,6 @@ class SQLiteStore(SQLiteRows, Store):
             sql += f" WHERE id IN ({', '.join('?' * len(ids))})"
         rows = await self._rows(sql + " GROUP BY workflow_id, status", ids or ())
         return {(row[0], row[1]): int(row[2]) for row in rows}
-
-    async def pending_deliveries(self) -> int:
-        """Outbox deliveries not yet sent (nor given up)."""
-        rows = await self._rows("SELECT COUNT(*) FROM deliveries WHERE status = 'pending'")
-        return int(rows[0][0])
-
-    async def finished_before(self, cutoff: str, limit: int = 500) -> list[str]:
-        rows = await self._rows(
-            "SELECT id FROM executions WHERE finished_at IS NOT NULL AND finished_at < ? LIMIT ?",
-            (cutoff, limit),
-        )
-        return [row[0] for row in rows]
 
     async def delete_executions(self, ids: Sequence[str], idempotency_before: str) -> None:
         """Remove executions with everything they own, and idempotency answers past the cutoff."""

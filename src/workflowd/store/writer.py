@@ -206,7 +206,8 @@ class Gate:
     failed write is stale. Touched by the writer alone (its thread, or its task).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, where: str) -> None:
+        self._where = where  # where the data is, for log lines (never a password)
         self._blocked: dict[str, int] = {}
         self.commits = 0
         self.writes = 0
@@ -244,8 +245,20 @@ class Gate:
             if write.execution_id is not None:
                 self._blocked.setdefault(write.execution_id, write.base_seq)
 
+    def _unavailable(self, reason: str, exc: Exception) -> StoreUnavailableError:
+        """The store refuses writes for `reason`: said in the log once, until it recovers."""
+        if self.unavailable != reason:
+            log.error("store_unavailable", reason=reason, error=str(exc), where=self._where)
+            self.unavailable = reason
+        return StoreUnavailableError(f"the store cannot write now ({reason}); nothing of this "
+                                     "request was changed, try again later")
+
     def _count(self, writes: Sequence[Write], seconds: float) -> None:
-        """These writes committed together: unblock their executions, count them."""
+        """These writes committed together: unblock their executions, count them, and say
+        once that the store is available again if it was not."""
+        if self.unavailable is not None:
+            log.info("store_available", where=self._where)
+            self.unavailable = None
         for write in writes:
             if write.execution_id is not None:
                 self._blocked.pop(write.execution_id, None)
@@ -265,7 +278,7 @@ class Writer(Gate):
 
     def __init__(self, path: str, pragmas: Sequence[str], max_batch: int,
                  commit_interval: float) -> None:
-        super().__init__()
+        super().__init__(path)
         self._path = path
         self._pragmas = tuple(pragmas)
         self._max_batch = max_batch
@@ -422,7 +435,7 @@ class Writer(Gate):
         except Exception as exc:  # noqa: BLE001 - the file refuses: every write of it fails
             failure = self._refused(exc, live)
             return [failure if error is None else error for error in errors]
-        self._committed(live, time.perf_counter() - began)
+        self._count(live, time.perf_counter() - began)
         return errors
 
     def _one_by_one(self, conn: sqlite3.Connection, batch: list[Write],
@@ -438,7 +451,7 @@ class Writer(Gate):
             except Exception as exc:  # noqa: BLE001 - this write's own failure
                 errors[n] = self._refused(exc, [write])
                 continue
-            self._committed([write], time.perf_counter() - began)
+            self._count([write], time.perf_counter() - began)
         return errors
 
     def _refused(self, exc: Exception, writes: list[Write]) -> BaseException:
@@ -446,18 +459,7 @@ class Writer(Gate):
         if isinstance(exc, sqlite3.IntegrityError):
             log.error("write_refused", error=str(exc), writes=len(writes))
             return exc
-        reason = _reason(exc)
-        if self.unavailable != reason:
-            log.error("store_unavailable", reason=reason, error=str(exc), path=self._path)
-            self.unavailable = reason
-        return StoreUnavailableError(f"the store cannot write now ({reason}); nothing of this "
-                                     "request was changed, try again later")
-
-    def _committed(self, writes: list[Write], seconds: float) -> None:
-        if self.unavailable is not None:
-            log.info("store_available", path=self._path)
-            self.unavailable = None
-        self._count(writes, seconds)
+        return self._unavailable(_reason(exc), exc)
 
 
 def _stale_error(execution_id: str) -> StaleWriteError:
