@@ -40,6 +40,16 @@ def settings(tmp_path: Path, request: pytest.FixtureRequest) -> Settings:
     })
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """With WORKFLOWD_TEST_STORE=postgres, skip the tests marked `sqlite_only`, saying why."""
+    if os.environ.get("WORKFLOWD_TEST_STORE") != "postgres":
+        return
+    for item in items:
+        mark = item.get_closest_marker("sqlite_only")
+        if mark is not None:
+            item.add_marker(pytest.mark.skip(reason=f"SQLite only: {mark.args[0]}"))
+
+
 @pytest.fixture(autouse=True)
 def _quiet_logs() -> None:
     configure_logging(LoggingSettings(level="warning"), cache=False)

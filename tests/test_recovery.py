@@ -205,6 +205,7 @@ async def test_restart_resumes_queued_work(make_client: MakeClient) -> None:
         await wait_for_status(second, item["execution_id"], "completed")
 
 
+@pytest.mark.sqlite_only("a node claims executions by lease as its slots allow")
 async def test_an_unregistered_workflows_executions_are_held(
         make_client: MakeClient, log_watch: LogWatch) -> None:
     """A restart without a workflow's module holds its executions as they were (a log line and
@@ -246,6 +247,7 @@ async def test_an_unregistered_workflows_executions_are_held(
     assert (await get_json(third, f"{API}/executions/{dropped}"))["status"] == "cancelled"
 
 
+@pytest.mark.sqlite_only("a node claims executions by lease as its slots allow")
 async def test_a_resumed_execution_waiting_for_a_slot_is_not_shown_running(
         make_client: MakeClient) -> None:
     """Restarted with fewer slots than running executions: those waiting for a slot show

@@ -90,6 +90,7 @@ def test_token_bucket_refills() -> None:
     SubmitRate(0).take("ana")  # 0: no limit
 
 
+@pytest.mark.sqlite_only("a node counts only the executions it holds")
 async def test_queued_per_subject(make_client: MakeClient) -> None:
     """Past `max_queued_per_subject` queued executions a subject's submit is 429 and creates
     nothing; running ones do not count, nor do other subjects' queued ones; once one of hers
@@ -118,6 +119,7 @@ async def test_queued_per_subject(make_client: MakeClient) -> None:
         workflows.release(name).set()
 
 
+@pytest.mark.sqlite_only("a node counts only the executions it holds")
 async def test_approving_into_her_full_queue_waits(make_client: MakeClient) -> None:
     """An approval queues the execution for its submitter: into her full share it is 429 and
     the execution keeps waiting."""

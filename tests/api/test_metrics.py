@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
@@ -83,6 +84,7 @@ async def test_executions_by_workflow_and_status_move_with_commits(
     assert after["workflowd_store_write_failures_total"] == 0
 
 
+@pytest.mark.sqlite_only("a node counts only the executions it holds")
 async def test_running_queued_and_waiting(make_client: MakeClient) -> None:
     """The running, queued and awaiting-approval gauges show the engine's current load."""
     client = await make_client(engine={"max_concurrent": 1})

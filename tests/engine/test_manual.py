@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 
 from tests import workflows
@@ -130,6 +131,7 @@ async def test_resume_before_the_pause_lands_cancels_it(client: Client) -> None:
     assert status["status"] == "completed"
 
 
+@pytest.mark.sqlite_only("a node counts only the executions it holds")
 async def test_pause_of_a_queued_execution_is_at_once(make_client: MakeClient) -> None:
     """With the one slot taken, a queued execution pauses now; resumed, it runs when it can."""
     client = await make_client(engine={"max_concurrent": 1})

@@ -6,6 +6,7 @@ import asyncio
 import sqlite3
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 
 from tests import workflows
@@ -64,6 +65,7 @@ async def test_progress_and_complete_sent_together(client: Client) -> None:
     assert_gapless(await events(client, execution_id))
 
 
+@pytest.mark.sqlite_only("it holds the SQLite file's write lock to make the store refuse")
 async def test_a_gates_timeout_is_not_lost_when_an_approve_fails(
         make_client: MakeClient, settings: Settings, log_watch: LogWatch) -> None:
     """An approve refused by a locked store (503) changes nothing; the gate's timeout, due
@@ -90,6 +92,7 @@ async def test_a_gates_timeout_is_not_lost_when_an_approve_fails(
     assert items[-1]["type"] == "workflow_timed_out"
 
 
+@pytest.mark.sqlite_only("it holds the SQLite file's write lock to make the store refuse")
 async def test_a_retry_after_the_cycles_start_was_refused(
         make_client: MakeClient, settings: Settings, log_watch: LogWatch) -> None:
     """The write of a cycle's start is refused (the file locked from inside the step), then the

@@ -29,6 +29,7 @@ Client = TestClient[Any, Any]
 TERMINAL = ("completed", "failed", "cancelled", "timed_out", "rejected")
 
 
+@pytest.mark.sqlite_only("it holds the SQLite file's write lock to make the store refuse")
 async def test_a_refused_cancel_of_a_queued_execution_leaves_it_queued(
         make_client: MakeClient, settings: Settings) -> None:
     """A cancel of a queued execution answered 503 changed nothing: it still runs later."""
@@ -46,6 +47,7 @@ async def test_a_refused_cancel_of_a_queued_execution_leaves_it_queued(
     assert (await wait_for_status(client, queued, *TERMINAL))["status"] == "completed"
 
 
+@pytest.mark.sqlite_only("it holds the SQLite file's write lock to make the store refuse")
 async def test_a_refused_cancel_of_a_running_step_is_not_an_internal_error(
         make_client: MakeClient, settings: Settings, log_watch: LogWatch) -> None:
     """A cancel of a running step while the store refuses: 503, no runner crash; the execution
@@ -70,6 +72,7 @@ async def test_a_refused_cancel_of_a_running_step_is_not_an_internal_error(
     assert_gapless(await events(client, execution_id))
 
 
+@pytest.mark.sqlite_only("it holds the SQLite file's write lock to make the store refuse")
 async def test_an_internal_error_while_the_store_refuses_is_recorded_later(
         make_client: MakeClient, settings: Settings, monkeypatch: pytest.MonkeyPatch,
         log_watch: LogWatch) -> None:
