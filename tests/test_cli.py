@@ -236,7 +236,8 @@ def test_usage_errors_exit_2(live_server: LiveServer, capsys: pytest.CaptureFixt
     for argv in (["nope"], ["start"], ["start", "three-steps", "--input", "{not json", *url],
                  ["start", "three-steps", "--input", "[1]", *url], ["status", *url],
                  ["list", "--status", "weird", *url], ["token", "create", "--subject", "a"],
-                 ["start", "three-steps", "--timeout", "3", *url]):
+                 ["start", "three-steps", "--timeout", "3", *url],
+                 ["status", "x", "--url", "notaurl"], ["workflows", "--url", "http://[::1"]):
         code, out, err = cli(capsys, *argv)
         assert code == 2, argv
         assert err, argv
@@ -317,6 +318,8 @@ def test_token_create(capsys: pytest.CaptureFixture[str]) -> None:
     created = json.loads(out)
     assert created["sha256"] == hashlib.sha256(created["token"].encode()).hexdigest()
     assert created["token"] != token
+    code, out, _ = cli(capsys, "--json", "token", "create", "--subject", "cy", "--role", "viewer")
+    assert json.loads(out)["subject"] == "cy"  # --json before the command holds too
     assert cli(capsys, "token", "create", "--subject", "x", "--role", "root")[0] == 2
 
 

@@ -24,6 +24,7 @@ from pydantic_core import InitErrorDetails
 
 from workflowd.outbound import OutboundPolicy, OutboundRefused
 from workflowd.redact import redact_text, redact_value
+from workflowd.tokens import CallerRole
 
 __all__ = ["ConfigError", "Settings", "check_exposure", "is_loopback", "load_settings",
            "parse_duration"]
@@ -186,7 +187,7 @@ class TokenSettings(_Section):
     """One `[[auth.tokens]]` table: who holds the token, their role, and the token's hash."""
 
     subject: str = Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]+$")
-    role: Literal["viewer", "submitter", "approver", "worker", "admin"]
+    role: CallerRole
     # Lowercase hex SHA-256 of the token's UTF-8 bytes (`workflowd token create` prints it).
     sha256: str
 

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from typing import Literal, get_args
 
-__all__ = ["hash_token", "new_token"]
+__all__ = ["CALLER_ROLES", "CallerRole", "hash_token", "new_token"]
+
+# What a token's holder may be (API.md §8); `api.auth.MAY` says which routes each may call.
+CallerRole = Literal["viewer", "submitter", "approver", "worker", "admin"]
+CALLER_ROLES: tuple[CallerRole, ...] = get_args(CallerRole)
 
 
 def new_token() -> str:

@@ -18,7 +18,7 @@ import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Literal
 
 import structlog
 from aiohttp import web
@@ -27,7 +27,7 @@ from aiohttp.typedefs import Handler, Middleware
 from workflowd.api.routing import ROLES, Role, Spec, spec_of
 from workflowd.config import TokenSettings
 from workflowd.errors import ForbiddenError, RateLimitedError, UnauthorizedError
-from workflowd.tokens import hash_token, new_token
+from workflowd.tokens import CALLER_ROLES, CallerRole, hash_token, new_token
 
 __all__ = [
     "ANONYMOUS",
@@ -45,8 +45,6 @@ __all__ = [
 
 log = structlog.get_logger("workflowd.auth")
 
-CallerRole = Literal["viewer", "submitter", "approver", "worker", "admin"]
-CALLER_ROLES: tuple[CallerRole, ...] = get_args(CallerRole)
 # The route roles each caller role may call.
 MAY: dict[CallerRole, frozenset[Role]] = {
     "viewer": frozenset({"public", "viewer"}),

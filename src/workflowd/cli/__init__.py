@@ -15,6 +15,7 @@ import sys
 from typing import Any
 
 from workflowd import __version__
+from workflowd.tokens import CALLER_ROLES
 
 __all__ = ["build_parser", "main"]
 
@@ -138,9 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
                                           metavar="COMMAND")
     create = token_commands.add_parser("create", help="a new token and its config lines")
     create.add_argument("--subject", required=True, metavar="NAME")
-    create.add_argument("--role", required=True, choices=("viewer", "submitter", "approver",
-                                                          "worker", "admin"))
-    create.add_argument("--json", action="store_true")
+    create.add_argument("--role", required=True, choices=CALLER_ROLES)
+    # Unset unless given, like the global `--json` (given before `token`, it holds too).
+    create.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                        help="print the token and its hash as one JSON document")
     from workflowd import store_copy
 
     store_copy.add_command(commands)

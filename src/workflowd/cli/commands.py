@@ -60,6 +60,9 @@ def run_client(command: Command, args: argparse.Namespace) -> int:
 
     try:
         return asyncio.run(main())
+    except ValueError as exc:  # the client refused --url
+        out.errors.print(f"workflowd: --url: {exc}", markup=False, highlight=False)
+        return USAGE
     except ApiError as exc:
         if out.json and exc.problem is not None:
             out.document(exc.problem)

@@ -9,9 +9,8 @@ from pathlib import Path
 
 from workflowd.tokens import hash_token, new_token
 
-__all__ = ["FLOWS", "ROLES", "config_text", "init", "token_create"]
+__all__ = ["FLOWS", "config_text", "init", "token_create"]
 
-ROLES = ("viewer", "submitter", "approver", "worker", "admin")
 MODULE = "flows"
 
 CONFIG = """\

@@ -10,10 +10,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Literal, TypeVar, overload
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import aiohttp
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from workflowd.answers import (
     Approved,
@@ -73,7 +73,7 @@ class Client:
     def __init__(self, url: str = DEFAULT_URL, *, token: str | None = None,
                  timeout: float = 30.0, retry_for: float = 60.0,
                  session: aiohttp.ClientSession | None = None) -> None:
-        self.url = url.rstrip("/")
+        self.url = _base_url(url)
         self.token = token
         self.timeout = timeout
         self.retry_for = retry_for
@@ -412,8 +412,26 @@ class Client:
         return resp.status, body
 
 
+def _base_url(url: str) -> str:
+    """The service's address without a trailing slash; `ValueError` for one that is not an
+    http(s) URL with a host (before any request, which would fail with less to say)."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises for a port that is not a number
+    except ValueError as exc:
+        raise ValueError(f"{url!r} is not a URL ({exc})") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{url!r} is not an http:// or https:// URL with a host")
+    return url.rstrip("/")
+
+
 def _parse(model: type[M], body: bytes) -> M:
-    return model.model_validate_json(body)
+    try:
+        return model.model_validate_json(body)
+    except ValidationError as exc:  # a 2xx of something else (a proxy, another service)
+        raise ApiError(502, "Not a workflowd answer",
+                       f"the answer is not a {model.__name__}: {exc.errors()[0]['msg']}",
+                       ) from None
 
 
 def _path(execution_id: str) -> str:
