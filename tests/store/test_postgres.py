@@ -21,6 +21,7 @@ from workflowd.store.artifacts import ArtifactRow
 from workflowd.store.cluster import OwnedElsewhere
 from workflowd.store.pgwriter import LeaseLostError
 from workflowd.store.postgres import PostgresStore, check_url, redact
+from workflowd.store.writer import StaleWriteError
 
 
 @pytest.fixture
@@ -74,6 +75,27 @@ async def test_a_write_without_the_lease_keeps_nothing(pg_url: str, node_a: Post
     assert len(await node_a.events("e1")) == 1
     assert await node_a.logs("e1") == []
     assert len(await node_a.events("e2")) == 2
+
+
+async def test_a_lease_lost_and_claimed_again_writes_from_the_new_head(
+        pg_url: str, node_a: PostgresStore, node_b: PostgresStore) -> None:
+    """A node whose write was refused for want of the lease, and which claims the execution
+    again later, writes from the head it claimed; a write built on its refused one stays
+    refused."""
+    await node_a.commit(_write(1))
+    await _lease(pg_url, "e1", "a", -1)  # a stopped renewing
+    with pytest.raises(LeaseLostError):
+        await node_a.commit(_write(1, 2))
+    assert [r.execution_id for r in await node_b.claim(5, ["wf"])] == ["e1"]
+    await node_b.commit(_write(1, 2))
+    await node_b.commit(_write(1, 3))
+    await node_b.release(["e1"])
+    [head] = await node_a.claim(5, ["wf"])
+    assert head.seq == 3
+    with pytest.raises(StaleWriteError):  # built on the write refused before
+        await node_a.commit(_write(1, 3, base=2))
+    await node_a.commit(_write(1, 4))
+    assert [r.seq for r in [await node_a.get_execution("e1")] if r] == [4]
 
 
 async def test_an_expired_lease_is_not_written_either(pg_url: str,

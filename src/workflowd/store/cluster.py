@@ -18,13 +18,16 @@ import contextlib
 import hashlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from workflowd.records import TERMINAL, ExecutionRecord, decode_execution
 from workflowd.store.pgwriter import _BATCH, EVENTS_CHANNEL, WORK_CHANNEL, _Rows
 from workflowd.store.writer import Write
+
+if TYPE_CHECKING:
+    from workflowd.store.pgwriter import PgWriter
 
 __all__ = [
     "ANSWERS_CHANNEL",
@@ -181,6 +184,8 @@ class ClusterStore(abc.ABC):
 class ClusterOps(ClusterStore):
     """`ClusterStore` on PostgreSQL (mixed into `PostgresStore`)."""
 
+    writer: PgWriter  # the store's
+
     def __init__(self, pool: Any, node_id: str, lease_seconds: float,
                  connect: Callable[[str], Awaitable[Any]] | None = None) -> None:
         self._ops_pool = pool
@@ -209,6 +214,7 @@ class ClusterOps(ClusterStore):
                                  self.lease_seconds)
         records = [decode_execution(row[0]) for row in rows]
         records.sort(key=lambda r: (-r.priority, r.created_at, r.execution_id))
+        self.writer.rebase({r.execution_id: r.seq for r in records})
         return records
 
     async def backlog(self) -> int:
@@ -300,6 +306,8 @@ class ClusterOps(ClusterStore):
                     "WHERE id = $1 AND lease_owner = $2 RETURNING status) "
                     "SELECT pg_notify('workflowd_work', $2) FROM r WHERE status = 'queued'",
                     execution_id, me)
+        if write.claim and write.execution is not None:
+            self.writer.rebase({execution_id: write.seq})  # kept leased to this node
         if write.on_commit is not None:
             write.on_commit()
         return rec, write

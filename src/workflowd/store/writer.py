@@ -253,6 +253,15 @@ class Gate:
         return StoreUnavailableError(f"the store cannot write now ({reason}); nothing of this "
                                      "request was changed, try again later")
 
+    def rebase(self, heads: dict[str, int]) -> None:
+        """These executions were read at these seqs under a lease this node holds again (a
+        claim): a write built on that head may commit, one built on a write refused before
+        may not. Without this, a node that lost a lease and took it back would refuse its
+        own writes for good. PostgreSQL only: there the writer is a task on the loop."""
+        for execution_id, seq in heads.items():
+            if execution_id in self._blocked:
+                self._blocked[execution_id] = seq
+
     def _count(self, writes: Sequence[Write], seconds: float) -> None:
         """These writes committed together: unblock their executions, count them, and say
         once that the store is available again if it was not."""
