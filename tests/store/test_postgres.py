@@ -14,6 +14,7 @@ from msgspec.structs import replace
 
 from tests.store.test_contract import _event, _record, _write
 from workflowd.cli import main
+from workflowd.clock import utcnow
 from workflowd.errors import InvalidTransitionError, StoreError
 from workflowd.records import ExecutionRecord, Wait
 from workflowd.store import Write
@@ -137,6 +138,21 @@ async def test_waiting_and_finished_records_release_the_lease(node_a: PostgresSt
     assert await node_a.renew() == set()
     with pytest.raises(LeaseLostError):
         await node_a.commit(_write(1, 3))
+
+
+async def test_due_waits_leave_out_sleeps_of_workflows_not_given(pg_url: str,
+                                                                 node_a: PostgresStore) -> None:
+    """A due sleep is listed only for a node that has its workflow (it could not wake it
+    otherwise); a due approval or external wait is listed whatever its workflow."""
+    past = "2000-01-01T00:00:00.000Z"
+    for n, workflow_id, kind in ((1, "wf", "sleep"), (2, "gone", "sleep"),
+                                 (3, "gone", "approval")):
+        rec = _record(n, workflow_id=workflow_id, status="running",
+                      wait=Wait(kind=kind, deadline=past))
+        await node_a.commit(Write.of(rec, [_event(n, 1)], base_seq=0))
+        await _lease(pg_url, f"e{n}", None, 0)
+    assert sorted(await node_a.due_waits(utcnow(), 10, ["wf"])) == ["e1", "e3"]
+    assert sorted(await node_a.due_waits(utcnow(), 10, ["wf", "gone"])) == ["e1", "e2", "e3"]
 
 
 async def test_the_leader_row_has_one_holder_until_it_expires(node_a: PostgresStore,

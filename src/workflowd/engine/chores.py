@@ -93,7 +93,8 @@ class Chores:
         """Time out the waits that are due of executions nobody holds (a node holding one arms
         its own timer)."""
         cluster = self.cluster
-        for execution_id in await cluster.ops.due_waits(utcnow(), _BATCH):
+        runnable = await cluster.runnable()
+        for execution_id in await cluster.ops.due_waits(utcnow(), _BATCH, runnable):
             if execution_id in cluster.scheduler.owners:
                 continue
 

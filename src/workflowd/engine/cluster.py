@@ -203,7 +203,7 @@ class Cluster:
                     await self._work.wait()
             self._work.clear()
             while not self._stopping and scheduler.accepting and (room := self.room()) > 0:
-                records = await self.ops.claim(room, await self._runnable())
+                records = await self.ops.claim(room, await self.runnable())
                 definitions = await self._definitions(records)
                 self.backlog = max(0, self.backlog - len(records))
                 for rec in records:
@@ -222,7 +222,7 @@ class Cluster:
                 self._counted = now
                 self.backlog = await self.ops.backlog()
 
-    async def _runnable(self) -> list[str]:
+    async def runnable(self) -> list[str]:
         """The workflows this node claims executions of: Python ones and those defined as
         JSON, stored here or on any node (read again at most every `poll_interval`)."""
         catalog = self.scheduler.catalog

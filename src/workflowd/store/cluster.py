@@ -164,8 +164,10 @@ class ClusterStore(abc.ABC):
         """`(execution_id, seq, doc, workflow_id)` of events after each `after[id]`, in order."""
 
     @abc.abstractmethod
-    async def due_waits(self, now: str, limit: int) -> list[str]:
-        """Executions that no node holds whose wait or deadline is due by `now`."""
+    async def due_waits(self, now: str, limit: int, workflow_ids: Sequence[str]) -> list[str]:
+        """Executions that no node holds whose wait or deadline is due by `now`; a sleep's only
+        of `workflow_ids` (waking it needs its workflow, and one that could not be woken would
+        be picked up again at every poll, hiding the timers behind it)."""
 
     @abc.abstractmethod
     async def sweep_requests(self, older_than: float) -> int: ...
@@ -399,11 +401,13 @@ class ClusterOps(ClusterStore):
             list(after), list(after.values()))
         return [(row[0], int(row[1]), row[2], row[3]) for row in rows]
 
-    async def due_waits(self, now: str, limit: int) -> list[str]:
+    async def due_waits(self, now: str, limit: int, workflow_ids: Sequence[str]) -> list[str]:
         rows = await self._fetch(
             "SELECT id FROM executions WHERE wake_at IS NOT NULL AND wake_at <= $1 "
             "AND (lease_owner IS NULL OR lease_until < statement_timestamp()) "
-            "ORDER BY wake_at LIMIT $2", now, limit)
+            "AND (workflow_id = ANY($3) OR (doc::json -> 'wait' ->> 'kind') "
+            "IS DISTINCT FROM 'sleep') ORDER BY wake_at LIMIT $2",
+            now, limit, list(workflow_ids))
         return [row[0] for row in rows]
 
     # ---- notifications --------------------------------------------------------------------
