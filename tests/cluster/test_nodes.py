@@ -25,6 +25,7 @@ from tests.helpers import (
     wait_for_status,
     wait_for_step,
 )
+from workflowd.engine import cluster as engine_cluster
 
 Client = TestClient[Any, Any]
 
@@ -198,6 +199,28 @@ async def test_a_follower_on_the_other_node(nodes: tuple[Client, Client]) -> Non
     assert ws.close_code == 1000
     assert seqs == list(range(1, len(seqs) + 1))
     stored = await events(a, execution_id)
+    assert seqs == [e["seq"] for e in stored]
+
+
+async def test_a_follower_on_the_other_node_gets_many_events_in_pages(
+        nodes: tuple[Client, Client], monkeypatch: pytest.MonkeyPatch) -> None:
+    """More events than b reads at a time (a page of 7 here): the follower on b still gets
+    every one, in order, without a gap."""
+    monkeypatch.setattr(engine_cluster, "_EVENTS_PAGE", 7)
+    a, b = nodes
+    execution_id = (await submit(a, "burst", input={"name": "many", "cycles": 40}))[
+        "execution_id"]
+    await wait_for_step(a, execution_id)
+    ws = await b.ws_connect(f"{API}/executions/{execution_id}/ws?after=0")
+    assert json.loads((await ws.receive()).data)["type"] == "snapshot"
+    workflows.release("many").set()
+    seqs: list[int] = []
+    async with asyncio.timeout(30):
+        async for msg in ws:
+            seqs.append(json.loads(msg.data)["seq"])
+    assert ws.close_code == 1000
+    stored = await events(a, execution_id)
+    assert len(stored) > 7 * 3
     assert seqs == [e["seq"] for e in stored]
 
 

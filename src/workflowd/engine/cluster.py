@@ -66,6 +66,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Cluster"]
 
+# Events read at a time for the followers here of executions other nodes run.
+_EVENTS_PAGE = 1000
+
 log = structlog.get_logger("workflowd.cluster")
 
 Make = Callable[[ExecutionRecord], "T.Change | None"]
@@ -570,10 +573,9 @@ class Cluster:
             execution_id, first, _last = parts
             if watched is not None and execution_id not in watched:
                 continue
+            # From the notified events on: a follower further behind replays from the store
+            # itself when it sees the gap (`Follow.events`).
             after = int(first) - 1
-            floor = hub.floor(execution_id)
-            if floor is not None:
-                after = min(after, floor)
             self._pending[execution_id] = min(after, self._pending.get(execution_id, after))
         if self._pending:
             self._events.set()
@@ -613,14 +615,21 @@ class Cluster:
             hub.poke(execution_id, seq)
 
     async def _read_and_publish(self, pending: dict[str, int]) -> None:
+        """Publish the events after each `pending[id]`, a page of them at a time."""
         hub = self.scheduler.hub
-        rows = await self.ops.events_after(pending)
-        batch: list[Event] = []
-        for execution_id, seq, doc, workflow_id in rows:
-            if batch and batch[0].execution_id != execution_id:
+        while pending:
+            rows = await self.ops.events_after(pending, _EVENTS_PAGE)
+            batch: list[Event] = []
+            for execution_id, seq, doc, workflow_id in rows:
+                if batch and batch[0].execution_id != execution_id:
+                    hub.publish(batch)
+                    batch = []
+                batch.append(Event(execution_id, seq, _type_of(doc).type, doc.encode(),
+                                   workflow_id))
+            if batch:
                 hub.publish(batch)
-                batch = []
-            batch.append(Event(execution_id, seq, _type_of(doc).type, doc.encode(),
-                               workflow_id))
-        if batch:
-            hub.publish(batch)
+            if len(rows) < _EVENTS_PAGE:
+                return
+            # A full page: the next one goes on after what this one had of each execution.
+            for execution_id, seq, _doc, _workflow_id in rows:
+                pending[execution_id] = max(pending[execution_id], seq)

@@ -159,9 +159,10 @@ class ClusterStore(abc.ABC):
     async def newest_seqs(self, ids: Sequence[str]) -> dict[str, int]: ...
 
     @abc.abstractmethod
-    async def events_after(self, after: dict[str, int],
+    async def events_after(self, after: dict[str, int], limit: int = 1000,
                            ) -> list[tuple[str, int, str, str]]:
-        """`(execution_id, seq, doc, workflow_id)` of events after each `after[id]`, in order."""
+        """`(execution_id, seq, doc, workflow_id)` of events after each `after[id]`, in order,
+        at most `limit` of them (the first ones of each execution, in the order of ids)."""
 
     @abc.abstractmethod
     async def due_waits(self, now: str, limit: int, workflow_ids: Sequence[str]) -> list[str]:
@@ -389,7 +390,7 @@ class ClusterOps(ClusterStore):
             "FROM unnest($1::text[]) AS w(id)", list(ids))
         return {row[0]: int(row[1]) for row in rows if row[1] is not None}
 
-    async def events_after(self, after: dict[str, int],
+    async def events_after(self, after: dict[str, int], limit: int = 1000,
                            ) -> list[tuple[str, int, str, str]]:
         if not after:
             return []
@@ -397,8 +398,8 @@ class ClusterOps(ClusterStore):
             "SELECT e.execution_id, e.seq, e.doc, x.workflow_id "
             "FROM unnest($1::text[], $2::int[]) AS w(id, after) "
             "JOIN events e ON e.execution_id = w.id AND e.seq > w.after "
-            "JOIN executions x ON x.id = w.id ORDER BY e.execution_id, e.seq",
-            list(after), list(after.values()))
+            "JOIN executions x ON x.id = w.id ORDER BY e.execution_id, e.seq LIMIT $3",
+            list(after), list(after.values()), limit)
         return [(row[0], int(row[1]), row[2], row[3]) for row in rows]
 
     async def due_waits(self, now: str, limit: int, workflow_ids: Sequence[str]) -> list[str]:
