@@ -10,7 +10,6 @@ tells it to stop. So a step that runs on never writes under the next one.
 from __future__ import annotations
 
 import asyncio
-import math
 import threading
 from collections.abc import Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass
@@ -185,7 +184,7 @@ class Context:
         `ctx.sleep(60)` in a plain `def` one: either way it does not return.
         """
         value = float(seconds)
-        if not 0 < value <= MAX_SLEEP or math.isnan(value):
+        if not 0 < value <= MAX_SLEEP:  # NaN too: it compares false
             raise ValueError(f"ctx.sleep needs seconds in (0, {MAX_SLEEP:.0f}], got {seconds!r}")
         if self._open:
             self.sleep_for = value

@@ -36,6 +36,7 @@ __all__ = [
     "Wait",
     "decode_execution",
     "decode_step",
+    "event_type",
 ]
 
 API_PREFIX = "/api/v1"
@@ -185,3 +186,15 @@ class IdempotencyRecord(msgspec.Struct, frozen=True, gc=False):
 
 decode_execution = decoder(ExecutionRecord).decode
 decode_step = decoder(StepRecord).decode
+
+
+class _Typed(msgspec.Struct):
+    type: str
+
+
+_decode_typed = msgspec.json.Decoder(_Typed).decode
+
+
+def event_type(doc: str | bytes) -> str:
+    """The `type` of a stored event's JSON, decoding nothing else of it."""
+    return _decode_typed(doc).type

@@ -29,7 +29,6 @@ import contextlib
 from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
-import msgspec
 import structlog
 
 from workflowd.clock import utcnow
@@ -40,7 +39,7 @@ from workflowd.definitions import Workflow
 from workflowd.engine import transitions as T
 from workflowd.engine.chores import Chores
 from workflowd.engine.outbox import Outbox
-from workflowd.engine.owner import Owner, Remember
+from workflowd.engine.owner import Make, Owner, Remember
 from workflowd.errors import (
     ForbiddenError,
     QueueFullError,
@@ -50,7 +49,7 @@ from workflowd.errors import (
     ValidationProblem,
     WorkflowdError,
 )
-from workflowd.records import ErrorInfo, Event, ExecutionRecord, decode_execution
+from workflowd.records import ErrorInfo, Event, ExecutionRecord, decode_execution, event_type
 from workflowd.store import Write
 from workflowd.store.cluster import (
     ANSWERS_CHANNEL,
@@ -71,22 +70,12 @@ _EVENTS_PAGE = 1000
 
 log = structlog.get_logger("workflowd.cluster")
 
-Make = Callable[[ExecutionRecord], "T.Change | None"]
-
-
 class _Unloaded(Exception):
     """A change needs the definition of a JSON workflow's version that is not in memory."""
 
     def __init__(self, record: ExecutionRecord) -> None:
         super().__init__(record.execution_id)
         self.record = record
-
-
-class _Typed(msgspec.Struct):
-    type: str
-
-
-_type_of = msgspec.json.Decoder(_Typed).decode
 
 
 def _all_errors() -> dict[str, type[WorkflowdError]]:
@@ -624,7 +613,7 @@ class Cluster:
                 if batch and batch[0].execution_id != execution_id:
                     hub.publish(batch)
                     batch = []
-                batch.append(Event(execution_id, seq, _type_of(doc).type, doc.encode(),
+                batch.append(Event(execution_id, seq, event_type(doc), doc.encode(),
                                    workflow_id))
             if batch:
                 hub.publish(batch)

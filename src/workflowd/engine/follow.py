@@ -10,14 +10,13 @@ rules out) would be filled from the store rather than skipped.
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from workflowd.engine.hub import Hub, Subscription
 from workflowd.engine.scheduler import Scheduler
 from workflowd.errors import UnknownExecutionError
-from workflowd.records import TERMINAL_EVENTS, ExecutionRecord
+from workflowd.records import TERMINAL_EVENTS, ExecutionRecord, event_type
 
 __all__ = ["Follow", "Lagging", "Streamed"]
 
@@ -85,7 +84,7 @@ class Follow:
             for seq, doc in rows:
                 if until is not None and seq > until:
                     return
-                yield self._sent(seq, doc.encode(), json.loads(doc)["type"] in TERMINAL_EVENTS)
+                yield self._sent(seq, doc.encode(), event_type(doc) in TERMINAL_EVENTS)
             if len(rows) < _PAGE:
                 return
 

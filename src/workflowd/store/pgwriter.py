@@ -305,15 +305,14 @@ class PgWriter(Gate):
         except Exception as exc:  # noqa: BLE001 - the server refuses: every write of it fails
             failure = self._refused(exc, live)
             return [failure if error is None else error for error in errors]
-        self._settle(live, ok, time.perf_counter() - began)
-        out = iter(self._outcomes(live, ok))
+        out = iter(self._settle(live, ok, time.perf_counter() - began))
         return [next(out) if error is None else error for error in errors]
 
     async def _one_by_one(self, batch: list[Write],
                           errors: list[BaseException | None]) -> list[BaseException | None]:
         for n, write in enumerate(batch):
             if errors[n] is None:
-                errors[n] = self._stale(write)
+                errors[n] = self._admit([write])[0]
             if errors[n] is not None:
                 continue
             began = time.perf_counter()
@@ -322,8 +321,7 @@ class PgWriter(Gate):
             except Exception as exc:  # noqa: BLE001 - this write's own failure
                 errors[n] = self._refused(exc, [write])
                 continue
-            self._settle([write], ok, time.perf_counter() - began)
-            errors[n] = self._outcomes([write], ok)[0]
+            errors[n] = self._settle([write], ok, time.perf_counter() - began)[0]
         return errors
 
     async def _statement(self, writes: list[Write]) -> set[str]:
@@ -342,8 +340,10 @@ class PgWriter(Gate):
         return [None if w.execution_id is None or (w.execution is None and not w.events)
                 or w.execution_id in ok else _lost(w.execution_id) for w in writes]
 
-    def _settle(self, writes: list[Write], ok: set[str], seconds: float) -> None:
-        """Count what committed; block and report what the lease check kept out."""
+    def _settle(self, writes: list[Write], ok: set[str],
+                seconds: float) -> list[BaseException | None]:
+        """Count what committed; block and report what the lease check kept out. Answers
+        each write's outcome."""
         outcomes = self._outcomes(writes, ok)
         done = [w for w, e in zip(writes, outcomes, strict=True) if e is None]
         lost = [w for w, e in zip(writes, outcomes, strict=True) if e is not None]
@@ -354,6 +354,7 @@ class PgWriter(Gate):
             log.warning("write_refused_lease_lost", executions=ids)
             for tell in self.on_lease_lost:
                 tell(ids)
+        return outcomes
 
     def _refused(self, exc: Exception, writes: list[Write]) -> BaseException:
         import asyncpg

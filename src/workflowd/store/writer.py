@@ -232,12 +232,6 @@ class Gate:
             errors.append(error)
         return errors
 
-    def _stale(self, write: Write) -> StaleWriteError | None:
-        execution_id = write.execution_id
-        if execution_id is None or execution_id not in self._blocked:
-            return None
-        return _stale_error(execution_id) if write.base_seq != self._blocked[execution_id] else None
-
     def _block(self, writes: Sequence[Write]) -> None:
         """These writes failed: block their executions at what each was built on."""
         self.failures += len(writes)
@@ -451,7 +445,7 @@ class Writer(Gate):
                     errors: list[BaseException | None]) -> list[BaseException | None]:
         for n, write in enumerate(batch):
             if errors[n] is None:
-                errors[n] = self._stale(write)
+                errors[n] = self._admit([write])[0]
             if errors[n] is not None:
                 continue
             began = time.perf_counter()
