@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Literal
 
 import asyncpg
 import pytest
@@ -145,8 +146,9 @@ async def test_due_waits_leave_out_sleeps_of_workflows_not_given(pg_url: str,
     """A due sleep is listed only for a node that has its workflow (it could not wake it
     otherwise); a due approval or external wait is listed whatever its workflow."""
     past = "2000-01-01T00:00:00.000Z"
-    for n, workflow_id, kind in ((1, "wf", "sleep"), (2, "gone", "sleep"),
-                                 (3, "gone", "approval")):
+    cases: list[tuple[int, str, Literal["approval", "sleep"]]] = [
+        (1, "wf", "sleep"), (2, "gone", "sleep"), (3, "gone", "approval")]
+    for n, workflow_id, kind in cases:
         rec = _record(n, workflow_id=workflow_id, status="running",
                       wait=Wait(kind=kind, deadline=past))
         await node_a.commit(Write.of(rec, [_event(n, 1)], base_seq=0))
