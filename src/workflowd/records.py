@@ -37,6 +37,7 @@ __all__ = [
     "decode_execution",
     "decode_step",
     "event_type",
+    "wakes_at",
 ]
 
 API_PREFIX = "/api/v1"
@@ -198,3 +199,15 @@ _decode_typed = msgspec.json.Decoder(_Typed).decode
 def event_type(doc: str | bytes) -> str:
     """The `type` of a stored event's JSON, decoding nothing else of it."""
     return _decode_typed(doc).type
+
+
+def wakes_at(rec: ExecutionRecord) -> str | None:
+    """When an execution that holds no task is due for its timer: its wait's deadline or the
+    workflow's, whichever is first; a paused one's, the workflow's. (PostgreSQL keeps it in a
+    column: the leader times out or wakes what no node holds.)"""
+    if rec.wait is not None:
+        due = [ts for ts in (rec.wait.deadline, rec.deadline) if ts is not None]
+        return min(due) if due else None
+    if rec.status == "paused":
+        return rec.deadline
+    return None

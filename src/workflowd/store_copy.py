@@ -20,12 +20,11 @@ from collections.abc import Iterator
 from typing import Any
 
 from workflowd.errors import StoreError
-from workflowd.records import TERMINAL, decode_execution
+from workflowd.records import TERMINAL, decode_execution, wakes_at
 from workflowd.store.pgschema import migrate
 from workflowd.store.postgres import check_url, redact
 from workflowd.store.schema import migrate as migrate_sqlite
 from workflowd.store.store import _lock, _unlock
-from workflowd.store.writer import wakes_at
 
 __all__ = ["add_command", "copy_store"]
 

@@ -34,7 +34,7 @@ from workflowd.engine.ledger import Ledger
 from workflowd.engine.outbox import Outbox
 from workflowd.engine.tally import Tally
 from workflowd.errors import InvalidTransitionError
-from workflowd.records import ExecutionRecord, IdempotencyRecord
+from workflowd.records import ExecutionRecord, IdempotencyRecord, wakes_at
 from workflowd.store import Delivery, StoreClosedError
 
 if TYPE_CHECKING:
@@ -242,22 +242,21 @@ class Owner:
     # ---- the timer of a wait -----------------------------------------------------------------
 
     def arm(self) -> None:
-        """Arm the one timer a waiting execution needs: its wait's deadline or the workflow's,
-        whichever is first (a paused one waits for the workflow's). Derived from the record,
-        so no deadline is ever lost."""
+        """Arm the one timer a waiting execution needs (`wakes_at`: its wait's deadline or the
+        workflow's, whichever is first; a paused one's, the workflow's). Derived from the
+        record, so no deadline is ever lost."""
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         rec = self.head
-        if (rec.wait is None and rec.status != "paused") or rec.is_terminal:
+        if rec.is_terminal:
             return
-        wait_deadline = rec.wait.deadline if rec.wait is not None else None
-        if self.wf is None and rec.wait is not None and rec.wait.kind == "sleep":
-            wait_deadline = None  # held (no definition to wake it on): only its timeout runs
-        due = [ts for ts in (wait_deadline, rec.deadline) if ts is not None]
-        if not due:
+        held_sleep = self.wf is None and rec.wait is not None and rec.wait.kind == "sleep"
+        # Held (no definition to wake it on): only its timeout runs.
+        due = rec.deadline if held_sleep else wakes_at(rec)
+        if due is None:
             return
-        delay = max(0.0, seconds_until(min(due)))
+        delay = max(0.0, seconds_until(due))
         if self._failures:  # the store refused the last try: back off
             delay = max(delay, min(2.0 ** self._failures, 30.0))
         self._timer = asyncio.get_running_loop().call_later(delay, self._expire)

@@ -356,8 +356,7 @@ class Scheduler:
         owner = await self._owner_of_step(execution_id, step)
         rec = owner.head
         if rec.wait is not None and rec.wait.kind == "external":
-            # checks; writes nothing
-            T.external_progress(rec, step, token, report, utcnow(), trusted=trusted)
+            T.external_step(rec, step, token, trusted)  # the checks (the owner applies it)
         else:
             running = rec.step
             if running is None or running.name != step or running.status != "running":

@@ -46,6 +46,7 @@ __all__ = [
     "ended",
     "external_answered",
     "external_progress",
+    "external_step",
     "gate_entered",
     "handed_over",
     "merge",
@@ -452,8 +453,8 @@ def handed_over(rec: ExecutionRecord, step: StepDef, token: str, deadline: str,
                    wait=Wait(kind="external", deadline=deadline, token=token))
 
 
-def _external_wait(rec: ExecutionRecord, step: str, token: str,
-                   trusted: bool = False) -> StepRecord:
+def external_step(rec: ExecutionRecord, step: str, token: str,
+                  trusted: bool = False) -> StepRecord:
     """The record of `step` if the execution waits for its worker and `token` is this run's
     (`trusted`: the caller proved a role that may report for any step; no token needed)."""
     wait = rec.wait
@@ -469,7 +470,7 @@ def _external_wait(rec: ExecutionRecord, step: str, token: str,
 
 def external_progress(rec: ExecutionRecord, step: str, token: str, report: ProgressReport,
                       now: str, *, trusted: bool = False) -> Change | None:
-    _external_wait(rec, step, token, trusted)
+    external_step(rec, step, token, trusted)
     return progressed(rec, report, now)
 
 
@@ -478,7 +479,7 @@ def external_answered(rec: ExecutionRecord, wf: Workflow, step: str, token: str,
                       trusted: bool = False) -> Change:
     """The worker finished: its output becomes the step's output and `state[step]`, the cycle
     is committed, and the execution is queued for its next step (or ends)."""
-    record = _external_wait(rec, step, token, trusted)
+    record = external_step(rec, step, token, trusted)
     if rec.deadline is not None and parse_ts(rec.deadline) <= parse_ts(now):
         return ended(rec, "timed_out", timed_out_error(wf.timeout), now)
     if not success:

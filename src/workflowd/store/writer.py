@@ -32,11 +32,10 @@ import structlog
 from workflowd.clock import utcnow
 from workflowd.codec import dumps, encode
 from workflowd.errors import StoreUnavailableError
-from workflowd.records import Event, ExecutionRecord, IdempotencyRecord, StepRecord
+from workflowd.records import Event, ExecutionRecord, IdempotencyRecord, StepRecord, wakes_at
 from workflowd.store.artifacts import ArtifactUse
 
-__all__ = ["Delivery", "Gate", "StaleWriteError", "StoreClosedError", "Write", "Writer",
-           "wakes_at"]
+__all__ = ["Delivery", "Gate", "StaleWriteError", "StoreClosedError", "Write", "Writer"]
 
 log = structlog.get_logger(__name__)
 
@@ -143,18 +142,6 @@ class Write:
             steps=[(s.cycle or 0, encode((execution_id, s.cycle or 0, s))) for s in steps],
             events=[encode((execution_id, e.seq, msgspec.Raw(e.json))) for e in events],
             **extra)
-
-
-def wakes_at(rec: ExecutionRecord) -> str | None:
-    """When an execution that holds no task is due for its timer: its wait's deadline or the
-    workflow's, whichever is first; a paused one's, the workflow's. (PostgreSQL keeps it in a
-    column: the leader times out or wakes what no node holds.)"""
-    if rec.wait is not None:
-        due = [ts for ts in (rec.wait.deadline, rec.deadline) if ts is not None]
-        return min(due) if due else None
-    if rec.status == "paused":
-        return rec.deadline
-    return None
 
 
 @dataclass(slots=True)
