@@ -14,7 +14,15 @@ from pydantic import BaseModel, ValidationError
 from workflowd.codec import dumps
 from workflowd.errors import BadRequestError, ValidationProblem
 
-__all__ = ["MAX_DEPTH", "SQL_INT_MAX", "json_response", "parse_body", "parse_query", "sql_int"]
+__all__ = [
+    "MAX_DEPTH",
+    "SQL_INT_MAX",
+    "json_response",
+    "parse_body",
+    "parse_query",
+    "read_json",
+    "sql_int",
+]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -42,19 +50,38 @@ def _problem_from(exc: ValidationError, where: str) -> ValidationProblem:
     return ValidationProblem(detail, errors)
 
 
+async def read_json(request: web.Request) -> Any:
+    """The body as a JSON value, for a handler that reads it without a model; an empty body
+    counts as `{}`. Malformed JSON (NaN and Infinity among it) is 400, nesting past
+    `MAX_DEPTH` 422: the same checks as `parse_body`."""
+    raw = await _checked_body(request)
+    try:
+        return pydantic_core.from_json(raw, allow_inf_nan=False)
+    except ValueError as exc:
+        raise BadRequestError(f"the body is not valid JSON: {exc}") from None
+
+
 async def parse_body(request: web.Request, model: type[M]) -> M:
-    """The body as `model`; an empty body counts as `{}`. Malformed JSON is 400, the rest 422."""
-    raw = await request.read()
-    if not raw.strip():
-        raw = b"{}"
-    _refuse_deep(raw)
-    _refuse_non_finite(raw)
+    """The body as `model`, after the checks of `read_json`; what does not fit the model is
+    422. The bytes go to pydantic's own JSON parser (not `read_json`'s value): one parse, and
+    its errors speak of JSON types ("an object"), not Python ones."""
+    raw = await _checked_body(request)
     try:
         return model.model_validate_json(raw)
     except ValidationError as exc:
         if any(e["type"] == "json_invalid" for e in exc.errors()):
             raise BadRequestError(f"the body is not valid JSON: {exc.errors()[0]['msg']}") from None
         raise _problem_from(exc, "body") from None
+
+
+async def _checked_body(request: web.Request) -> bytes:
+    """The body's bytes (`{}` for an empty body), refused when too deep or not finite."""
+    raw = await request.read()
+    if not raw.strip():
+        return b"{}"
+    _refuse_deep(raw)
+    _refuse_non_finite(raw)
+    return raw
 
 
 # JSON nested deeper than this is refused (422) before it is parsed: kept in an execution, a
