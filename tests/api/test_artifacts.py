@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import signal
 import sqlite3
 from collections.abc import AsyncIterator
@@ -282,3 +283,26 @@ async def test_bad_input_to_the_new_routes_is_a_4xx_problem(client: Client) -> N
     resp = await client.post(f"{API}/workflows", json={"id": "deep", "steps": [{
         "name": "h", "type": "http", "url": "http://127.0.0.1:1/", "json": {"a": deep}}]})
     assert "nests at most" in (await problem_of(resp, 422))["errors"][0]["msg"]
+
+
+async def test_input_references_are_found_however_the_key_is_written(client: Client) -> None:
+    """`artifact_id` written with a JSON escape is the same key: a missing artifact is 422 and a
+    present one is recorded as the execution's input."""
+    path = f"{API}/workflows/three-steps/executions"
+    headers = {"Content-Type": "application/json"}
+
+    def escaped(artifact_id: str) -> bytes:
+        body = json.dumps({"input": {"doc": {"artifact_id": artifact_id}}})
+        return body.replace('"artifact_id"', '"artifact\\u005fid"').encode()
+
+    assert b"artifact_id" not in escaped("nope")
+    resp = await client.post(path, data=escaped("nope"), headers=headers)
+    problem = await problem_of(resp, 422)
+    assert problem["errors"][0]["loc"] == ["body", "input", "doc", "artifact_id"]
+    doc = await upload(client, b"escaped", name="escaped.txt")
+    resp = await client.post(path, data=escaped(doc["artifact_id"]), headers=headers)
+    assert resp.status == 202, await resp.text()
+    execution_id = (await resp.json())["execution_id"]
+    listed = await get_json(client, f"{API}/executions/{execution_id}/artifacts")
+    assert [(item["name"], item["roles"]) for item in listed["items"]] == [
+        ("escaped.txt", ["input"])]

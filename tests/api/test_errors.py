@@ -352,6 +352,50 @@ async def test_body_not_utf8_or_not_json_is_400(client: TestClient[Any, Any], ro
     assert await _snapshot(client) == before
 
 
+@pytest.mark.parametrize(
+    ("route", "body", "loc"),
+    [
+        ("submit", b'{"input": {"x": 1e400}}', ["body", "input", "x"]),
+        ("submit", b'{"input": {"x": [1, -1E+400]}}', ["body", "input", "x", 1]),
+        ("submit", b'{"input": {"x": 1' + b"0" * 400 + b'.5}}', ["body", "input", "x"]),
+        ("submit", b'{"input": {"x": 0.5e0400}}', ["body", "input", "x"]),
+        ("progress", b'{"percentage": 1, "custom_data": {"x": 1e999}}',
+         ["body", "custom_data", "x"]),
+        ("complete", b'{"success": true, "output": {"x": 1e400}}', ["body", "output", "x"]),
+        ("define", b'{"id": "n", "steps": [{"name": "s", "type": "sleep", "seconds": 1e400}]}',
+         ["body", "steps", 0, "seconds"]),
+    ],
+)
+async def test_number_past_a_float_is_422(client: TestClient[Any, Any], route: str, body: bytes,
+                                          loc: list[Any]) -> None:
+    """A number too large for a float (1e400 reads as infinity, which JSON cannot carry and
+    which was stored as null) is 422 at its place on every route, and changes nothing."""
+    gated = (await submit(client, "three-steps", expect=201, require_approval=True))[
+        "execution_id"]
+    before = await _snapshot(client)
+    path = {"submit": "/workflows/three-steps/executions",
+            "progress": f"/executions/{gated}/steps/one/progress",
+            "complete": f"/executions/{gated}/steps/one/complete",
+            "define": "/workflows"}[route]
+    resp = await client.post(API + path, data=body, headers={"Content-Type": "application/json"})
+    problem = await problem_of(resp, 422)
+    assert loc in [e["loc"] for e in problem["errors"]], problem
+    assert await _snapshot(client) == before
+    await problem_of(await client.get(f"{API}/workflows/n"), 404)
+
+
+async def test_large_and_tiny_finite_numbers_are_kept(client: TestClient[Any, Any]) -> None:
+    """Numbers a float holds, one that rounds to zero, a 400-digit integer and text that looks
+    like a huge number are taken as they are."""
+    body = (b'{"input": {"big": 1.5e308, "tiny": 1e-400, "int": 1' + b"0" * 400
+            + b', "text": "9e999"}}')
+    resp = await client.post(f"{API}/workflows/three-steps/executions", data=body,
+                             headers={"Content-Type": "application/json"})
+    assert resp.status == 202, await resp.text()
+    doc = await get_json(client, f"{API}/executions/{(await resp.json())['execution_id']}")
+    assert doc["input"] == {"big": 1.5e308, "tiny": 0.0, "int": 10**400, "text": "9e999"}
+
+
 @pytest.mark.parametrize("last_event_id", ["abc", "-1", "1.5", "²", "\u0661", HUGE, JUST_OVER,
                                            pytest.param(MANY_DIGITS, id="5000-digits")])
 async def test_bad_last_event_id_is_400(client: TestClient[Any, Any], last_event_id: str) -> None:

@@ -152,6 +152,37 @@ async def test_json_depth(client: TestClient[Any, Any], depth: int, status: int)
         assert problem["errors"][0]["loc"] == ["body"]
 
 
+# Every route that reads a JSON body, by the path after the prefix ({id}: an execution awaiting
+# approval whose first step is `one`).
+BODY_ROUTES = {
+    "submit": ("POST", f"{API}/workflows/three-steps/executions"),
+    "approve": ("POST", f"{API}/executions/{{id}}/approve"),
+    "reject": ("POST", f"{API}/executions/{{id}}/reject"),
+    "progress": ("POST", f"{API}/executions/{{id}}/steps/one/progress"),
+    "complete": ("POST", f"{API}/executions/{{id}}/steps/one/complete"),
+    "define": ("POST", f"{API}/workflows"),
+    "replace": ("PUT", f"{API}/workflows/not-defined-yet"),
+    "demo-ocr": ("POST", "/demo/ocr"),
+}
+
+
+@pytest.mark.parametrize("depth", [65, 300])
+@pytest.mark.parametrize("route", sorted(BODY_ROUTES))
+async def test_json_depth_on_every_route_with_a_body(client: TestClient[Any, Any], route: str,
+                                                     depth: int) -> None:
+    """A body nested deeper than 64 levels is 422 at `body` on every route that reads one,
+    those that read it without a model too (not 400 from the parser's recursion limit)."""
+    gated = (await submit(client, "three-steps", expect=201, require_approval=True))[
+        "execution_id"]
+    method, path = BODY_ROUTES[route]
+    body = '{"deep": ' + "[" * (depth - 1) + "]" * (depth - 1) + "}"
+    resp = await client.request(method, path.replace("{id}", gated), data=body,
+                                headers={"Content-Type": "application/json"})
+    problem = await problem_of(resp, 422)
+    assert problem["errors"][0]["loc"] == ["body"]
+    assert (await live(client, gated))["status"] == "awaiting_approval"
+
+
 async def test_json_depth_ignores_brackets_in_strings(client: TestClient[Any, Any]) -> None:
     """Brackets inside strings (escaped quotes too) are not nesting."""
     text = '\\"' + "[{" * 200

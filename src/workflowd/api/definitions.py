@@ -7,20 +7,19 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
-import pydantic_core
 from aiohttp import web
 
 from workflowd import answers as A
 from workflowd.answers import Page
 from workflowd.api.delivery import CheckedResolver
 from workflowd.api.keys import CATALOG, OUTBOUND, RESOLVER, SCHEDULER, STORE, WORKFLOWS
-from workflowd.api.parsing import json_response
+from workflowd.api.parsing import json_response, read_json
 from workflowd.api.routing import Routes
 from workflowd.api.views import workflow_view
 from workflowd.codec import NotJSON, dumps, loads
 from workflowd.definitions import FUNCTIONS
 from workflowd.engine.catalog import Catalog, Defined
-from workflowd.errors import BadRequestError, UnknownWorkflowError, WorkflowConflictError
+from workflowd.errors import UnknownWorkflowError, WorkflowConflictError
 from workflowd.flows import DefinitionBody, HttpStepError, compile_definition, validate_definition
 from workflowd.outbound import OutboundRefused
 from workflowd.records import API_PREFIX
@@ -91,11 +90,8 @@ def definition_view(defined: Defined) -> dict[str, Any]:
 
 
 async def _definition(request: web.Request, path_id: str | None) -> DefinitionBody:
-    raw = await request.read()
-    try:
-        data = pydantic_core.from_json(raw or b"{}", allow_inf_nan=False)
-    except ValueError as exc:
-        raise BadRequestError(f"the body is not valid JSON: {exc}") from None
+    # Validated by the flows package, which points its errors into the definition itself.
+    data = await read_json(request)
     return validate_definition(data, functions=FUNCTIONS, path_id=path_id)
 
 

@@ -15,9 +15,8 @@ import structlog
 from aiohttp import web
 
 from workflowd.api.keys import ARTIFACTS, SCHEDULER, SETTINGS
-from workflowd.api.parsing import json_response
+from workflowd.api.parsing import json_response, read_json
 from workflowd.api.routing import Routes
-from workflowd.codec import loads
 from workflowd.errors import BadRequestError, ForbiddenError, UnknownExecutionError
 from workflowd.examples.pdftext import page_texts
 from workflowd.records import API_PREFIX
@@ -48,12 +47,12 @@ async def ocr(request: web.Request) -> web.Response:
     an outside service would: it reports progress page by page and completes the step over
     the API, with the step's token. It calls back only this service (whatever the job says)
     and reads the PDF from this service's artifacts."""
+    job = await read_json(request)
     try:
-        job = loads(await request.read())
         execution_id, step = str(job["execution_id"]), str(job["step"])
         token = str(job["callback"]["token"])
         document = job["input"]["document"]["artifact_id"]
-    except (ValueError, KeyError, TypeError) as exc:
+    except (KeyError, TypeError) as exc:
         raise BadRequestError(f"not a job of an external step: {exc!r}") from None
     # Open to anyone (workflowd posts it without a bearer token), so only a job whose token
     # is the one of a step waiting for its worker is taken.

@@ -87,8 +87,7 @@ async def submit(request: web.Request) -> web.Response:
         # Inside `answer_once`: a replay of an Idempotency-Key answers what the first did,
         # spending no rate and checking nothing again.
         request.app[SUBMIT_RATE].take(subject)
-        named = await check_input_artifacts(request, body.input) \
-            if b"artifact_id" in await request.read() else []
+        named = await check_input_artifacts(request, body.input)
         return await scheduler.submit(
             workflow_id, input=body.input, priority=body.priority, labels=body.labels,
             require_approval=body.require_approval, callback_url=callback_url,
