@@ -3,6 +3,7 @@ tests of workflows (the audit-plan example's tests are in tests/examples)."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -92,3 +93,17 @@ async def test_not_running_outside_the_context() -> None:
     with pytest.raises(RuntimeError):
         env.app  # noqa: B018
     await env.close()  # closing what never started is fine
+
+
+async def test_restart_does_not_wait_for_a_long_poll(tmp_path: Path) -> None:
+    """A long-poll in flight is cut off at the restart, not waited on for its whole wait."""
+    async with WorkflowEnvironment(["tests.workflows"], path=tmp_path) as env:
+        run = await env.start("external-job")
+        await env.wait_for_event(run, "step_started", step="work")
+        status = await env.status(run)
+        poll = asyncio.create_task(env.client.poll(run.execution_id, status.seq, 20.0))
+        await asyncio.sleep(0.2)  # the long-poll is under way
+        async with asyncio.timeout(5.0):
+            await env.restart()
+        poll.cancel()
+        await asyncio.gather(poll, return_exceptions=True)

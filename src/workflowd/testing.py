@@ -101,8 +101,10 @@ class WorkflowEnvironment:
         app = create_app(self.settings.model_copy(deep=True))
         app[WORKFLOWS].clear()
         app[WORKFLOWS].update(self.workflows)
-        server = TestServer(app, port=port, shutdown_timeout=1.0)
-        await server.start_server()
+        server = TestServer(app, port=port)
+        # The runner takes shutdown_timeout (TestServer's constructor drops it): without it a
+        # request in flight, such as a long-poll, holds a restart for up to 60 s.
+        await server.start_server(shutdown_timeout=1.0)
         self._server = server
         url = str(server.make_url("")).rstrip("/")
         if self._client is None:
