@@ -107,3 +107,15 @@ async def test_restart_does_not_wait_for_a_long_poll(tmp_path: Path) -> None:
             await env.restart()
         poll.cancel()
         await asyncio.gather(poll, return_exceptions=True)
+
+
+async def test_wait_for_rides_out_a_restart(tmp_path: Path) -> None:
+    """A `wait_for` under way while the service restarts keeps waiting, then sees the end."""
+    async with WorkflowEnvironment(["tests.workflows"], path=tmp_path) as env:
+        run = await env.start("external-job")
+        await env.wait_for_event(run, "step_started", step="work")
+        waiting = asyncio.create_task(env.wait_for(run, "completed"))
+        await asyncio.sleep(0.2)  # the long-poll is under way
+        await env.restart()
+        await env.complete(run, "work", {"after": "restart"})
+        assert (await waiting).status == "completed"

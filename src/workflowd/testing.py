@@ -177,16 +177,14 @@ class WorkflowEnvironment:
         """Wait until the execution is in one of `statuses` (any terminal one when none is
         given); `AssertionError` when it finishes in another, `TimeoutError` past `timeout`."""
         execution_id = _id(run)
-        async with asyncio.timeout(timeout or self.timeout):
-            status = await self.client.status(execution_id)
-            while not _reached(status, statuses):
-                if status.is_terminal:
-                    raise AssertionError(
-                        f"execution {execution_id} ended {status.status}, not "
-                        f"{' or '.join(statuses)}: {await self._why(execution_id)}")
-                newer = await self.client.poll(execution_id, status.seq, 5.0)
-                status = newer or status
-            return status
+        # Client.wait rides out a `restart()` happening meanwhile (it retries the long-poll).
+        status = await self.client.wait(execution_id, timeout or self.timeout,
+                                        statuses=statuses)
+        if statuses and status.status not in statuses:
+            raise AssertionError(
+                f"execution {execution_id} ended {status.status}, not "
+                f"{' or '.join(statuses)}: {await self._why(execution_id)}")
+        return status
 
     async def finished(self, run: Run, timeout: float | None = None) -> Execution:
         """Wait for the end (any terminal status) and answer the whole execution."""
@@ -253,7 +251,3 @@ class WorkflowEnvironment:
 
 def _id(run: Run) -> str:
     return run if isinstance(run, str) else run.execution_id
-
-
-def _reached(status: LiveStatus, statuses: tuple[str, ...]) -> bool:
-    return status.status in statuses if statuses else status.is_terminal
