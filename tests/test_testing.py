@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests import workflows
-from workflowd import Context, Workflow, done
+from workflowd import Context, Workflow, done, goto
 from workflowd.api.keys import SCHEDULER
 from workflowd.testing import WorkflowEnvironment
 
@@ -20,6 +20,18 @@ doubler = Workflow("doubler", title="Doubles its input")
 @doubler.step
 async def double(ctx: Context) -> Any:
     return done({"value": ctx.input["value"] * 2})
+
+
+twice = Workflow("external-twice", title="An outside worker's step, run again by a goto")
+twice.external("work", timeout=30.0)
+
+
+@twice.step
+async def tally(ctx: Context) -> Any:
+    ctx.state["rounds"] = ctx.state.get("rounds", 0) + 1
+    if ctx.state["rounds"] < 2:
+        return goto("work")
+    return done({"work": ctx.state["work"], "rounds": ctx.state["rounds"]})
 
 
 async def test_workflow_objects_run_without_a_module() -> None:
@@ -44,6 +56,18 @@ async def test_external_step_completed_and_failed() -> None:
         assert failed.status == "failed"
         assert failed.error is not None
         assert failed.error.code == "ocr_failed"
+
+
+async def test_external_step_run_again_is_completed_again() -> None:
+    """A step that runs again (a goto loop) is completed with the token of its latest run,
+    each time once it waits again."""
+    async with WorkflowEnvironment([twice]) as env:
+        run = await env.start("external-twice")
+        await env.complete(run, "work", {"round": 1})
+        await env.progress(run, "work", 50)
+        await env.complete(run, "work", {"round": 2})
+        execution = await env.finished(run)
+        assert execution.result == {"work": {"round": 2}, "rounds": 2}
 
 
 async def test_external_wait_survives_a_restart(tmp_path: Path) -> None:

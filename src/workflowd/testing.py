@@ -53,6 +53,8 @@ __all__ = ["Run", "WorkflowEnvironment"]
 
 # An execution: its id, or what `start` answered.
 Run = str | Summary
+# Events of a step that end its run (a retry's next attempt starts a new one).
+_RUN_ENDS = frozenset({"step_finished", "step_retrying"})
 
 
 class WorkflowEnvironment:
@@ -212,16 +214,30 @@ class WorkflowEnvironment:
     async def complete(self, run: Run, step: str, output: Any = None, *,
                        error: str | dict[str, str] | None = None) -> Completion:
         """Finish an external step as its worker would (waits until the step waits for one,
-        and sends the token its `step_started` event carries)."""
-        started = await self.wait_for_event(run, "step_started", step=step)
+        and sends the token of that run's `step_started` event)."""
+        started = await self._step_run(run, step)
         return await self.client.complete(_id(run), step, output, error=error,
                                           step_token=started["callback"]["token"])
 
     async def progress(self, run: Run, step: str, percentage: float, **report: Any) -> None:
         """Report progress of an external step as its worker would."""
-        started = await self.wait_for_event(run, "step_started", step=step)
+        started = await self._step_run(run, step)
         await self.client.progress(_id(run), step, percentage,
                                    step_token=started["callback"]["token"], **report)
+
+    async def _step_run(self, run: Run, step: str) -> Event:
+        """The `step_started` of the run of `step` under way, waited for when none is. Not the
+        first one: a step that runs again (a goto loop, a retry) has a new token each run."""
+        execution_id = _id(run)
+        async with asyncio.timeout(self.timeout):
+            events = await self.client.all_events(execution_id)
+            started = _open_run(events, step)
+            if started is not None:
+                return started
+            async for event in self.client.follow(execution_id, events[-1].seq):
+                if event.type == "step_started" and event.get("step") == step:
+                    return event
+        raise AssertionError(f"execution {execution_id} ended without running {step}")
 
     # ---- reading ---------------------------------------------------------------------------
 
@@ -251,3 +267,15 @@ class WorkflowEnvironment:
 
 def _id(run: Run) -> str:
     return run if isinstance(run, str) else run.execution_id
+
+
+def _open_run(events: list[Event], step: str) -> Event | None:
+    """The latest `step_started` of `step` if no event after it ended that run."""
+    for event in reversed(events):
+        if event.get("step") != step:
+            continue
+        if event.type == "step_started":
+            return event
+        if event.type in _RUN_ENDS:
+            return None
+    return None
