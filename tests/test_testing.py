@@ -12,6 +12,7 @@ import pytest
 from tests import workflows
 from workflowd import Context, Workflow, done, goto
 from workflowd.api.keys import SCHEDULER
+from workflowd.errors import DefinitionError
 from workflowd.testing import WorkflowEnvironment
 
 doubler = Workflow("doubler", title="Doubles its input")
@@ -41,6 +42,22 @@ async def test_workflow_objects_run_without_a_module() -> None:
         assert execution.result == {"value": 42}
         assert [wf.id for wf in await env.client.workflows()] == ["doubler"]
         assert env.url.startswith("http://127.0.0.1:")
+
+
+async def test_the_service_checks_apply_to_the_workflows_given() -> None:
+    """The checks `workflowd serve` makes at start-up run on the test's workflows too: an
+    external step sending to a host `[outbound] allow_hosts` does not allow is refused."""
+    remote = Workflow("remote-worker", title="Sends its step to a worker elsewhere")
+    remote.external("work", url="https://worker.example.com/run")
+    env = WorkflowEnvironment([remote],
+                              settings={"outbound": {"allow_hosts": ["hooks.example.org"]}})
+    with pytest.raises(DefinitionError, match="external step 'work': url refused"):
+        async with env:
+            pass
+    same_id = Workflow("three-steps", title="Takes an id tests.workflows has")
+    with pytest.raises(DefinitionError, match="duplicate workflow id 'three-steps'"):
+        async with WorkflowEnvironment(["tests.workflows", same_id]):
+            pass
 
 
 async def test_external_step_completed_and_failed() -> None:

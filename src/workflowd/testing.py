@@ -44,10 +44,10 @@ from workflowd.answers import (
     Summary,
 )
 from workflowd.api import create_app
-from workflowd.api.keys import SETTINGS, WORKFLOWS
+from workflowd.api.keys import SETTINGS
 from workflowd.client import Client
 from workflowd.config import Settings
-from workflowd.definitions import Workflow, load_workflows
+from workflowd.definitions import Workflow
 
 __all__ = ["Run", "WorkflowEnvironment"]
 
@@ -61,27 +61,26 @@ class WorkflowEnvironment:
     """The service in-process, on a store of its own, for tests of workflows.
 
     `workflows`: `Workflow` objects, or names of modules whose workflows register (as in
-    `[workflows] modules`). `path`: a directory for the store (default: a temporary one,
-    removed at the end). `settings`: sections of the configuration to change, as
-    `{"engine": {"max_concurrent": 2}}`.
+    `[workflows] modules`), loaded and checked when the service starts, as `workflowd serve`
+    does (a duplicate id or a refused external url raises `DefinitionError`). `path`: a
+    directory for the store (default: a temporary one, removed at the end). `settings`:
+    sections of the configuration to change, as `{"engine": {"max_concurrent": 2}}`.
     """
 
     def __init__(self, workflows: Iterable[Workflow | str] = ("workflowd.examples",), *,
                  path: str | Path | None = None,
                  settings: dict[str, dict[str, Any]] | None = None,
                  timeout: float = 30.0) -> None:
-        objects = [wf for wf in workflows if isinstance(wf, Workflow)]
+        # Given to create_app, which loads and checks them as for `workflowd serve`.
+        self._objects = [wf for wf in workflows if isinstance(wf, Workflow)]
         modules = [wf for wf in workflows if isinstance(wf, str)]
-        self.workflows = {**load_workflows(modules), **{wf.id: wf for wf in objects}}
-        for wf in objects:
-            wf.check()
         self.timeout = timeout
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if path is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="workflowd-test-")
             path = self._tmp.name
         data: dict[str, Any] = {"store": {"path": str(Path(path) / "workflowd.db")},
-                                "workflows": {"modules": []},
+                                "workflows": {"modules": modules},
                                 "engine": {"shutdown_grace": 1.0}}
         for section, values in (settings or {}).items():
             data[section] = {**data.get(section, {}), **values}
@@ -92,7 +91,11 @@ class WorkflowEnvironment:
     # ---- lifecycle -------------------------------------------------------------------------
 
     async def __aenter__(self) -> WorkflowEnvironment:
-        await self._start()
+        try:
+            await self._start()
+        except BaseException:
+            await self.close()  # __aexit__ does not run: remove the temporary store here
+            raise
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -100,9 +103,7 @@ class WorkflowEnvironment:
         await self.close()
 
     async def _start(self, port: int | None = None) -> None:
-        app = create_app(self.settings.model_copy(deep=True))
-        app[WORKFLOWS].clear()
-        app[WORKFLOWS].update(self.workflows)
+        app = create_app(self.settings.model_copy(deep=True), self._objects)
         server = TestServer(app, port=port)
         # The runner takes shutdown_timeout (TestServer's constructor drops it): without it a
         # request in flight, such as a long-poll, holds a restart for up to 60 s.
