@@ -271,6 +271,17 @@ def test_sync_client_without_a_running_loop(live_server: LiveServer) -> None:
         assert again.status(run.execution_id).is_completed
 
 
+def test_wait_for_given_statuses(live_server: LiveServer) -> None:
+    """`wait(statuses=...)` answers once the execution is in one of them, or at its end when
+    it finished in another (async and blocking alike)."""
+    with SyncClient(live_server.url) as wd:
+        run = wd.start("gated")
+        paused = wd.wait(run.execution_id, 15, statuses=["awaiting_approval"])
+        assert paused.status == "awaiting_approval"
+        wd.approve(run.execution_id, "ok")
+        assert wd.wait(run.execution_id, 15, statuses=["rejected"]).status == "completed"
+
+
 async def test_sync_client_inside_a_running_loop(live_server: LiveServer) -> None:
     """Called from a thread whose loop runs (a notebook, an async test), it still answers."""
     wd = SyncClient(live_server.url)

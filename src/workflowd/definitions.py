@@ -9,7 +9,7 @@ import ast
 import importlib
 import inspect
 import textwrap
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, get_args, overload
 
@@ -337,8 +337,9 @@ def _origin(fn: Callable[..., Any]) -> tuple[str, str]:
     return getattr(fn, "__module__", ""), getattr(fn, "__qualname__", repr(fn))
 
 
-def load_workflows(modules: list[str]) -> dict[str, Workflow]:
-    """Import each module and register every module-level `Workflow`, checking each one."""
+def load_workflows(modules: list[str], workflows: Iterable[Workflow] = ()) -> dict[str, Workflow]:
+    """Import each module and register every module-level `Workflow`, then the `workflows`
+    given as objects (a test's), checking each one."""
     registry: dict[str, Workflow] = {}
     for module_name in modules:
         try:
@@ -346,13 +347,18 @@ def load_workflows(modules: list[str]) -> dict[str, Workflow]:
         except ImportError as exc:
             raise DefinitionError(f"cannot import workflow module {module_name!r}: {exc}") from exc
         for value in vars(module).values():
-            if not isinstance(value, Workflow):
-                continue
-            existing = registry.get(value.id)
-            if existing is value:
-                continue
-            if existing is not None:
-                raise DefinitionError(f"duplicate workflow id {value.id!r} in {module_name!r}")
-            value.check()
-            registry[value.id] = value
+            if isinstance(value, Workflow):
+                _register(registry, value, f"in {module_name!r}")
+    for wf in workflows:
+        _register(registry, wf, "among the workflows given")
     return registry
+
+
+def _register(registry: dict[str, Workflow], wf: Workflow, where: str) -> None:
+    existing = registry.get(wf.id)
+    if existing is wf:
+        return  # the same object imported by two modules
+    if existing is not None:
+        raise DefinitionError(f"duplicate workflow id {wf.id!r} {where}")
+    wf.check()
+    registry[wf.id] = wf

@@ -44,42 +44,43 @@ from workflowd.answers import (
     Summary,
 )
 from workflowd.api import create_app
-from workflowd.api.keys import SETTINGS, WORKFLOWS
+from workflowd.api.keys import SETTINGS
 from workflowd.client import Client
 from workflowd.config import Settings
-from workflowd.definitions import Workflow, load_workflows
+from workflowd.definitions import Workflow
 
 __all__ = ["Run", "WorkflowEnvironment"]
 
 # An execution: its id, or what `start` answered.
 Run = str | Summary
+# Events of a step that end its run (a retry's next attempt starts a new one).
+_RUN_ENDS = frozenset({"step_finished", "step_retrying"})
 
 
 class WorkflowEnvironment:
     """The service in-process, on a store of its own, for tests of workflows.
 
     `workflows`: `Workflow` objects, or names of modules whose workflows register (as in
-    `[workflows] modules`). `path`: a directory for the store (default: a temporary one,
-    removed at the end). `settings`: sections of the configuration to change, as
-    `{"engine": {"max_concurrent": 2}}`.
+    `[workflows] modules`), loaded and checked when the service starts, as `workflowd serve`
+    does (a duplicate id or a refused external url raises `DefinitionError`). `path`: a
+    directory for the store (default: a temporary one, removed at the end). `settings`:
+    sections of the configuration to change, as `{"engine": {"max_concurrent": 2}}`.
     """
 
     def __init__(self, workflows: Iterable[Workflow | str] = ("workflowd.examples",), *,
                  path: str | Path | None = None,
                  settings: dict[str, dict[str, Any]] | None = None,
                  timeout: float = 30.0) -> None:
-        objects = [wf for wf in workflows if isinstance(wf, Workflow)]
+        # Given to create_app, which loads and checks them as for `workflowd serve`.
+        self._objects = [wf for wf in workflows if isinstance(wf, Workflow)]
         modules = [wf for wf in workflows if isinstance(wf, str)]
-        self.workflows = {**load_workflows(modules), **{wf.id: wf for wf in objects}}
-        for wf in objects:
-            wf.check()
         self.timeout = timeout
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if path is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="workflowd-test-")
             path = self._tmp.name
         data: dict[str, Any] = {"store": {"path": str(Path(path) / "workflowd.db")},
-                                "workflows": {"modules": []},
+                                "workflows": {"modules": modules},
                                 "engine": {"shutdown_grace": 1.0}}
         for section, values in (settings or {}).items():
             data[section] = {**data.get(section, {}), **values}
@@ -90,7 +91,11 @@ class WorkflowEnvironment:
     # ---- lifecycle -------------------------------------------------------------------------
 
     async def __aenter__(self) -> WorkflowEnvironment:
-        await self._start()
+        try:
+            await self._start()
+        except BaseException:
+            await self.close()  # __aexit__ does not run: remove the temporary store here
+            raise
         return self
 
     async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -98,11 +103,11 @@ class WorkflowEnvironment:
         await self.close()
 
     async def _start(self, port: int | None = None) -> None:
-        app = create_app(self.settings.model_copy(deep=True))
-        app[WORKFLOWS].clear()
-        app[WORKFLOWS].update(self.workflows)
-        server = TestServer(app, port=port, shutdown_timeout=1.0)
-        await server.start_server()
+        app = create_app(self.settings.model_copy(deep=True), self._objects)
+        server = TestServer(app, port=port)
+        # The runner takes shutdown_timeout (TestServer's constructor drops it): without it a
+        # request in flight, such as a long-poll, holds a restart for up to 60 s.
+        await server.start_server(shutdown_timeout=1.0)
         self._server = server
         url = str(server.make_url("")).rstrip("/")
         if self._client is None:
@@ -175,16 +180,14 @@ class WorkflowEnvironment:
         """Wait until the execution is in one of `statuses` (any terminal one when none is
         given); `AssertionError` when it finishes in another, `TimeoutError` past `timeout`."""
         execution_id = _id(run)
-        async with asyncio.timeout(timeout or self.timeout):
-            status = await self.client.status(execution_id)
-            while not _reached(status, statuses):
-                if status.is_terminal:
-                    raise AssertionError(
-                        f"execution {execution_id} ended {status.status}, not "
-                        f"{' or '.join(statuses)}: {await self._why(execution_id)}")
-                newer = await self.client.poll(execution_id, status.seq, 5.0)
-                status = newer or status
-            return status
+        # Client.wait rides out a `restart()` happening meanwhile (it retries the long-poll).
+        status = await self.client.wait(execution_id, timeout or self.timeout,
+                                        statuses=statuses)
+        if statuses and status.status not in statuses:
+            raise AssertionError(
+                f"execution {execution_id} ended {status.status}, not "
+                f"{' or '.join(statuses)}: {await self._why(execution_id)}")
+        return status
 
     async def finished(self, run: Run, timeout: float | None = None) -> Execution:
         """Wait for the end (any terminal status) and answer the whole execution."""
@@ -212,16 +215,30 @@ class WorkflowEnvironment:
     async def complete(self, run: Run, step: str, output: Any = None, *,
                        error: str | dict[str, str] | None = None) -> Completion:
         """Finish an external step as its worker would (waits until the step waits for one,
-        and sends the token its `step_started` event carries)."""
-        started = await self.wait_for_event(run, "step_started", step=step)
+        and sends the token of that run's `step_started` event)."""
+        started = await self._step_run(run, step)
         return await self.client.complete(_id(run), step, output, error=error,
                                           step_token=started["callback"]["token"])
 
     async def progress(self, run: Run, step: str, percentage: float, **report: Any) -> None:
         """Report progress of an external step as its worker would."""
-        started = await self.wait_for_event(run, "step_started", step=step)
+        started = await self._step_run(run, step)
         await self.client.progress(_id(run), step, percentage,
                                    step_token=started["callback"]["token"], **report)
+
+    async def _step_run(self, run: Run, step: str) -> Event:
+        """The `step_started` of the run of `step` under way, waited for when none is. Not the
+        first one: a step that runs again (a goto loop, a retry) has a new token each run."""
+        execution_id = _id(run)
+        async with asyncio.timeout(self.timeout):
+            events = await self.client.all_events(execution_id)
+            started = _open_run(events, step)
+            if started is not None:
+                return started
+            async for event in self.client.follow(execution_id, events[-1].seq):
+                if event.type == "step_started" and event.get("step") == step:
+                    return event
+        raise AssertionError(f"execution {execution_id} ended without running {step}")
 
     # ---- reading ---------------------------------------------------------------------------
 
@@ -253,5 +270,13 @@ def _id(run: Run) -> str:
     return run if isinstance(run, str) else run.execution_id
 
 
-def _reached(status: LiveStatus, statuses: tuple[str, ...]) -> bool:
-    return status.status in statuses if statuses else status.is_terminal
+def _open_run(events: list[Event], step: str) -> Event | None:
+    """The latest `step_started` of `step` if no event after it ended that run."""
+    for event in reversed(events):
+        if event.get("step") != step:
+            continue
+        if event.type == "step_started":
+            return event
+        if event.type in _RUN_ENDS:
+            return None
+    return None

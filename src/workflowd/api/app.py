@@ -26,8 +26,8 @@ from workflowd.api import (
     stream,
     tickets,
     ui,
-    workflows,
 )
+from workflowd.api import workflows as workflow_routes  # the name `workflows` is create_app's
 from workflowd.api.auth import TicketStore, TokenTable, authorization
 from workflowd.api.keys import (
     ARTIFACTS,
@@ -120,8 +120,9 @@ async def metrics_ctx(app: web.Application) -> AsyncIterator[None]:
             await recount
 
 
-def create_app(settings: Settings) -> web.Application:
-    """Build the app; workflow definitions are loaded and checked here, before anything runs."""
+def create_app(settings: Settings, workflows: Iterable[Workflow] = ()) -> web.Application:
+    """Build the app; workflow definitions are loaded and checked here, before anything runs:
+    those of `[workflows] modules`, and `workflows` given as objects (as tests do)."""
     ticket_store = TicketStore()
     # With auth off there is no authorization middleware at all: every caller is anonymous.
     middlewares: list[Middleware] = [request_context, observe, problem_json]
@@ -131,7 +132,7 @@ def create_app(settings: Settings) -> web.Application:
                           client_max_size=settings.server.max_body_bytes)
     app[SETTINGS] = settings
     app[TICKETS] = ticket_store
-    app[WORKFLOWS] = load_workflows(settings.workflows.modules)
+    app[WORKFLOWS] = load_workflows(settings.workflows.modules, workflows)
     app[OUTBOUND] = settings.outbound.policy()
     _check_external_urls(app[WORKFLOWS].values(), app[OUTBOUND])
     app[SUBMIT_RATE] = SubmitRate(settings.limits.submits_per_minute)
@@ -145,7 +146,7 @@ def create_app(settings: Settings) -> web.Application:
                             delivery.outbox_ctx, definitions.catalog_ctx, scheduler_ctx,
                             demo.demo_ctx])
     # Routes under one prefix are tried in the order they were added: the most polled first.
-    for module in (live, workflows, executions, steps, stream, tickets, health, ui, demo,
+    for module in (live, workflow_routes, executions, steps, stream, tickets, health, ui, demo,
                    control, definitions, artifacts, cluster, openapi):
         app.add_routes(module.routes.table)
     return app

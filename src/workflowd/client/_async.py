@@ -6,7 +6,14 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Collection,
+    Mapping,
+    Sequence,
+)
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Literal, TypeVar, overload
@@ -266,13 +273,17 @@ class Client:
 
     # ---- following -------------------------------------------------------------------------
 
-    async def wait(self, execution_id: str, timeout: float | None = None) -> LiveStatus:
-        """Wait until the execution is finished and answer its live status; `TimeoutError`
-        after `timeout` seconds (None: as long as it takes). Long-polls, and rides out a
-        restart of the server (for `retry_for` seconds)."""
+    async def wait(self, execution_id: str, timeout: float | None = None, *,
+                   statuses: Collection[str] = ()) -> LiveStatus:
+        """Wait until the execution is finished, or in one of `statuses` if given, and answer
+        its live status (a terminal one not among `statuses` means it ended otherwise);
+        `TimeoutError` after `timeout` seconds (None: as long as it takes). Long-polls, and
+        rides out a restart of the server (for `retry_for` seconds)."""
+        # One status given as a plain string is that status, not its substrings.
+        wanted = {statuses} if isinstance(statuses, str) else set(statuses)
         async with asyncio.timeout(timeout):
             status = await self._retrying(lambda: self.status(execution_id))
-            while not status.is_terminal:
+            while not (status.is_terminal or status.status in wanted):
                 newer = await self._retrying(
                     functools.partial(self.poll, execution_id, status.seq, 30.0))
                 if newer is not None:

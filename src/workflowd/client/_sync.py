@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Coroutine, Iterator, Mapping
+from collections.abc import AsyncIterator, Collection, Coroutine, Iterator, Mapping
 from types import TracebackType
 from typing import Any, Literal, TypeVar, overload
 
@@ -174,8 +174,9 @@ class SyncClient:
                  **options: Any) -> Completion:
         return self._run(self.client.complete(execution_id, step, output, **options))
 
-    def wait(self, execution_id: str, timeout: float | None = None) -> LiveStatus:
-        return self._run(self.client.wait(execution_id, timeout))
+    def wait(self, execution_id: str, timeout: float | None = None, *,
+             statuses: Collection[str] = ()) -> LiveStatus:
+        return self._run(self.client.wait(execution_id, timeout, statuses=statuses))
 
     @overload
     def follow(self, execution_id: str, after: int = 0, *,
