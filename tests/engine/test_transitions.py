@@ -401,14 +401,14 @@ def test_cancel_at_a_gate_does_not_count_its_cycle_twice() -> None:
 def test_wait_expired_is_nothing_before_any_deadline() -> None:
     """A timer that fires early, or on an execution no longer waiting, changes nothing."""
     h = _at_outside()
-    assert T.wait_expired(h.rec, wf.timeout, _at(5)) is None
-    assert T.wait_expired(_running().rec, wf.timeout, _at(500)) is None
+    assert T.wait_expired(h.rec, _at(5)) is None
+    assert T.wait_expired(_running().rec, _at(500)) is None
 
 
 def test_wait_expired_fails_an_external_step_past_its_timeout() -> None:
     """Past the external step's own deadline: failed `step_timeout`."""
     h = _at_outside()
-    rec = h.then(T.wait_expired(h.rec, wf.timeout, _at(11)))
+    rec = h.then(T.wait_expired(h.rec, _at(11)))
     assert rec.status == "failed"
     assert rec.error is not None
     assert rec.error.code == "step_timeout"
@@ -420,13 +420,16 @@ def test_wait_expired_times_out_past_the_workflow_deadline() -> None:
     h = _running()
     _finish_cycle(h)
     h.then(T.gate_entered(h.rec, wf, _step("gate"), NOW))
-    rec = h.then(T.wait_expired(h.rec, wf.timeout, _at(61)))
+    rec = h.then(T.wait_expired(h.rec, _at(61)))
     assert rec.status == "timed_out"
+    assert rec.error is not None
+    # The timeout read back from the deadline its first start set.
+    assert rec.error.message == "the execution ran past its 60s timeout at an approval"
     assert h.steps[-1].error is not None
     assert h.steps[-1].error.code == "timed_out"
 
     outside = _at_outside()
-    late = T.wait_expired(outside.rec, wf.timeout, _at(61))
+    late = T.wait_expired(outside.rec, _at(61))
     assert late is not None
     assert late.record.status == "timed_out"  # the workflow's deadline wins over the step's
 

@@ -152,8 +152,8 @@ def test_a_sleep_step_waits_then_wakes_queued_for_the_next_step() -> None:
     change = T.sleep_entered(rec, wf.steps[1], LATER, NOW)
     assert change.record.wait == Wait(kind="sleep", deadline=LATER)
     assert change.steps[0].status == "waiting"
-    assert T.wait_expired(change.record, None, NOW, wf) is None  # not yet
-    woke = T.wait_expired(change.record, None, LATER, wf)
+    assert T.wait_expired(change.record, NOW, wf) is None  # not yet
+    woke = T.wait_expired(change.record, LATER, wf)
     assert woke is not None
     assert woke.record.status == "queued"
     assert woke.record.cycle == 2
@@ -174,7 +174,7 @@ def test_ctx_sleep_commits_the_cycle_then_runs_the_step_again_woken() -> None:
     assert change.record.wait == Wait(kind="sleep", deadline=LATER)
     assert change.steps[0].metadata["sleep"] == 5.0
     assert "goto" not in change.steps[0].metadata
-    woke = T.wait_expired(change.record, None, LATER, wf)
+    woke = T.wait_expired(change.record, LATER, wf)
     assert woke is not None
     assert (woke.record.status, woke.record.woke, woke.record.wait) == ("queued", True, None)
     again = T.step_began(T.started(woke.record, LATER, None).record, wf.steps[0], LATER)
@@ -186,8 +186,8 @@ def test_ctx_sleep_commits_the_cycle_then_runs_the_step_again_woken() -> None:
 def test_a_paused_execution_times_out_at_its_deadline() -> None:
     """The workflow's timeout bounds a paused execution too."""
     rec = replace(_submitted(_wf(), mode="manual"), deadline=LATER)
-    assert T.wait_expired(rec, 5.0, NOW) is None
-    change = T.wait_expired(rec, 5.0, LATER)
+    assert T.wait_expired(rec, NOW) is None
+    change = T.wait_expired(rec, LATER)
     assert change is not None
     assert change.record.status == "timed_out"
     assert "while paused" in change.record.error.message  # type: ignore[union-attr]

@@ -99,13 +99,11 @@ class Chores:
                 continue
 
             def make(rec: ExecutionRecord) -> T.Change | None:
-                # Its definition (loaded by `_locked`, a JSON one's too) wakes a sleep.
-                wf = cluster.scheduler.workflow_of(rec)
-                return T.wait_expired(rec, wf.timeout if wf is not None else None, utcnow(),
-                                      wf)
+                # Its definition (loaded by `change_unheld`, a JSON one's too) wakes a sleep.
+                return T.wait_expired(rec, utcnow(), cluster.scheduler.workflow_of(rec))
 
             try:
-                await cluster._locked(execution_id, make, None)
+                await cluster.change_unheld(execution_id, make, None)
             except (OwnedElsewhere, InvalidTransitionError):
                 continue
             except WorkflowdError as exc:

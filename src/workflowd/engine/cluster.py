@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from workflowd.clock import utcnow
-from workflowd.codec import NotJSON, dumps, json_copy, loads
+from workflowd.codec import dumps, loads
 from workflowd.config import ClusterSettings, RetentionSettings
 from workflowd.context import ProgressReport
 from workflowd.definitions import Workflow
@@ -41,7 +41,6 @@ from workflowd.engine.chores import Chores
 from workflowd.engine.outbox import Outbox
 from workflowd.engine.owner import Make, Owner, Remember
 from workflowd.errors import (
-    ForbiddenError,
     QueueFullError,
     StoreUnavailableError,
     UnknownExecutionError,
@@ -289,11 +288,8 @@ class Cluster:
                       remember: Remember | None, *, four_eyes: bool = False,
                       ) -> ExecutionRecord:
         def make(rec: ExecutionRecord) -> T.Change:
-            if four_eyes and rec.submitted_by == decided_by:
-                raise ForbiddenError(f"{decided_by!r} submitted execution {execution_id} and "
-                                     "may not approve it too ([auth] four_eyes)")
-            if rec.status == "awaiting_approval":
-                self.scheduler.check_room(rec.submitted_by)
+            T.check_approver(rec, decided_by, four_eyes)
+            self.scheduler.check_room_to_leave(rec, "awaiting_approval")
             return T.approved(rec, decided_by, comment, utcnow())
 
         return await self._decide(execution_id, make, remember, {
@@ -328,8 +324,7 @@ class Cluster:
     def _room_first(self, transition: Callable[[ExecutionRecord, str], T.Change]) -> Make:
         """Like an approve: a paused execution let go into a full queue stays paused (429)."""
         def make(rec: ExecutionRecord) -> T.Change:
-            if rec.status == "paused":
-                self.scheduler.check_room(rec.submitted_by)
+            self.scheduler.check_room_to_leave(rec, "paused")
             return transition(rec, utcnow())
 
         return make
@@ -351,10 +346,7 @@ class Cluster:
                             output: Any, error: ErrorInfo | None,
                             remember: Remember | None, trusted: bool = False,
                             ) -> ExecutionRecord:
-        try:
-            output = json_copy(output)
-        except NotJSON as exc:  # pragma: no cover - a parsed JSON body is JSON
-            raise ValidationProblem(str(exc), []) from None
+        output = T.worker_output(output)
 
         def make(rec: ExecutionRecord) -> T.Change:
             wf = self._check_step(rec, step)
@@ -377,7 +369,7 @@ class Cluster:
         """Under the row lock where no node holds the execution, else by its holder."""
         for _ in range(5):
             try:
-                return await self._locked(execution_id, make, remember)
+                return await self.change_unheld(execution_id, make, remember)
             except OwnedElsewhere as held:
                 answer = await self._forward(held.node_id, execution_id, request)
                 if answer is None:
@@ -388,7 +380,7 @@ class Cluster:
                 return answer
         raise StoreUnavailableError(f"execution {execution_id} kept moving between nodes")
 
-    async def _locked(self, execution_id: str, make: Make,
+    async def change_unheld(self, execution_id: str, make: Make,
                       remember: Remember | None) -> ExecutionRecord:
         """Change an execution no node runs, under its row lock. A JSON workflow's version
         that is not in memory here is loaded first (out of the transaction, which is tried

@@ -264,9 +264,8 @@ class Owner:
     def _expire(self) -> None:
         self._timer = None
         wf = self.wf
-        timeout = wf.timeout if wf is not None else None
         try:
-            future = self.apply(lambda rec: T.wait_expired(rec, timeout, utcnow(), wf))
+            future = self.apply(lambda rec: T.wait_expired(rec, utcnow(), wf))
         except InvalidTransitionError:
             return
         if future is None:

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any, Literal
 import structlog
 
 from workflowd.clock import utcnow
-from workflowd.codec import NotJSON, json_copy
 from workflowd.config import EngineSettings
 from workflowd.context import ProgressReport
 from workflowd.definitions import Workflow
@@ -129,21 +128,10 @@ class Scheduler:
             await self.catalog.preload(unfinished)
         for rec in unfinished:
             owner = self._own(rec)
-            wf = owner.wf
-            mismatch = T.version_mismatch(rec, wf) if wf is not None else None
-            if wf is not None and mismatch is None and wf.version != rec.workflow_version:
-                # A deploy changed the module: every step it still needs is there.
-                log.info("execution_on_new_version", execution_id=rec.execution_id,
-                         workflow_id=rec.workflow_id, started_on=rec.workflow_version,
-                         loaded=wf.version)
-            if wf is None:
+            if owner.wf is None:
                 self.held.add(rec.execution_id)
-            elif mismatch is not None:
-                self._fail_mismatch(owner, mismatch)
-            elif rec.step is not None and "answer" in rec.step.metadata:
-                self._finish_legacy_answer(owner)
-            elif rec.wait is None and rec.status in ("queued", "running"):
-                self._enqueue(rec)
+            else:
+                self._take_up(owner)
         if self.held and self.catalog is not None:
             # A Python workflow gone whose id is now defined as JSON may take them back.
             for workflow_id in sorted({self.owners[i].head.workflow_id for i in self.held}):
@@ -258,12 +246,8 @@ class Scheduler:
             return await cluster.approve(execution_id, comment, decided_by, remember,
                                          four_eyes=four_eyes)
         owner = await self._owner(execution_id)
-        if four_eyes and owner.head.submitted_by == decided_by:
-            raise ForbiddenError(f"{decided_by!r} submitted execution {execution_id} and may "
-                                 "not approve it too ([auth] four_eyes)")
-        if owner.head.status == "awaiting_approval":
-            # approving into a full queue leaves it waiting
-            self._check_room(owner.head.submitted_by)
+        T.check_approver(owner.head, decided_by, four_eyes)
+        self.check_room_to_leave(owner.head, "awaiting_approval")
         return await self._apply(owner, lambda rec: T.approved(rec, decided_by, comment,
                                                                utcnow()), remember)
 
@@ -329,9 +313,7 @@ class Scheduler:
         if (cluster := self._elsewhere(execution_id)) is not None:
             return await cluster.resume(execution_id, remember)
         owner = await self._owner(execution_id)
-        if owner.head.status == "paused":
-            # Like an approve: into a full queue it stays paused.
-            self._check_room(owner.head.submitted_by)
+        self.check_room_to_leave(owner.head, "paused")
         return await self._apply(owner, lambda rec: T.resumed(rec, utcnow()), remember)
 
     async def step(self, execution_id: str, remember: Remember | None = None,
@@ -340,8 +322,7 @@ class Scheduler:
         if (cluster := self._elsewhere(execution_id)) is not None:
             return await cluster.step(execution_id, remember)
         owner = await self._owner(execution_id)
-        if owner.head.status == "paused":
-            self._check_room(owner.head.submitted_by)
+        self.check_room_to_leave(owner.head, "paused")
         return await self._apply(owner, lambda rec: T.stepped(rec, utcnow()), remember)
 
     async def step_progress(self, execution_id: str, step: str, token: str,
@@ -379,10 +360,7 @@ class Scheduler:
         owner = await self._owner_of_step(execution_id, step)
         wf = owner.wf
         assert wf is not None
-        try:
-            output = json_copy(output)
-        except NotJSON as exc:  # pragma: no cover - a parsed JSON body is JSON
-            raise InvalidTransitionError(str(exc)) from None
+        output = T.worker_output(output)
         owner.flush_reports()  # held progress commits before the end
         return await self._apply(owner, lambda rec: T.external_answered(
             rec, wf, step, token, success=success, output=output, error=error, now=utcnow(),
@@ -429,12 +407,10 @@ class Scheduler:
             owner.wf = wf
             self.held.discard(execution_id)
             taken += 1
-            rec = owner.head
             log.info("held_execution_adopted", execution_id=execution_id, workflow_id=wf.id,
-                     version=wf.version, started_on=rec.workflow_version)
+                     version=wf.version, started_on=owner.head.workflow_version)
             owner.arm()
-            if rec.wait is None and rec.status in ("queued", "running"):
-                self._enqueue(rec)
+            self._take_up(owner)
         if taken:
             self._pump()
         return taken
@@ -466,18 +442,41 @@ class Scheduler:
                  workflow_id=rec.workflow_id, cycle=rec.cycle, status=rec.status)
         return rec
 
+    def _take_up(self, owner: Owner) -> None:
+        """An unfinished execution just owned, with its definition (a recovery, a claim, a
+        workflow defined at last): failed at once when that definition lacks a step it needs
+        (`workflow_version_mismatch`), else queued if it waits for nothing."""
+        rec, wf = owner.head, owner.wf
+        assert wf is not None
+        mismatch = T.version_mismatch(rec, wf)
+        if mismatch is not None:
+            self._fail_mismatch(owner, mismatch)
+            return
+        if wf.version != rec.workflow_version:
+            # A deploy changed the definition: every step it still needs is there.
+            log.info("execution_on_new_version", execution_id=rec.execution_id,
+                     workflow_id=rec.workflow_id, started_on=rec.workflow_version,
+                     loaded=wf.version)
+        if rec.step is not None and "answer" in rec.step.metadata:
+            self._finish_legacy_answer(owner)
+        elif rec.wait is None and rec.status in ("queued", "running"):
+            self._enqueue(rec)
+
+    def _drop(self, owner: Owner) -> None:
+        """Owner no more: out of the registry, the queue and the held."""
+        execution_id = owner.execution_id
+        owner.close()
+        if self.owners.get(execution_id) is owner:
+            del self.owners[execution_id]
+        self._queue.remove(execution_id)
+        self.held.discard(execution_id)
+
     def _committed(self, owner: Owner, rec: ExecutionRecord) -> None:
         """Every commit of an execution: end of its owner, or its next place in the queue."""
         execution_id = rec.execution_id
         if rec.is_terminal:
-            owner.close()
-            self.owners.pop(execution_id, None)
-            self._queue.remove(execution_id)
-            self.held.discard(execution_id)
-            finished = self.finished
-            finished[execution_id] = rec
-            if len(finished) > self.keep_finished:
-                finished.popitem(last=False)
+            self._drop(owner)
+            self.remember_finished(rec)
         elif self.cluster is not None and rec.wait is not None:
             # The commit gave the lease up (nobody holds a waiting execution); its task ends.
             self.release(owner, cancel=False)
@@ -541,47 +540,39 @@ class Scheduler:
         if rec.execution_id in self.owners or rec.is_terminal:
             return
         owner = self._own(rec, wf)
-        wf = owner.wf
-        mismatch = T.version_mismatch(rec, wf) if wf is not None else None
-        if wf is None:
+        if owner.wf is None:
             # Never launched without a definition: it waits, owned, as at a recovery.
             self.held.add(rec.execution_id)
             log.warning("execution_held", execution_id=rec.execution_id,
                         workflow_id=rec.workflow_id, version=rec.workflow_version,
                         why="its workflow is not loaded on this node")
-        elif mismatch is not None:
-            self._fail_mismatch(owner, mismatch)
-        elif rec.wait is None and rec.status in ("queued", "running"):
-            self._enqueue(rec)
+        else:
+            self._take_up(owner)
             self._pump()
 
     def release(self, owner: Owner, *, cancel: bool = True) -> None:
         """Stop owning an execution (its lease is gone or given up): its task, if any, is
         cancelled as at a shutdown, writing nothing."""
-        execution_id = owner.execution_id
-        owner.close()
-        if self.owners.get(execution_id) is owner:
-            del self.owners[execution_id]
-        self._queue.remove(execution_id)
-        self.held.discard(execution_id)
+        self._drop(owner)
         runner = owner.runner
         if cancel and runner is not None and runner.task is not None \
                 and not runner.task.done() and not runner.cancel_requested:
-            owner.runner = None
-            self.runners.pop(execution_id, None)
             runner.task.cancel()
-            self._cut_off.add(runner.task)
-            runner.task.add_done_callback(self._cut_off.discard)
+            self._cut(owner, runner)
         self._pump()
 
     def remember_finished(self, rec: ExecutionRecord) -> None:
+        """Keep a finished record for reads (the last `keep_finished` of them)."""
         finished = self.finished
         finished[rec.execution_id] = rec
         if len(finished) > self.keep_finished:
             finished.popitem(last=False)
 
-    def check_room(self, subject: str) -> None:
-        self._check_room(subject)
+    def check_room_to_leave(self, rec: ExecutionRecord, status: str) -> None:
+        """An approve, resume or step queues an execution that is `status` (awaiting approval,
+        paused): into a full queue it stays as it is (429, nothing changed)."""
+        if rec.status == status:
+            self._check_room(rec.submitted_by)
 
     # ---- internals: admission ----------------------------------------------------------------
 

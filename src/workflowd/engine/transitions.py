@@ -20,10 +20,10 @@ from typing import Any, Literal
 from msgspec.structs import replace
 
 from workflowd.clock import format_ts, ms_between, parse_ts
-from workflowd.codec import encode
+from workflowd.codec import NotJSON, encode, json_copy
 from workflowd.context import ProgressReport
 from workflowd.definitions import Done, Goto, Sleep, StepDef, Workflow
-from workflowd.errors import ForbiddenError, InvalidTransitionError
+from workflowd.errors import ForbiddenError, InvalidTransitionError, ValidationProblem
 from workflowd.records import (
     Approval,
     CurrentStep,
@@ -41,6 +41,7 @@ __all__ = [
     "Change",
     "approved",
     "cancelled",
+    "check_approver",
     "completed",
     "cycle_finished",
     "ended",
@@ -68,6 +69,7 @@ __all__ = [
     "version_mismatch",
     "wait_expired",
     "woke",
+    "worker_output",
 ]
 
 Item = tuple[str, dict[str, Any]]
@@ -115,8 +117,15 @@ def _require(rec: ExecutionRecord, *statuses: str) -> None:
             f"execution {rec.execution_id} is {rec.status}; this needs {' or '.join(statuses)}")
 
 
-def timed_out_error(timeout: float | None) -> ErrorInfo:
-    return ErrorInfo(code="timed_out", message=f"the execution ran past its {timeout}s timeout")
+def timed_out_error(timeout: float | None, where: str = "") -> ErrorInfo:
+    limit = f"{timeout:g}s timeout" if timeout is not None else "timeout"
+    return ErrorInfo(code="timed_out", message=f"the execution ran past its {limit}{where}")
+
+
+def _timeout_of(rec: ExecutionRecord) -> float | None:
+    """The workflow's timeout, as its first start set the deadline from it."""
+    ms = ms_between(rec.started_at, rec.deadline) if rec.deadline is not None else None
+    return ms / 1000 if ms is not None else None
 
 
 # ---- entering the queue, starting ----------------------------------------------------------
@@ -376,6 +385,22 @@ def _decided_gate(rec: ExecutionRecord, status: str, now: str, error: ErrorInfo 
                                "duration_ms": record.duration_ms})], [record]
 
 
+def check_approver(rec: ExecutionRecord, decided_by: str, four_eyes: bool) -> None:
+    """`[auth] four_eyes`: the subject that submitted an execution may not approve it (403)."""
+    if four_eyes and rec.submitted_by == decided_by:
+        raise ForbiddenError(f"{decided_by!r} submitted execution {rec.execution_id} and may "
+                             "not approve it too ([auth] four_eyes)")
+
+
+def worker_output(output: Any) -> Any:
+    """A worker's output, copied as plain JSON (owned by the engine from now on); 422 for a
+    value that is not JSON."""
+    try:
+        return json_copy(output)
+    except NotJSON as exc:  # pragma: no cover - a parsed JSON body is JSON
+        raise ValidationProblem(str(exc), []) from None
+
+
 def approved(rec: ExecutionRecord, decided_by: str, comment: str | None, now: str) -> Change:
     _require(rec, "awaiting_approval")
     items, steps = _decided_gate(rec, "completed", now, None)
@@ -409,8 +434,7 @@ def rejected(rec: ExecutionRecord, decided_by: str, reason: str | None, now: str
 # ---- waits that hold no task: their deadlines ----------------------------------------------
 
 
-def wait_expired(rec: ExecutionRecord, timeout: float | None, now: str,
-                 wf: Workflow | None = None) -> Change | None:
+def wait_expired(rec: ExecutionRecord, now: str, wf: Workflow | None = None) -> Change | None:
     """A waiting execution's timer fired: time it out if a deadline has passed, wake it from
     a durable sleep that ran out (given its workflow), or None if neither (or if it stopped
     waiting meanwhile). A paused execution waits too: for its workflow's deadline."""
@@ -419,11 +443,9 @@ def wait_expired(rec: ExecutionRecord, timeout: float | None, now: str,
         return None
     moment = parse_ts(now)
     if rec.deadline is not None and parse_ts(rec.deadline) <= moment:
-        where = "at an approval" if wait is not None and wait.kind == "approval" \
-            else "while paused" if wait is None else "while waiting"
-        error = ErrorInfo(code="timed_out",
-                          message=f"the execution ran past its {timeout}s timeout {where}")
-        return ended(rec, "timed_out", error, now)
+        where = " at an approval" if wait is not None and wait.kind == "approval" \
+            else " while paused" if wait is None else " while waiting"
+        return ended(rec, "timed_out", timed_out_error(_timeout_of(rec), where), now)
     if wait is None:
         return None
     if wait.kind == "sleep" and wait.deadline is not None and wf is not None \
