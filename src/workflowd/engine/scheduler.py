@@ -301,11 +301,9 @@ class Scheduler:
             return await cluster.pause(execution_id, remember)
         owner = await self._owner(execution_id)
         at_once = owner.runner is None
-        rec = await self._apply(owner, lambda rec: T.pause_requested(rec, utcnow(),
-                                                                     at_once=at_once), remember)
-        if rec.status == "paused":
-            self._queue.remove(execution_id)
-        return rec
+        return await self._apply(owner, lambda rec: T.pause_requested(rec, utcnow(),
+                                                                      at_once=at_once),
+                                 remember)
 
     async def resume(self, execution_id: str, remember: Remember | None = None,
                      ) -> ExecutionRecord:
@@ -480,6 +478,8 @@ class Scheduler:
         elif self.cluster is not None and rec.wait is not None:
             # The commit gave the lease up (nobody holds a waiting execution); its task ends.
             self.release(owner, cancel=False)
+        elif rec.status == "paused":
+            self._queue.remove(execution_id)  # queued when paused: it waits for a resume
         elif rec.status == "queued" and owner.runner is None \
                 and execution_id not in self._queue and owner.head is rec:
             self._enqueue(rec)

@@ -508,13 +508,19 @@ def external_answered(rec: ExecutionRecord, wf: Workflow, step: str, token: str,
         return ended(rec, "failed", error or ErrorInfo(code="step_failed",
                                                        message="the worker reported failure"),
                      now)
-    change = cycle_finished(rec, wf, state={**rec.state, step: output}, decisions=(),
-                            value=None, output=output, attempt=record.attempt or 1,
-                            duration_ms=None, now=now)
+    return _queued_after(cycle_finished(
+        rec, wf, state={**rec.state, step: output}, decisions=(), value=None, output=output,
+        attempt=record.attempt or 1, duration_ms=None, now=now), now)
+
+
+def _queued_after(change: Change, now: str) -> Change:
+    """A cycle committed with no task holding the execution (a worker's answer, a sleep step's
+    end): unless it ended it, the execution waits in the queue for a runner, like after an
+    approval."""
     if change.record.is_terminal:
         return change
-    # No task holds it: it waits in the queue for a runner, like after an approval.
-    follow = _change(change.record, now, [("workflow_queued", {"priority": rec.priority})],
+    follow = _change(change.record, now, [("workflow_queued",
+                                           {"priority": change.record.priority})],
                      status="queued")
     return Change(follow.record, [*change.events, *follow.events], change.steps)
 
@@ -620,13 +626,9 @@ def woke(rec: ExecutionRecord, wf: Workflow, now: str) -> Change:
     """A durable sleep ran out. A sleep step's cycle is committed; after a `ctx.sleep` the step
     runs again (`woke`). Either way it waits in the queue for a runner, like after an approval."""
     if rec.step is not None:
-        change = cycle_finished(rec, wf, state=rec.state, decisions=(), value=None, output=None,
-                                attempt=rec.step.attempt or 1, duration_ms=None, now=now)
-        if change.record.is_terminal:
-            return change
-        follow = _change(change.record, now, [("workflow_queued", {"priority": rec.priority})],
-                         status="queued")
-        return Change(follow.record, [*change.events, *follow.events], change.steps)
+        return _queued_after(cycle_finished(
+            rec, wf, state=rec.state, decisions=(), value=None, output=None,
+            attempt=rec.step.attempt or 1, duration_ms=None, now=now), now)
     return _change(rec, now, [("workflow_queued", {"priority": rec.priority, "woke": True})],
                    status="queued", wait=None, woke=True)
 
