@@ -14,7 +14,13 @@ from workflowd.context import ProgressReport
 from workflowd.definitions import StepDef
 from workflowd.engine import transitions as T
 from workflowd.errors import ForbiddenError, InvalidTransitionError
-from workflowd.records import TERMINAL_EVENTS, ErrorInfo, ExecutionRecord, StepRecord
+from workflowd.records import (
+    TERMINAL_EVENTS,
+    ErrorInfo,
+    ExecutionRecord,
+    StepRecord,
+    wakes_at,
+)
 
 NOW = "2026-03-01T10:00:00.000Z"
 TOKEN = "the-worker-token"
@@ -413,6 +419,18 @@ def test_wait_expired_fails_an_external_step_past_its_timeout() -> None:
     assert rec.error is not None
     assert rec.error.code == "step_timeout"
     assert h.steps[-1].status == "failed"
+
+
+def test_an_external_step_without_a_timeout_waits_for_the_workflow_deadline_only() -> None:
+    """Handed over with no deadline of its own: its timer is the workflow's, and until then
+    no expiry ends it."""
+    h = _running()
+    _finish_cycle(h)
+    h.then(T.handed_over(h.rec, _step("outside"), TOKEN, None, {"token": TOKEN}, NOW))
+    assert h.rec.wait is not None
+    assert h.rec.wait.deadline is None
+    assert wakes_at(h.rec) == h.rec.deadline
+    assert T.wait_expired(h.rec, _at(59)) is None
 
 
 def test_wait_expired_times_out_past_the_workflow_deadline() -> None:

@@ -391,7 +391,7 @@ class Runner(ContextLink):
         rec = self.owner.head
         token = secrets.token_urlsafe(24)
         timeout = step.timeout or self.wf.cycle_timeout or self.limits.default_cycle_timeout
-        deadline = ts_after(timeout if timeout else 100 * 365 * 86400.0)
+        deadline = ts_after(timeout) if timeout else None  # None: it waits as long as it takes
         callback = external_callback(self.base_url, rec.execution_id, step.name, token)
         deliveries: tuple[Delivery, ...] = ()
         outbox = self.owner.outbox

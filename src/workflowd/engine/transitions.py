@@ -463,7 +463,7 @@ def wait_expired(rec: ExecutionRecord, now: str, wf: Workflow | None = None) -> 
 # ---- external steps ------------------------------------------------------------------------
 
 
-def handed_over(rec: ExecutionRecord, step: StepDef, token: str, deadline: str,
+def handed_over(rec: ExecutionRecord, step: StepDef, token: str, deadline: str | None,
                 callback: dict[str, str], now: str) -> Change:
     """The next cycle's step is done by an outside worker: the execution waits for it."""
     record, current = _entered(rec, step, now, "waiting")
