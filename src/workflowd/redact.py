@@ -23,8 +23,9 @@ SECRET_FIELDS = frozenset({
     "authorization", "password", "secret", "sha256", "ticket", "token", "tokens",
     "x-workflowd-token",
 })
-# `scheme://user:password@`: the password goes, the user stays (it says which account).
-_USERINFO = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s]*):[^@/\s]*@")
+# `scheme://user:password@`: the password goes, the user stays (it says which account). The
+# password runs to the last `@` before the host's path, as URL parsers read it (`p@ss` too).
+_USERINFO = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s]*):[^/?#\s]*@")
 # `?ticket=...`, `&token=...` in a URL or a request line.
 _QUERY = re.compile(r"(?P<head>[?&](?:ticket|token)=)[^&#\s]*", re.IGNORECASE)
 _DEPTH = 4  # nested values are scrubbed this deep; log fields are shallow

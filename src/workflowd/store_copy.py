@@ -21,8 +21,9 @@ from typing import Any
 
 from workflowd.errors import StoreError
 from workflowd.records import TERMINAL, decode_execution, wakes_at
+from workflowd.redact import redact_text
 from workflowd.store.pgschema import migrate
-from workflowd.store.postgres import check_url, redact
+from workflowd.store.postgres import check_url
 from workflowd.store.schema import migrate as migrate_sqlite
 from workflowd.store.store import _lock, _unlock
 
@@ -49,7 +50,7 @@ def _run(args: argparse.Namespace) -> int:
     except StoreError as exc:
         print(f"workflowd: {exc.detail}", file=sys.stderr)  # noqa: T201
         return 2
-    print(f"copied to {redact(args.target)}: "  # noqa: T201
+    print(f"copied to {redact_text(args.target)}: "  # noqa: T201
           + ", ".join(f"{n} {what}" for what, n in counts.items()))
     return 0
 
@@ -67,7 +68,7 @@ async def copy_store(source: str, target: str) -> dict[str, int]:
     import asyncpg
 
     check_url(target)
-    shown = redact(target)
+    shown = redact_text(target)
     lock = _lock(source)  # raises StoreError if a service runs on it
     try:
         src = sqlite3.connect(f"file:{source}?mode=rw", uri=True, isolation_level=None)

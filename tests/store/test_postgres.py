@@ -22,7 +22,7 @@ from workflowd.store import Write
 from workflowd.store.artifacts import ArtifactRow
 from workflowd.store.cluster import OwnedElsewhere
 from workflowd.store.pgwriter import LeaseLostError
-from workflowd.store.postgres import PostgresStore, check_url, redact
+from workflowd.store.postgres import PostgresStore, check_url
 from workflowd.store.writer import StaleWriteError
 
 
@@ -214,12 +214,6 @@ def test_a_bad_url_is_refused_without_its_password(url: str) -> None:
         check_url(url)
     assert "hunter2" not in caught.value.detail
     assert "[store] url" in caught.value.detail
-
-
-def test_redact_hides_only_the_password() -> None:
-    """The password becomes `***`; a URL without one is left as it is."""
-    assert redact("postgresql://u:pw@h:5/d?x=1") == "postgresql://u:***@h:5/d?x=1"
-    assert redact("postgresql://h/d") == "postgresql://h/d"
 
 
 async def test_a_wrong_password_or_server_is_a_store_error(pg_url: str) -> None:

@@ -16,7 +16,8 @@ from workflowd.api.keys import WORKFLOWS
 from workflowd.config import Settings, check_exposure, load_settings
 from workflowd.errors import DefinitionError, StoreError
 from workflowd.log import configure_logging
-from workflowd.store.postgres import check_url, redact
+from workflowd.redact import redact_text
+from workflowd.store.postgres import check_url
 
 __all__ = ["new_loop", "serve", "tune_runtime"]
 
@@ -86,7 +87,7 @@ def serve(config: str | None) -> int:
     log = structlog.get_logger("workflowd")
     names: list[str] = sorted(app[WORKFLOWS].keys())
     log.info("starting", host=settings.server.host, port=settings.server.port,
-             store=redact(settings.store.url) if settings.store.url else settings.store.path,
+             store=redact_text(settings.store.url) if settings.store.url else settings.store.path,
              workflows=names)
     if settings.engine.tune_gc:
         tune_runtime()

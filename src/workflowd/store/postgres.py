@@ -23,6 +23,7 @@ from workflowd.records import (
     ExecutionRecord,
     decode_execution,
 )
+from workflowd.redact import redact_text
 from workflowd.store.base import ExecutionFilter, Store
 from workflowd.store.cluster import ClusterOps
 from workflowd.store.pgrows import PgRows
@@ -31,31 +32,16 @@ from workflowd.store.pgwriter import PgWriter
 from workflowd.store.reads import SharedReads, numbered
 from workflowd.store.writer import Write
 
-__all__ = ["PostgresStore", "check_url", "redact"]
+__all__ = ["PostgresStore", "check_url"]
 
 log = structlog.get_logger(__name__)
 
 _TERMINAL = sorted(TERMINAL)
 
 
-def redact(url: str) -> str:
-    """The URL with its password (if any) replaced by `***`: fit for messages and logs."""
-    try:
-        parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        user = parts.username or ""
-        host = parts.hostname or ""
-        port = f":{parts.port}" if parts.port else ""
-        netloc = f"{user}:***@{host}{port}"
-        return parts._replace(netloc=netloc).geturl()
-    except ValueError:
-        return "<a URL that does not parse>"
-
-
 def check_url(url: str) -> None:
     """Refuse, with a message that never shows the password, a URL asyncpg cannot use."""
-    shown = redact(url)
+    shown = redact_text(url)
     try:
         parts = urlsplit(url)
         port = parts.port  # raises for a port that is not a number
@@ -88,7 +74,7 @@ class PostgresStore(PgRows, SharedReads, Store, ClusterOps):
         ClusterOps.__init__(self, pool, node_id, lease_seconds,
                             lambda name: _connect(url, name=name))
         self.url = url
-        self.where = redact(url)
+        self.where = redact_text(url)
         self._pool = pool
         self.writer: PgWriter = writer
         self.cluster = self
@@ -106,7 +92,7 @@ class PostgresStore(PgRows, SharedReads, Store, ClusterOps):
             raise StoreError("[store] url names PostgreSQL, but asyncpg is not installed: "
                              "pip install 'workflowd[postgres]'") from None
         check_url(url)
-        shown = redact(url)
+        shown = redact_text(url)
         pool = None
         writer = None
         try:
