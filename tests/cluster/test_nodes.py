@@ -377,6 +377,51 @@ async def test_server_sent_events_on_the_other_node(nodes: tuple[Client, Client]
     assert ids[-1] == (await live(a, execution_id))["seq"]
 
 
+async def test_a_request_during_this_node_s_claim_goes_to_the_owner_it_makes(
+        pg_url: str, make_client: MakeClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cancel that reaches the node while its own claim of the execution is under way
+    (committed, not yet owned) waits for the owner, which cancels it: no write from the stored
+    record beside the claim, no stale run launched and then let go."""
+    from workflowd.api.keys import SCHEDULER
+
+    a = await make_client(store={"url": pg_url}, engine={"max_concurrent": 1},
+                          cluster={"node_id": "a", "poll_interval": 0.1})
+    cluster = a.app[SCHEDULER].cluster
+    assert cluster is not None
+    workflows.RELEASES.clear()
+    blocker = (await submit(a, "waiter", input={"name": "c0"}))["execution_id"]
+    await wait_for_step(a, blocker)
+    queued = (await submit(a, "three-steps"))["execution_id"]  # no room: left unclaimed
+    claiming, cancel_built = asyncio.Event(), asyncio.Event()
+    definitions, locked_change = cluster._definitions, cluster.ops.locked_change
+
+    async def held_claim(records: Any) -> Any:
+        if any(rec.execution_id == queued for rec in records):
+            claiming.set()
+            await cancel_built.wait()  # the cancel reads the row meanwhile
+        return await definitions(records)
+
+    async def noted(execution_id: str, build: Any, **options: Any) -> Any:
+        try:
+            return await locked_change(execution_id, build, **options)
+        finally:
+            if execution_id == queued:
+                cancel_built.set()
+
+    monkeypatch.setattr(cluster, "_definitions", held_claim)
+    monkeypatch.setattr(cluster.ops, "locked_change", noted)
+    workflows.release("c0").set()  # the slot frees: a claims the queued one
+    await claiming.wait()
+    resp = await a.post(f"{API}/executions/{queued}/cancel")
+    assert resp.status == 202, await resp.text()
+    assert (await resp.json())["status"] == "cancelled"
+    await wait_for_status(a, queued, "cancelled")
+    assert cluster.lost == 0  # no run of the stale record was launched and then let go
+    items = await events(a, queued)
+    assert_gapless(items)
+    assert [e["type"] for e in items].count("workflow_cancelled") == 1
+
+
 async def test_max_queued_counts_what_no_node_claimed(pg_url: str,
                                                       make_client: MakeClient) -> None:
     """With every slot taken, executions queue in the database for any node to claim; past

@@ -200,6 +200,12 @@ async def test_a_change_under_the_row_lock(pg_url: str, node_a: PostgresStore,
         await node_b.locked_change("e1", approve)
     assert held.value.node_id == "a"
     assert await node_b.locked_change("nope", approve) == (None, None)
+    # Its own lease stops a node too, unless it says that nothing of its own holds it.
+    with pytest.raises(OwnedElsewhere) as held:
+        await node_a.locked_change("e1", approve)
+    assert held.value.node_id == "a"
+    with pytest.raises(InvalidTransitionError):
+        await node_a.locked_change("e1", approve, own_lease=True)
 
 
 @pytest.mark.parametrize("url", [

@@ -113,6 +113,10 @@ class Cluster:
         self.claimed = 0
         self.taken_over = 0
         self.lost = 0
+        # Clear while a claim of this node is under way: from its commit to the owners it
+        # makes, the executions it took are leased here yet owned by nobody.
+        self._no_claim = asyncio.Event()
+        self._no_claim.set()
 
     # ---- start and stop ---------------------------------------------------------------------
 
@@ -194,17 +198,13 @@ class Cluster:
                     await self._work.wait()
             self._work.clear()
             while not self._stopping and scheduler.accepting and (room := self.room()) > 0:
-                records = await self.ops.claim(room, await self.runnable())
-                definitions = await self._definitions(records)
-                self.backlog = max(0, self.backlog - len(records))
-                for rec in records:
-                    self.claimed += 1
-                    if rec.status == "running":
-                        self.taken_over += 1
-                        log.info("execution_taken_over", execution_id=rec.execution_id,
-                                 workflow_id=rec.workflow_id, cycle=rec.cycle,
-                                 node_id=self.node_id)
-                    scheduler.adopt(rec, definitions.get(rec.execution_id))
+                runnable = await self.runnable()
+                self._no_claim.clear()
+                try:
+                    records = await self.ops.claim(room, runnable)
+                    self._adopt(records, await self._definitions(records))
+                finally:
+                    self._no_claim.set()
                 if len(records) < room:
                     self._more = False
                     break
@@ -212,6 +212,17 @@ class Cluster:
             if now - self._counted >= self.settings.poll_interval:
                 self._counted = now
                 self.backlog = await self.ops.backlog()
+
+    def _adopt(self, records: Sequence[ExecutionRecord],
+               definitions: dict[str, Workflow]) -> None:
+        self.backlog = max(0, self.backlog - len(records))
+        for rec in records:
+            self.claimed += 1
+            if rec.status == "running":
+                self.taken_over += 1
+                log.info("execution_taken_over", execution_id=rec.execution_id,
+                         workflow_id=rec.workflow_id, cycle=rec.cycle, node_id=self.node_id)
+            self.scheduler.adopt(rec, definitions.get(rec.execution_id))
 
     async def runnable(self) -> list[str]:
         """The workflows this node claims executions of: Python ones and those defined as
@@ -371,7 +382,11 @@ class Cluster:
             try:
                 return await self.change_unheld(execution_id, make, remember)
             except OwnedElsewhere as held:
-                answer = await self._forward(held.node_id, execution_id, request)
+                answer: ExecutionRecord | None
+                if held.node_id == self.node_id:
+                    answer = await self._leased_here(execution_id, make, remember, request)
+                else:
+                    answer = await self._forward(held.node_id, execution_id, request)
                 if answer is None:
                     continue  # it let the execution go meanwhile: look again
                 if remember is not None:
@@ -380,8 +395,20 @@ class Cluster:
                 return answer
         raise StoreUnavailableError(f"execution {execution_id} kept moving between nodes")
 
+    async def _leased_here(self, execution_id: str, make: Make, remember: Remember | None,
+                           request: dict[str, Any]) -> ExecutionRecord:
+        """The store says this node holds the lease, yet no owner here had it: a claim of this
+        node took it (committed, its owner not made yet), and once made the owner decides; or
+        the lease outlived its owner here (let go, or a process before this one under the
+        same node id), and the change is made under the row lock after all."""
+        await self._no_claim.wait()
+        if execution_id in self.scheduler.owners:
+            return await self._apply_here(execution_id, request)
+        return await self.change_unheld(execution_id, make, remember, own_lease=True)
+
     async def change_unheld(self, execution_id: str, make: Make,
-                      remember: Remember | None) -> ExecutionRecord:
+                            remember: Remember | None, *,
+                            own_lease: bool = False) -> ExecutionRecord:
         """Change an execution no node runs, under its row lock. A JSON workflow's version
         that is not in memory here is loaded first (out of the transaction, which is tried
         again): `make` and the claim need the definition, and a node other than the one that
@@ -406,12 +433,12 @@ class Cluster:
                 idempotency=remember(new) if remember is not None else None)
 
         try:
-            rec, write = await self.ops.locked_change(execution_id, build)
+            rec, write = await self.ops.locked_change(execution_id, build, own_lease=own_lease)
         except _Unloaded as unloaded:
             if scheduler.catalog is not None:
                 await scheduler.catalog.preload([unloaded.record])
             loaded.add(execution_id)  # loaded, or not to be: `make` decides without it
-            rec, write = await self.ops.locked_change(execution_id, build)
+            rec, write = await self.ops.locked_change(execution_id, build, own_lease=own_lease)
         if rec is None:
             raise UnknownExecutionError(f"no execution with id {execution_id!r}")
         if write is None or not made:

@@ -127,12 +127,14 @@ class ClusterStore(abc.ABC):
 
     @abc.abstractmethod
     async def locked_change(self, execution_id: str,
-                            build: Callable[[ExecutionRecord], Write | None],
+                            build: Callable[[ExecutionRecord], Write | None], *,
+                            own_lease: bool = False,
                             ) -> tuple[ExecutionRecord | None, Write | None]:
         """Apply a change to an execution no node runs, under its row lock, in one
         transaction: `build` gets the committed record and answers the write (or None).
         Answers `(None, None)` for an unknown id; raises `OwnedElsewhere` when a live node
-        holds its lease, and whatever `build` raises."""
+        holds its lease (this one too, unless `own_lease`: the caller knows that nothing here
+        holds it), and whatever `build` raises."""
 
     @abc.abstractmethod
     def shared_lock(self, name: str) -> contextlib.AbstractAsyncContextManager[None]:
@@ -280,7 +282,8 @@ class ClusterOps(ClusterStore):
     # ---- a change under the row lock -------------------------------------------------------
 
     async def locked_change(self, execution_id: str,
-                            build: Callable[[ExecutionRecord], Write | None],
+                            build: Callable[[ExecutionRecord], Write | None], *,
+                            own_lease: bool = False,
                             ) -> tuple[ExecutionRecord | None, Write | None]:
         me = self.node_id
         async with self._ops_pool.acquire() as conn, conn.transaction():
@@ -289,8 +292,9 @@ class ClusterOps(ClusterStore):
                 "FROM executions WHERE id = $1 FOR UPDATE", execution_id)
             if row is None:
                 return None, None
-            if row["lease_owner"] not in (None, me) and row["live"]:
-                raise OwnedElsewhere(row["lease_owner"])
+            holder = row["lease_owner"]
+            if holder is not None and row["live"] and (holder != me or not own_lease):
+                raise OwnedElsewhere(holder)
             rec = decode_execution(row["doc"])
             write = build(rec)
             if write is None:
