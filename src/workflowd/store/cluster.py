@@ -242,8 +242,8 @@ class ClusterOps(ClusterStore):
             # execution's status (a running one too), first.
             "WITH r AS (UPDATE executions SET lease_until = '-infinity' "
             "WHERE id = ANY($1) AND lease_owner = $2 RETURNING 1) "
-            "SELECT pg_notify('workflowd_work', $2) FROM (SELECT 1 FROM r LIMIT 1) x",
-            list(ids), self.node_id)
+            "SELECT pg_notify($3, $2) FROM (SELECT 1 FROM r LIMIT 1) x",
+            list(ids), self.node_id, WORK_CHANNEL)
 
     async def holder(self, execution_id: str) -> str | None:
         rows = await self._fetch(
@@ -311,8 +311,8 @@ class ClusterOps(ClusterStore):
                 await conn.execute(
                     "WITH r AS (UPDATE executions SET lease_owner = NULL, lease_until = NULL "
                     "WHERE id = $1 AND lease_owner = $2 RETURNING status) "
-                    "SELECT pg_notify('workflowd_work', $2) FROM r WHERE status = 'queued'",
-                    execution_id, me)
+                    "SELECT pg_notify($3, $2) FROM r WHERE status = 'queued'",
+                    execution_id, me, WORK_CHANNEL)
         if write.claim and write.execution is not None:
             self.writer.rebase({execution_id: write.seq})  # kept leased to this node
         if write.on_commit is not None:
@@ -355,8 +355,8 @@ class ClusterOps(ClusterStore):
         rows = await self._fetch(
             "WITH r AS (INSERT INTO requests (from_node, to_node, execution_id, body) "
             "VALUES ($1, $2, $3, $4) RETURNING id) "
-            "SELECT id, pg_notify('workflowd_requests', $2 || '|' || id) FROM r",
-            self.node_id, to_node, execution_id, body)
+            "SELECT id, pg_notify($5, $2 || '|' || id) FROM r",
+            self.node_id, to_node, execution_id, body, REQUESTS_CHANNEL)
         return int(rows[0][0])
 
     async def take_request(self, request_id: int) -> tuple[str, str, str] | None:
@@ -368,8 +368,8 @@ class ClusterOps(ClusterStore):
     async def answer_request(self, request_id: int, answer: str) -> None:
         await self._execute(
             "WITH r AS (UPDATE requests SET answer = $2 WHERE id = $1 RETURNING from_node) "
-            "SELECT pg_notify('workflowd_answers', from_node || '|' || $1) FROM r",
-            request_id, answer)
+            "SELECT pg_notify($3, from_node || '|' || $1) FROM r",
+            request_id, answer, ANSWERS_CHANNEL)
 
     async def request_answer(self, request_id: int) -> str | None:
         rows = await self._fetch("SELECT answer FROM requests WHERE id = $1", request_id)
