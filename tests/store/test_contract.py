@@ -230,7 +230,10 @@ async def test_unfinished_and_lists(store: Store) -> None:
     first = (await store.get_execution("e0")).created_at  # type: ignore[union-attr]
     page, _ = await store.list_executions(ExecutionFilter(created_before=first))
     assert page == []
-    assert await store.count_by_status() == {"queued": 3, "completed": 2}
+    assert await store.count_by_workflow_status() == {
+        ("wf", "queued"): 2, ("wf", "completed"): 2, ("other", "queued"): 1}
+    assert await store.count_by_workflow_status(["e1", "e4"]) == {
+        ("wf", "completed"): 1, ("other", "queued"): 1}
 
 
 async def test_idempotency_answers(store: Store) -> None:

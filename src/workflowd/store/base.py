@@ -129,9 +129,6 @@ class Store(abc.ABC):
         when `next_at` is None."""
 
     @abc.abstractmethod
-    async def count_by_status(self) -> dict[str, int]: ...
-
-    @abc.abstractmethod
     async def count_by_workflow_status(self, ids: Sequence[str] | None = None,
                                        ) -> dict[tuple[str, str], int]:
         """Executions by `(workflow_id, status)`: all of them, or those of `ids`."""

@@ -85,10 +85,6 @@ class SharedReads:
             (execution_id, after, limit))
         return [(int(row[0]), row[1]) for row in rows]
 
-    async def count_by_status(self) -> dict[str, int]:
-        rows = await self._rows("SELECT status, COUNT(*) FROM executions GROUP BY status")
-        return {row[0]: int(row[1]) for row in rows}
-
     async def finished_before(self, cutoff: str, limit: int = 500) -> list[str]:
         rows = await self._rows(
             "SELECT id FROM executions WHERE finished_at IS NOT NULL AND finished_at < ? LIMIT ?",
