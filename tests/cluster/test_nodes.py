@@ -7,6 +7,7 @@ import asyncio
 import json
 from collections import Counter
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
@@ -20,6 +21,7 @@ from tests.helpers import (
     events,
     get_json,
     live,
+    problem_of,
     submit,
     wait_for_pause,
     wait_for_status,
@@ -420,6 +422,31 @@ async def test_a_request_during_this_node_s_claim_goes_to_the_owner_it_makes(
     items = await events(a, queued)
     assert_gapless(items)
     assert [e["type"] for e in items].count("workflow_cancelled") == 1
+
+
+async def test_postgresql_out_of_reach_is_503_then_served_again(pg_url: str,
+                                                                make_client: MakeClient) -> None:
+    """A read while PostgreSQL takes no connection (the node's were cut) is 503 with
+    Retry-After, the problem of a store that is unavailable, not a 500; once it takes them
+    again the same request is answered."""
+    a = await make_client(store={"url": pg_url}, cluster={"node_id": "a", "poll_interval": 0.2})
+    execution_id = (await submit(a, "three-steps"))["execution_id"]
+    await wait_for_status(a, execution_id, "completed")
+    database = urlsplit(pg_url).path.lstrip("/")
+    admin = await asyncpg.connect(urlsplit(pg_url)._replace(path="/postgres").geturl())
+    try:
+        await admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
+        await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                            "WHERE datname = $1 AND pid <> pg_backend_pid()", database)
+        resp = await a.get(f"{API}/executions")
+        problem = await problem_of(resp, 503)
+        assert problem["type"].endswith("store_unavailable")
+        assert resp.headers["Retry-After"]
+    finally:
+        await admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS true')
+        await admin.close()
+    listed = await get_json(a, f"{API}/executions")
+    assert [item["execution_id"] for item in listed["items"]] == [execution_id]
 
 
 async def test_max_queued_counts_what_no_node_claimed(pg_url: str,

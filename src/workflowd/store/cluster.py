@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from workflowd.records import TERMINAL, ExecutionRecord, decode_execution
-from workflowd.store.pgwriter import _BATCH, EVENTS_CHANNEL, WORK_CHANNEL, _Rows
+from workflowd.store.pgwriter import _BATCH, EVENTS_CHANNEL, WORK_CHANNEL, _Rows, connection
 from workflowd.store.writer import Write
 
 if TYPE_CHECKING:
@@ -202,11 +202,11 @@ class ClusterOps(ClusterStore):
         self._lock_turn = asyncio.Lock()
 
     async def _fetch(self, sql: str, *params: Any) -> list[Any]:
-        async with self._ops_pool.acquire() as conn:
+        async with connection(self._ops_pool) as conn:
             return list(await conn.fetch(sql, *params))
 
     async def _execute(self, sql: str, *params: Any) -> str:
-        async with self._ops_pool.acquire() as conn:
+        async with connection(self._ops_pool) as conn:
             result: str = await conn.execute(sql, *params)
             return result
 
@@ -286,7 +286,7 @@ class ClusterOps(ClusterStore):
                             own_lease: bool = False,
                             ) -> tuple[ExecutionRecord | None, Write | None]:
         me = self.node_id
-        async with self._ops_pool.acquire() as conn, conn.transaction():
+        async with connection(self._ops_pool) as conn, conn.transaction():
             row = await conn.fetchrow(
                 "SELECT doc, lease_owner, lease_until > statement_timestamp() AS live "
                 "FROM executions WHERE id = $1 FOR UPDATE", execution_id)

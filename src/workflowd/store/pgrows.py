@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from workflowd.errors import WorkflowConflictError
 from workflowd.store.artifacts import ArtifactRow, Role, in_role_order
+from workflowd.store.pgwriter import connection
 from workflowd.store.reads import ARTIFACT_COLUMNS
 from workflowd.store.writer import Write
 
@@ -63,7 +64,7 @@ class PgRows:
         import asyncpg
 
         try:
-            async with self._pool.acquire() as conn, conn.transaction():
+            async with connection(self._pool) as conn, conn.transaction():
                 await conn.execute(
                     "INSERT INTO workflow_versions (workflow_id, version, doc, created_at) "
                     "VALUES ($1, $2, $3, $4)", workflow_id, version, doc, now)
@@ -79,7 +80,7 @@ class PgRows:
                 "try again") from None
 
     async def delete_definition(self, workflow_id: str, now: str) -> None:
-        async with self._pool.acquire() as conn:
+        async with connection(self._pool) as conn:
             await conn.execute(
                 "UPDATE workflow_definitions SET deleted_at = $1, updated_at = $1 "
                 "WHERE workflow_id = $2", now, workflow_id)
@@ -103,7 +104,7 @@ class PgRows:
 
     async def add_artifact(self, row: ArtifactRow, role: Role | None = None) -> None:
         # One statement: the row, and with `role` its use by the execution that saved it.
-        async with self._pool.acquire() as conn:
+        async with connection(self._pool) as conn:
             await conn.execute(
                 f"WITH a AS (INSERT INTO artifacts ({ARTIFACT_COLUMNS}) "  # noqa: S608
                 "VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id, execution_id) "
@@ -120,7 +121,7 @@ class PgRows:
             "(SELECT 1 FROM executions e WHERE e.id = u.execution_id)) LIMIT $2",
             (cutoff, limit))
         candidates = [row[0] for row in rows]
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with connection(self._pool) as conn, conn.transaction():
             await conn.execute(_FORGET_USES)
             if not candidates:
                 return []

@@ -32,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import structlog
@@ -50,7 +50,7 @@ from workflowd.store.writer import (
     _settle_all,
 )
 
-__all__ = ["LeaseLostError", "PgWriter"]
+__all__ = ["LeaseLostError", "PgWriter", "connection"]
 
 log = structlog.get_logger(__name__)
 
@@ -378,12 +378,36 @@ def _lost(execution_id: str) -> LeaseLostError:
     return LeaseLostError(f"this node no longer holds the lease of {execution_id}")
 
 
+@contextlib.asynccontextmanager
+async def connection(pool: Any) -> AsyncIterator[Any]:
+    """A connection of `pool`. PostgreSQL out of reach (no connection to be had, or the one
+    lost in the block) is `StoreUnavailableError`, 503 with Retry-After as for a store that
+    refuses writes, instead of the driver's error."""
+    try:
+        conn = await pool.acquire()
+    except Exception as exc:
+        raise StoreUnavailableError(
+            f"PostgreSQL cannot be reached: {type(exc).__name__}") from exc
+    try:
+        yield conn
+    except Exception as exc:
+        if not _lost_connection(exc):
+            raise
+        raise StoreUnavailableError(
+            f"the connection to PostgreSQL was lost: {type(exc).__name__}") from exc
+    finally:
+        await pool.release(conn)
+
+
 def _lost_connection(exc: BaseException) -> bool:
     import asyncpg
 
+    # InternalClientError: the protocol's state broke, as when the server ends the session of
+    # an idle connection just as a query starts on it (seen with pg_terminate_backend).
     return isinstance(exc, OSError | asyncpg.InterfaceError | asyncpg.PostgresConnectionError
                       | asyncpg.exceptions.AdminShutdownError
-                      | asyncpg.exceptions.CannotConnectNowError | ConnectionError
+                      | asyncpg.exceptions.CannotConnectNowError
+                      | asyncpg.exceptions.InternalClientError | ConnectionError
                       | TimeoutError)
 
 

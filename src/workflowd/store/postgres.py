@@ -28,7 +28,7 @@ from workflowd.store.base import ExecutionFilter, Store
 from workflowd.store.cluster import ClusterOps
 from workflowd.store.pgrows import PgRows
 from workflowd.store.pgschema import migrate
-from workflowd.store.pgwriter import PgWriter
+from workflowd.store.pgwriter import PgWriter, connection
 from workflowd.store.reads import SharedReads, numbered
 from workflowd.store.writer import Write
 
@@ -140,7 +140,7 @@ class PostgresStore(PgRows, SharedReads, Store, ClusterOps):
     # ---- reads ----------------------------------------------------------------------------
 
     async def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        async with self._pool.acquire() as conn:
+        async with connection(self._pool) as conn:
             return list(await conn.fetch(numbered(sql), *params))
 
     async def unfinished(self) -> list[ExecutionRecord]:
@@ -179,7 +179,7 @@ class PostgresStore(PgRows, SharedReads, Store, ClusterOps):
 
     async def delivery_outcome(self, delivery_id: int, *, delivered: bool, attempts: int,
                                next_at: str | None, error: str | None) -> None:
-        async with self._pool.acquire() as conn:
+        async with connection(self._pool) as conn:
             if delivered:
                 await conn.execute("DELETE FROM deliveries WHERE id = $1", delivery_id)
             else:
@@ -203,7 +203,7 @@ class PostgresStore(PgRows, SharedReads, Store, ClusterOps):
         ids = list(ids)
         # Finished executions never change: counted before the delete, they are what it removes.
         counts = await self.count_by_workflow_status(ids) if self.on_deleted_counts else {}
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with connection(self._pool) as conn, conn.transaction():
             for table, column in (("steps", "execution_id"), ("events", "execution_id"),
                                   ("logs", "execution_id"), ("executions", "id")):
                 await conn.execute(f"DELETE FROM {table} WHERE {column} = ANY($1)", ids)  # noqa: S608
