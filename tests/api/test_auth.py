@@ -257,6 +257,30 @@ async def test_a_wrong_step_token_is_refused_with_auth_on(authed: TestClient[Any
     await problem_of(resp, 403)
 
 
+@pytest.mark.parametrize("auth_on", [True, False], ids=["auth-on", "auth-off"])
+async def test_step_token_is_read_alike_with_auth_on_and_off(make_client: MakeClient,
+                                                             auth_on: bool) -> None:
+    """The middleware and the step's routes read the step token in one place: from
+    `X-Workflowd-Token`, else `?token=` (the header wins), never from `Authorization` (a
+    configured token's: 401 with auth on, no step token with auth off)."""
+    client = await make_client(auth=auth_settings() if auth_on else {})
+    execution_id, callback = await _external_waiting(client)
+    base = f"{API}/executions/{execution_id}/steps/work"
+    token = callback["token"]
+    resp = await client.post(f"{base}/progress", json={"percentage": 10},
+                             params={"token": token})
+    assert resp.status == 202, await resp.text()
+    resp = await client.post(f"{base}/complete", json={"success": True}, params={"token": token},
+                             headers={"X-Workflowd-Token": "forged"})
+    await problem_of(resp, 403)
+    resp = await client.post(f"{base}/complete", json={"success": True}, headers=bearer(token))
+    await problem_of(resp, 401 if auth_on else 403)
+    resp = await client.post(f"{base}/complete", json={"success": True, "output": 1},
+                             params={"token": token})
+    assert resp.status == 202, await resp.text()
+    await _wait_status(client, execution_id, "completed")
+
+
 @pytest.mark.parametrize("role", ["worker", "admin"])
 async def test_worker_or_admin_bearer_reports_for_any_step(authed: TestClient[Any, Any],
                                                            role: str) -> None:

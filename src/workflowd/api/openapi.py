@@ -20,6 +20,7 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from workflowd import __version__
 from workflowd.answers import Problem, ValidationProblemDocument
+from workflowd.api.auth import STEP_TOKEN
 from workflowd.api.parsing import json_response
 from workflowd.api.routing import Routes, Spec, specs
 from workflowd.codec import dumps
@@ -117,11 +118,14 @@ def _operation(spec: Spec, name: str, schemas: _Schemas) -> dict[str, Any]:
         parameters.append({"name": header, "in": "header", "required": False,
                            "description": description, "schema": _header_schema(header)})
     if spec.step_token:
-        parameters.append({
-            "name": "X-Workflowd-Token", "in": "header", "required": False,
-            "description": "the step run's token (`ctx.callback.token`, or the `callback` of "
-                           "its `step_started` event)",
-            "schema": {"type": "string"}})
+        # Where `auth.step_token` reads it, in its order.
+        what = ("the step run's token (`ctx.callback.token`, or the `callback` of its "
+                "`step_started` event)")
+        parameters.append({"name": STEP_TOKEN, "in": "header", "required": False,
+                           "description": what, "schema": {"type": "string"}})
+        parameters.append({"name": "token", "in": "query", "required": False,
+                           "description": f"{what}, when not sent as {STEP_TOKEN}",
+                           "schema": {"type": "string"}})
     if parameters:
         op["parameters"] = parameters
     if spec.body is not None:
