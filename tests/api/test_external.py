@@ -16,7 +16,9 @@ from tests.helpers import (
     API,
     assert_gapless,
     events,
+    external_waiting,
     get_json,
+    post_callback,
     submit,
     wait_for_event,
     wait_for_status,
@@ -24,35 +26,9 @@ from tests.helpers import (
 from workflowd import Workflow
 
 
-async def _waiting(client: TestClient[Any, Any], workflow: str = "external-job",
-                   **body: Any) -> tuple[str, dict[str, Any]]:
-    """Submit and wait until the external step waits; answer the id and its callback."""
-    execution_id = (await submit(client, workflow, **body))["execution_id"]
-    started = await _step_started(client, execution_id, "work")
-    return execution_id, started["callback"]
-
-
-async def _step_started(client: TestClient[Any, Any], execution_id: str,
-                        step: str) -> dict[str, Any]:
-    await wait_for_event(client, execution_id, "step_started")
-    while True:
-        for event in await events(client, execution_id):
-            if event["type"] == "step_started" and event["step"] == step:
-                return event
-        await wait_for_event(client, execution_id, "cycle_completed")
-
-
-async def _post(client: TestClient[Any, Any], url: str, token: str | None,
-                body: dict[str, Any]) -> Any:
-    path = url.split("://", 1)[-1]
-    path = path[path.index("/"):]
-    headers = {"X-Workflowd-Token": token} if token else {}
-    return await client.post(path, json=body, headers=headers)
-
-
 async def test_external_step_completed(client: TestClient[Any, Any]) -> None:
     """The worker reports progress and completes; the output reaches later steps and the record."""
-    execution_id, callback = await _waiting(client)
+    execution_id, callback = await external_waiting(client)
     assert set(callback) == {"progress_url", "complete_url", "token"}
     steps = await get_json(client, f"{API}/executions/{execution_id}/steps")
     work = next(s for s in steps["items"] if s["name"] == "work")
@@ -60,15 +36,15 @@ async def test_external_step_completed(client: TestClient[Any, Any]) -> None:
     metrics = await (await client.get("/metrics")).text()
     assert "workflowd_executions_running 0" in metrics  # no task held while it waits
 
-    resp = await _post(client, callback["progress_url"], callback["token"],
-                       {"percentage": 40, "message": "crunching"})
+    resp = await post_callback(client, callback["progress_url"], callback["token"],
+                               {"percentage": 40, "message": "crunching"})
     assert resp.status == 202
     progress = await wait_for_event(client, execution_id, "step_progress")
     assert progress["percentage"] == 40
     assert progress["step"] == "work"
 
-    resp = await _post(client, callback["complete_url"], callback["token"],
-                       {"success": True, "output": {"rows": 7}, "error": None})
+    resp = await post_callback(client, callback["complete_url"], callback["token"],
+                               {"success": True, "output": {"rows": 7}, "error": None})
     assert resp.status == 202
     await wait_for_status(client, execution_id, "completed")
     result = await get_json(client, f"{API}/executions/{execution_id}/result")
@@ -82,9 +58,9 @@ async def test_external_step_completed(client: TestClient[Any, Any]) -> None:
 
 async def test_external_step_failed(client: TestClient[Any, Any]) -> None:
     """A worker reporting failure fails the execution with its error."""
-    execution_id, callback = await _waiting(client)
-    resp = await _post(client, callback["complete_url"], callback["token"],
-                       {"success": False, "error": "disk on fire"})
+    execution_id, callback = await external_waiting(client)
+    resp = await post_callback(client, callback["complete_url"], callback["token"],
+                               {"success": False, "error": "disk on fire"})
     assert resp.status == 202
     await wait_for_status(client, execution_id, "failed")
     result = await get_json(client, f"{API}/executions/{execution_id}/result")
@@ -103,7 +79,7 @@ async def test_external_step_times_out(client: TestClient[Any, Any]) -> None:
 async def test_wrong_token_stale_step_and_unknown_step(client: TestClient[Any, Any]) -> None:
     """403 for a wrong token (and for a complete without one), 409 for a step not running,
     404 for a step not declared; with auth off, progress without a token is taken."""
-    execution_id, callback = await _waiting(client)
+    execution_id, callback = await external_waiting(client)
     base = f"{API}/executions/{execution_id}/steps"
     resp = await client.post(f"{base}/work/complete", json={"success": True},
                              headers={"X-Workflowd-Token": "forged"})
@@ -125,9 +101,11 @@ async def test_wrong_token_stale_step_and_unknown_step(client: TestClient[Any, A
     resp = await client.post(f"{base}/work/progress", json={"percentage": 101},
                              headers={"X-Workflowd-Token": callback["token"]})
     assert resp.status == 422
-    resp = await _post(client, callback["complete_url"], callback["token"], {"success": True})
+    resp = await post_callback(client, callback["complete_url"], callback["token"],
+                               {"success": True})
     assert resp.status == 202
-    resp = await _post(client, callback["complete_url"], callback["token"], {"success": True})
+    resp = await post_callback(client, callback["complete_url"], callback["token"],
+                               {"success": True})
     assert resp.status == 409  # answered already: the token is stale
     await wait_for_status(client, execution_id, "completed")
 
@@ -135,18 +113,18 @@ async def test_wrong_token_stale_step_and_unknown_step(client: TestClient[Any, A
 async def test_external_step_completed_after_restart(make_client: MakeClient) -> None:
     """A wait survives a restart: the worker completes it on the new app."""
     first = await make_client()
-    execution_id, callback = await _waiting(first)
+    execution_id, callback = await external_waiting(first)
     await first.close()
     second = await make_client()
-    resp = await _post(second, callback["complete_url"], callback["token"],
-                       {"success": True, "output": "ok"})
+    resp = await post_callback(second, callback["complete_url"], callback["token"],
+                               {"success": True, "output": "ok"})
     assert resp.status == 202
     await wait_for_status(second, execution_id, "completed")
 
 
 async def test_cancel_while_waiting_for_a_worker(client: TestClient[Any, Any]) -> None:
     """Cancel ends a waiting external step: the record fails with code cancelled."""
-    execution_id, callback = await _waiting(client)
+    execution_id, callback = await external_waiting(client)
     resp = await client.post(f"{API}/executions/{execution_id}/cancel")
     assert resp.status == 202
     await wait_for_status(client, execution_id, "cancelled")
@@ -154,7 +132,8 @@ async def test_cancel_while_waiting_for_a_worker(client: TestClient[Any, Any]) -
     work = next(s for s in steps["items"] if s["name"] == "work")
     assert work["status"] == "failed"
     assert work["error"]["code"] == "cancelled"
-    resp = await _post(client, callback["complete_url"], callback["token"], {"success": True})
+    resp = await post_callback(client, callback["complete_url"], callback["token"],
+                               {"success": True})
     assert resp.status == 409
 
 
@@ -186,7 +165,7 @@ async def test_dispatch_posts_input_and_callback(make_client: MakeClient,
     body = received[-1]
     assert body["input"] == {"doc": 42}
     assert body["step"] == "work"
-    resp = await _post(client, body["callback"]["complete_url"], body["callback"]["token"],
-                       {"success": True, "output": 1})
+    resp = await post_callback(client, body["callback"]["complete_url"], body["callback"]["token"],
+                               {"success": True, "output": 1})
     assert resp.status == 202
     await wait_for_status(client, execution_id, "completed")

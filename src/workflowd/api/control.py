@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from workflowd import answers as A
-from workflowd.api.executions import _live_answer
+from workflowd.api.executions import live_answer
 from workflowd.api.idempotency import IDEMPOTENCY_KEY, answer_once
 from workflowd.api.keys import SCHEDULER
 from workflowd.api.routing import Routes
@@ -24,7 +24,7 @@ Act = Callable[[str, Remember | None], Awaitable[ExecutionRecord]]
 
 async def _steer(request: web.Request, action: str, act: Act, **extra: Any) -> web.Response:
     execution_id = request.match_info["execution_id"]
-    return await answer_once(request, f"{action}:{execution_id}", _live_answer(202, **extra),
+    return await answer_once(request, f"{action}:{execution_id}", live_answer(202, **extra),
                              lambda remember: act(execution_id, remember))
 
 

@@ -14,7 +14,7 @@ from workflowd.engine import Remember
 from workflowd.errors import BadRequestError, IdempotencyMismatchError
 from workflowd.records import ExecutionRecord, IdempotencyRecord
 
-__all__ = ["IDEMPOTENCY_KEY", "Answer", "answer_once"]
+__all__ = ["IDEMPOTENCY_KEY", "Answer", "Render", "answer_once"]
 
 # How routes that answer through `answer_once` declare the header (`Routes(headers=...)`).
 IDEMPOTENCY_KEY = {"Idempotency-Key": "1 to 255 characters: a repeat of the request with the "
