@@ -77,6 +77,16 @@ class ValidationProblem(WorkflowdError):
         super().__init__(detail)
         self.errors = errors
 
+    @classmethod
+    def from_errors(cls, errors: list[dict[str, Any]]) -> ValidationProblem:
+        """The problem of `errors` (`[{"loc": [...], "msg": ...}]`, at least one), its detail
+        the first one's place and message: `body.input.x: no artifact 'a' (and 2 more)`."""
+        first = errors[0]
+        detail = f"{'.'.join(str(part) for part in first['loc'])}: {first['msg']}"
+        if len(errors) > 1:
+            detail += f" (and {len(errors) - 1} more)"
+        return cls(detail, errors)
+
     def extra(self) -> dict[str, Any]:
         return {"errors": self.errors}
 

@@ -151,6 +151,5 @@ async def check_input_artifacts(request: web.Request, value: Any) -> list[str]:
     errors = [{"loc": ["body", "input", *loc], "msg": f"no artifact {ref!r}"}
               for ref, loc in refs if ref not in found]
     if errors:
-        first = errors[0]
-        raise ValidationProblem(f"{'.'.join(map(str, first['loc']))}: {first['msg']}", errors)
+        raise ValidationProblem.from_errors(errors)
     return sorted({ref for ref, _ in refs})

@@ -79,8 +79,8 @@ def _decode_cursor(cursor: str) -> int:
         text = ""
     num = sql_int(text[1:]) if text.startswith("n") else None
     if not num:
-        raise ValidationProblem("cursor: not a cursor this server gave out",
-                                [{"loc": ["query", "cursor"], "msg": "invalid cursor"}])
+        raise ValidationProblem.from_errors(
+            [{"loc": ["query", "cursor"], "msg": "not a cursor this server gave out"}])
     return num
 
 

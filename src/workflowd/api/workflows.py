@@ -78,8 +78,8 @@ async def submit(request: web.Request) -> web.Response:
         try:
             request.app[OUTBOUND].check_url(callback_url)
         except OutboundRefused as exc:
-            raise ValidationProblem(f"body.callback_url: refused: {exc}", [
-                {"loc": ["body", "callback_url"], "msg": f"refused: {exc}"}]) from None
+            raise ValidationProblem.from_errors(
+                [{"loc": ["body", "callback_url"], "msg": f"refused: {exc}"}]) from None
     subject = identity_of(request).subject
     scheduler = request.app[SCHEDULER]
 
