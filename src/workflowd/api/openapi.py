@@ -21,6 +21,7 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 from workflowd import __version__
 from workflowd.answers import Problem, ValidationProblemDocument
 from workflowd.api.auth import STEP_TOKEN
+from workflowd.api.idempotency import KEY_PATTERN
 from workflowd.api.parsing import json_response
 from workflowd.api.routing import Routes, Spec, specs
 from workflowd.codec import dumps
@@ -196,7 +197,7 @@ def _without_null(schema: dict[str, Any]) -> dict[str, Any]:
 
 def _header_schema(header: str) -> dict[str, Any]:
     if header == "Idempotency-Key":
-        return {"type": "string", "minLength": 1, "maxLength": 255}
+        return {"type": "string", "pattern": f"^{KEY_PATTERN}$"}
     if header == "Last-Event-ID":
         return {"type": "string", "pattern": "^[0-9]{1,18}$"}
     return {"type": "string"}
