@@ -17,6 +17,7 @@ from tests.helpers import (
     get_json,
     live,
     problem_of,
+    raw_request,
     submit,
     wait_for_status,
 )
@@ -189,19 +190,9 @@ async def test_key_not_utf8_is_400_not_500(client: TestClient[Any, Any]) -> None
     """A key of bytes that are not UTF-8 (sent raw: aiohttp's client would not) is a 400
     problem and submits nothing; the server read them as surrogates, which the store could not
     encode: a 500."""
-    assert client.server.host is not None
-    assert client.server.port is not None
-    body = b"{}"
-    request = (f"POST {SUBMIT} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
-               f"Content-Length: {len(body)}\r\nConnection: close\r\n").encode()
-    async with asyncio.timeout(10):
-        reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
-        writer.write(request + b"Idempotency-Key: \xff\xfe\r\n\r\n" + body)
-        answer = await reader.read()
-        writer.close()
-        await writer.wait_closed()
-    head, _, text = answer.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 400 "), answer
+    status, head, body = await raw_request(client, "POST", SUBMIT,
+                                           b"Idempotency-Key: \xff\xfe\r\n", b"{}")
+    assert status == 400, body
     assert b"application/problem+json" in head
-    assert "Idempotency-Key" in json.loads(text)["detail"]
+    assert "Idempotency-Key" in json.loads(body)["detail"]
     assert await all_executions(client) == []

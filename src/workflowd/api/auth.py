@@ -102,7 +102,11 @@ class TokenTable:
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
             return None
-        return self._by_hash.get(hash_token(token))
+        try:
+            digest = hash_token(token)
+        except UnicodeEncodeError:  # bytes that are not UTF-8, read as surrogates: no one's
+            return None
+        return self._by_hash.get(digest)
 
 
 class TicketStore:
@@ -202,7 +206,13 @@ def step_token(request: web.Request) -> str:
     `?token=`. The one reader of it: the middleware lets a request through on it, and the
     step's routes hand the same one to the engine to check. Never `Authorization`: that is a
     configured token's, and one that names no one is 401 (API.md §8)."""
-    return request.headers.get(STEP_TOKEN) or request.query.get("token", "")
+    token = request.headers.get(STEP_TOKEN) or request.query.get("token", "")
+    if not token.isascii():
+        # Step tokens are ASCII (`secrets.token_urlsafe`), so this one is wrong (403). Bytes
+        # that are not UTF-8 arrive as surrogates, which no encoder takes: passed on as the
+        # bytes read as Latin-1 instead, the engine's check refuses it rather than failing.
+        token = token.encode("utf-8", "surrogateescape").decode("latin-1")
+    return token
 
 
 def _identify(request: web.Request, spec: Spec | None, tokens: TokenTable,
