@@ -7,6 +7,7 @@ import sys
 import types
 from typing import Any
 
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from pytest_aiohttp import AiohttpServer
@@ -18,12 +19,16 @@ from tests.helpers import (
     events,
     external_waiting,
     get_json,
+    live,
     post_callback,
+    problem_of,
     submit,
     wait_for_event,
     wait_for_status,
 )
 from workflowd import Workflow
+
+UNKNOWN_ID = "00000000-0000-4000-8000-000000000000"
 
 
 async def test_external_step_completed(client: TestClient[Any, Any]) -> None:
@@ -107,6 +112,71 @@ async def test_wrong_token_stale_step_and_unknown_step(client: TestClient[Any, A
     resp = await post_callback(client, callback["complete_url"], callback["token"],
                                {"success": True})
     assert resp.status == 409  # answered already: the token is stale
+    await wait_for_status(client, execution_id, "completed")
+
+
+async def _unchanged(client: TestClient[Any, Any], execution_id: str,
+                     seq: int) -> None:
+    """Nothing was committed since `seq`, and the external step still waits."""
+    assert (await live(client, execution_id))["seq"] == seq
+    steps = await get_json(client, f"{API}/executions/{execution_id}/steps")
+    assert next(s for s in steps["items"] if s["name"] == "work")["status"] == "waiting"
+
+
+@pytest.mark.parametrize(
+    ("body", "loc"),
+    [
+        ({}, ["body", "success"]),
+        ({"output": 1}, ["body", "success"]),
+        ({"success": "maybe"}, ["body", "success"]),
+        ({"success": [True]}, ["body", "success"]),
+        ({"success": None}, ["body", "success"]),
+        ({"success": True, "colour": "red"}, ["body", "colour"]),
+        ({"success": False, "error": 5}, ["body", "error"]),
+        ({"success": False, "error": {"code": ""}}, ["body", "error"]),
+        ({"success": False, "error": {"code": "x", "why": "y"}}, ["body", "error"]),
+        ([{"success": True}], ["body"]),
+        ("done", ["body"]),
+    ],
+)
+async def test_bad_complete_body_is_422_and_changes_nothing(
+        client: TestClient[Any, Any], body: Any, loc: list[str]) -> None:
+    """A completion whose body has wrong types, unknown fields or is not an object is 422
+    pointing at the field; the step still waits, and a good completion then goes through."""
+    execution_id, callback = await external_waiting(client)
+    seq = (await live(client, execution_id))["seq"]
+    resp = await post_callback(client, callback["complete_url"], callback["token"], body)
+    problem = await problem_of(resp, 422)
+    assert any(e["loc"][:len(loc)] == loc for e in problem["errors"]), problem
+    await _unchanged(client, execution_id, seq)
+    resp = await post_callback(client, callback["complete_url"], callback["token"],
+                               {"success": True})
+    assert resp.status == 202, await resp.text()
+    await wait_for_status(client, execution_id, "completed")
+
+
+async def test_refused_completions_change_nothing(client: TestClient[Any, Any]) -> None:
+    """A completion for an unknown execution or step (404), with a wrong or no token (403), or
+    for a step that is not waiting (409) is a problem, commits nothing and does not spend its
+    Idempotency-Key: the worker's right completion with that key then goes through."""
+    execution_id, callback = await external_waiting(client)
+    seq = (await live(client, execution_id))["seq"]
+    base = f"{API}/executions/{execution_id}/steps"
+    key = {"Idempotency-Key": "done-1"}
+    token = {"X-Workflowd-Token": callback["token"]}
+    for path, headers, status in [
+            (f"{API}/executions/{UNKNOWN_ID}/steps/work/complete", token, 404),
+            (f"{base}/nope/complete", token, 404),
+            (f"{base}/work/complete", {"X-Workflowd-Token": "forged"}, 403),
+            (f"{base}/work/complete", {}, 403),
+            (f"{base}/prepare/complete", token, 409)]:
+        resp = await client.post(path, json={"success": True}, headers={**key, **headers})
+        problem = await problem_of(resp, status)
+        assert problem["instance"] == path
+        await _unchanged(client, execution_id, seq)
+    resp = await client.post(f"{base}/work/complete", json={"success": True},
+                             headers={**key, **token})
+    assert resp.status == 202, await resp.text()
     await wait_for_status(client, execution_id, "completed")
 
 
