@@ -16,6 +16,7 @@ __all__ = [
     "InvalidTransitionError",
     "NotReadyError",
     "PayloadTooLargeError",
+    "PreconditionFailedError",
     "QueueFullError",
     "RateLimitedError",
     "StoreError",
@@ -155,6 +156,22 @@ class WorkflowConflictError(WorkflowdError):
     status = 409
     code = "workflow_conflict"
     title = "Conflict with an existing workflow"
+
+
+class PreconditionFailedError(WorkflowdError):
+    """A conditional request whose condition does not hold (`If-Match` naming another
+    version); the answer carries the current `ETag`."""
+
+    status = 412
+    code = "precondition_failed"
+    title = "Precondition failed"
+
+    def __init__(self, detail: str, etag: str | None = None) -> None:
+        super().__init__(detail)
+        self.etag = etag
+
+    def headers(self) -> dict[str, str]:
+        return {"ETag": self.etag} if self.etag is not None else {}
 
 
 class PayloadTooLargeError(WorkflowdError):
