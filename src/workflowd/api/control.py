@@ -35,15 +35,15 @@ async def pause(request: web.Request) -> web.Response:
     return await _steer(request, "pause", request.app[SCHEDULER].pause, pause_requested=True)
 
 
-@routes.post(f"{BASE}/resume", role="submitter", answers={202: A.Resumed, 409: A.Problem},
-             headers=IDEMPOTENCY_KEY,
+@routes.post(f"{BASE}/resume", role="submitter",
+             answers={202: A.Resumed, 409: A.Problem, 429: A.Problem}, headers=IDEMPOTENCY_KEY,
              summary="Let a paused or manual execution run on by itself")
 async def resume(request: web.Request) -> web.Response:
     return await _steer(request, "resume", request.app[SCHEDULER].resume, resumed=True)
 
 
-@routes.post(f"{BASE}/step", role="submitter", answers={202: A.Stepped, 409: A.Problem},
-             headers=IDEMPOTENCY_KEY,
+@routes.post(f"{BASE}/step", role="submitter",
+             answers={202: A.Stepped, 409: A.Problem, 429: A.Problem}, headers=IDEMPOTENCY_KEY,
              summary="Run the next step of a paused execution, then pause again")
 async def step(request: web.Request) -> web.Response:
     return await _steer(request, "step", request.app[SCHEDULER].step, stepped=True)
