@@ -164,6 +164,53 @@ async def wait_for_step_event(client: TestClient[Any, Any], execution_id: str, e
             await client.get(path, params={"since": str(status["seq"]), "wait": "5"})
 
 
+async def external_waiting(client: TestClient[Any, Any], workflow: str = "external-job",
+                           **body: Any) -> tuple[str, dict[str, Any]]:
+    """Submit and wait until the external step `work` waits; answer the id and its callback."""
+    execution_id = (await submit(client, workflow, **body))["execution_id"]
+    started = await step_started(client, execution_id, "work")
+    return execution_id, started["callback"]
+
+
+async def step_started(client: TestClient[Any, Any], execution_id: str,
+                       step: str) -> dict[str, Any]:
+    """The `step_started` event of `step`, waiting until it is committed."""
+    await wait_for_event(client, execution_id, "step_started")
+    while True:
+        for event in await events(client, execution_id):
+            if event["type"] == "step_started" and event["step"] == step:
+                return event
+        await wait_for_event(client, execution_id, "cycle_completed")
+
+
+async def post_callback(client: TestClient[Any, Any], url: str, token: str | None,
+                        body: dict[str, Any]) -> ClientResponse:
+    """POST `body` to a callback URL (`progress_url`, `complete_url`) with the step's token."""
+    path = url.split("://", 1)[-1]
+    path = path[path.index("/"):]
+    headers = {"X-Workflowd-Token": token} if token else {}
+    return await client.post(path, json=body, headers=headers)
+
+
+async def raw_request(client: TestClient[Any, Any], method: str, path: str, headers: bytes,
+                      body: bytes = b"") -> tuple[int, bytes, bytes]:
+    """Send a request as bytes, for headers aiohttp's client would not send (bytes that are
+    not UTF-8); answer its status, head and body."""
+    assert client.server.host is not None
+    assert client.server.port is not None
+    head = (f"{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n").encode()
+    async with asyncio.timeout(10):
+        reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
+        writer.write(head + headers + b"\r\n" + body)
+        answer = await reader.read()
+        writer.close()
+        await writer.wait_closed()
+    status_line, _, rest = answer.partition(b"\r\n")
+    answer_head, _, answer_body = rest.partition(b"\r\n\r\n")
+    return int(status_line.split()[1]), answer_head, answer_body
+
+
 async def wait_for_pause(client: TestClient[Any, Any], execution_id: str, cycle: int,
                          timeout: float = 15.0) -> dict[str, Any]:
     """Long-poll until the execution is `paused` with `cycle` committed cycles; fails if it

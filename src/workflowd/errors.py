@@ -16,6 +16,7 @@ __all__ = [
     "InvalidTransitionError",
     "NotReadyError",
     "PayloadTooLargeError",
+    "PreconditionFailedError",
     "QueueFullError",
     "RateLimitedError",
     "StoreError",
@@ -76,6 +77,16 @@ class ValidationProblem(WorkflowdError):
     def __init__(self, detail: str, errors: list[dict[str, Any]]) -> None:
         super().__init__(detail)
         self.errors = errors
+
+    @classmethod
+    def from_errors(cls, errors: list[dict[str, Any]]) -> ValidationProblem:
+        """The problem of `errors` (`[{"loc": [...], "msg": ...}]`, at least one), its detail
+        the first one's place and message: `body.input.x: no artifact 'a' (and 2 more)`."""
+        first = errors[0]
+        detail = f"{'.'.join(str(part) for part in first['loc'])}: {first['msg']}"
+        if len(errors) > 1:
+            detail += f" (and {len(errors) - 1} more)"
+        return cls(detail, errors)
 
     def extra(self) -> dict[str, Any]:
         return {"errors": self.errors}
@@ -145,6 +156,22 @@ class WorkflowConflictError(WorkflowdError):
     status = 409
     code = "workflow_conflict"
     title = "Conflict with an existing workflow"
+
+
+class PreconditionFailedError(WorkflowdError):
+    """A conditional request whose condition does not hold (`If-Match` naming another
+    version); the answer carries the current `ETag`."""
+
+    status = 412
+    code = "precondition_failed"
+    title = "Precondition failed"
+
+    def __init__(self, detail: str, etag: str | None = None) -> None:
+        super().__init__(detail)
+        self.etag = etag
+
+    def headers(self) -> dict[str, str]:
+        return {"ETag": self.etag} if self.etag is not None else {}
 
 
 class PayloadTooLargeError(WorkflowdError):

@@ -47,7 +47,8 @@ def temps(client: Client) -> list[Path]:
 
 
 async def test_upload_then_download_with_etag(client: Client) -> None:
-    """201 with its fields; streamed back with the media type and ETag = sha256; 304 after."""
+    """201 with its fields; streamed back with the media type and ETag = sha256; 304 after,
+    and an If-Match naming another version is a 412 problem."""
     data = b"%PDF-1.4 hello artifacts\n" * 100
     meta = await upload(client, data, name="report.pdf", media_type="application/pdf")
     sha = hashlib.sha256(data).hexdigest()
@@ -66,6 +67,13 @@ async def test_upload_then_download_with_etag(client: Client) -> None:
                              headers={"If-None-Match": f'"{sha}"'})
     assert again.status == 304
     assert again.headers["ETag"] == f'"{sha}"'
+    matched = await client.get(f"{API}/artifacts/{meta['artifact_id']}",
+                               headers={"If-Match": f'"{sha}"'})
+    assert (matched.status, await matched.read()) == (200, data)
+    stale = await client.get(f"{API}/artifacts/{meta['artifact_id']}",
+                             headers={"If-Match": '"stale"'})
+    await problem_of(stale, 412)
+    assert stale.headers["ETag"] == f'"{sha}"'
     head = await client.head(f"{API}/artifacts/{meta['artifact_id']}")
     assert (head.status, head.headers["Content-Length"]) == (200, str(len(data)))
     await problem_of(await client.get(f"{API}/artifacts/nope"), 404)

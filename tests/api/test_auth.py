@@ -20,6 +20,7 @@ from tests.helpers import (
     auth_settings,
     bearer,
     problem_of,
+    raw_request,
 )
 from workflowd.api.routing import Spec, specs
 
@@ -255,6 +256,54 @@ async def test_a_wrong_step_token_is_refused_with_auth_on(authed: TestClient[Any
     resp = await authed.post(f"{API}/executions/{execution_id}/steps/work/complete",
                              json={"success": True}, headers={"X-Workflowd-Token": "forged"})
     await problem_of(resp, 403)
+
+
+@pytest.mark.parametrize("auth_on", [True, False], ids=["auth-on", "auth-off"])
+async def test_step_token_is_read_alike_with_auth_on_and_off(make_client: MakeClient,
+                                                             auth_on: bool) -> None:
+    """The middleware and the step's routes read the step token in one place: from
+    `X-Workflowd-Token`, else `?token=` (the header wins), never from `Authorization` (a
+    configured token's: 401 with auth on, no step token with auth off)."""
+    client = await make_client(auth=auth_settings() if auth_on else {})
+    execution_id, callback = await _external_waiting(client)
+    base = f"{API}/executions/{execution_id}/steps/work"
+    token = callback["token"]
+    resp = await client.post(f"{base}/progress", json={"percentage": 10},
+                             params={"token": token})
+    assert resp.status == 202, await resp.text()
+    resp = await client.post(f"{base}/complete", json={"success": True}, params={"token": token},
+                             headers={"X-Workflowd-Token": "forged"})
+    await problem_of(resp, 403)
+    resp = await client.post(f"{base}/complete", json={"success": True}, headers=bearer(token))
+    await problem_of(resp, 401 if auth_on else 403)
+    resp = await client.post(f"{base}/complete", json={"success": True, "output": 1},
+                             params={"token": token})
+    assert resp.status == 202, await resp.text()
+    await _wait_status(client, execution_id, "completed")
+
+
+@pytest.mark.parametrize("auth_on", [True, False], ids=["auth-on", "auth-off"])
+async def test_tokens_of_bytes_not_utf8_are_refused_not_500(make_client: MakeClient,
+                                                            auth_on: bool) -> None:
+    """A bearer or step token of bytes that are not UTF-8 (read as surrogates, which hashing
+    and the token check could not encode: a 500) is a token that names no one: 401 for the
+    bearer with auth on, 403 for the step's token, and the step still waits."""
+    client = await make_client(auth=auth_settings() if auth_on else {})
+    execution_id, _ = await _external_waiting(client)
+    if auth_on:
+        status, head, _ = await raw_request(client, "GET", f"{API}/executions",
+                                            b"Authorization: Bearer \xff\xfe\r\n")
+        assert status == 401
+        assert b"WWW-Authenticate: Bearer" in head
+    base = f"{API}/executions/{execution_id}/steps/work"
+    for path, body in ((f"{base}/progress", b'{"percentage": 5}'),
+                       (f"{base}/complete", b'{"success": true}')):
+        status, head, text = await raw_request(client, "POST", path,
+                                               b"X-Workflowd-Token: \xff\xfe\r\n", body)
+        assert status == 403, text
+        assert b"application/problem+json" in head
+    steps = await _get(client, f"{API}/executions/{execution_id}/steps")
+    assert next(s for s in steps["items"] if s["name"] == "work")["status"] == "waiting"
 
 
 @pytest.mark.parametrize("role", ["worker", "admin"])

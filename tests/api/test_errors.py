@@ -205,6 +205,23 @@ async def test_bad_submit_body_is_422(client: TestClient[Any, Any], body: Any,
     assert await all_executions(client) == []
 
 
+async def test_validation_detail_is_the_first_error_and_a_count(
+        client: TestClient[Any, Any]) -> None:
+    """Every 422's `detail` has one shape, whatever found the error (the model, the cursor's
+    check): the first error's place and message, and how many more there are."""
+    resp = await client.post(f"{API}/workflows/three-steps/executions",
+                             json={"priority": "high", "labels": ["team"]})
+    problem = await problem_of(resp, 422)
+    first, *rest = problem["errors"]
+    assert rest, problem
+    assert problem["detail"] == (f"{'.'.join(map(str, first['loc']))}: {first['msg']} "
+                                 f"(and {len(rest)} more)")
+    problem = await problem_of(await client.get(f"{API}/executions?cursor=x"), 422)
+    assert problem["errors"] == [{"loc": ["query", "cursor"],
+                                  "msg": "not a cursor this server gave out"}]
+    assert problem["detail"] == "query.cursor: not a cursor this server gave out"
+
+
 async def test_bad_decision_body_is_422(client: TestClient[Any, Any]) -> None:
     """approve/reject bodies with wrong types or unknown fields are 422 and decide nothing."""
     execution_id = (await submit(client, "three-steps", expect=201,

@@ -7,6 +7,7 @@ import sys
 import types
 from typing import Any
 
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from pytest_aiohttp import AiohttpServer
@@ -16,43 +17,23 @@ from tests.helpers import (
     API,
     assert_gapless,
     events,
+    external_waiting,
     get_json,
+    live,
+    post_callback,
+    problem_of,
     submit,
     wait_for_event,
     wait_for_status,
 )
 from workflowd import Workflow
 
-
-async def _waiting(client: TestClient[Any, Any], workflow: str = "external-job",
-                   **body: Any) -> tuple[str, dict[str, Any]]:
-    """Submit and wait until the external step waits; answer the id and its callback."""
-    execution_id = (await submit(client, workflow, **body))["execution_id"]
-    started = await _step_started(client, execution_id, "work")
-    return execution_id, started["callback"]
-
-
-async def _step_started(client: TestClient[Any, Any], execution_id: str,
-                        step: str) -> dict[str, Any]:
-    await wait_for_event(client, execution_id, "step_started")
-    while True:
-        for event in await events(client, execution_id):
-            if event["type"] == "step_started" and event["step"] == step:
-                return event
-        await wait_for_event(client, execution_id, "cycle_completed")
-
-
-async def _post(client: TestClient[Any, Any], url: str, token: str | None,
-                body: dict[str, Any]) -> Any:
-    path = url.split("://", 1)[-1]
-    path = path[path.index("/"):]
-    headers = {"X-Workflowd-Token": token} if token else {}
-    return await client.post(path, json=body, headers=headers)
+UNKNOWN_ID = "00000000-0000-4000-8000-000000000000"
 
 
 async def test_external_step_completed(client: TestClient[Any, Any]) -> None:
     """The worker reports progress and completes; the output reaches later steps and the record."""
-    execution_id, callback = await _waiting(client)
+    execution_id, callback = await external_waiting(client)
     assert set(callback) == {"progress_url", "complete_url", "token"}
     steps = await get_json(client, f"{API}/executions/{execution_id}/steps")
     work = next(s for s in steps["items"] if s["name"] == "work")
@@ -60,15 +41,15 @@ async def test_external_step_completed(client: TestClient[Any, Any]) -> None:
     metrics = await (await client.get("/metrics")).text()
     assert "workflowd_executions_running 0" in metrics  # no task held while it waits
 
-    resp = await _post(client, callback["progress_url"], callback["token"],
-                       {"percentage": 40, "message": "crunching"})
+    resp = await post_callback(client, callback["progress_url"], callback["token"],
+                               {"percentage": 40, "message": "crunching"})
     assert resp.status == 202
     progress = await wait_for_event(client, execution_id, "step_progress")
     assert progress["percentage"] == 40
     assert progress["step"] == "work"
 
-    resp = await _post(client, callback["complete_url"], callback["token"],
-                       {"success": True, "output": {"rows": 7}, "error": None})
+    resp = await post_callback(client, callback["complete_url"], callback["token"],
+                               {"success": True, "output": {"rows": 7}, "error": None})
     assert resp.status == 202
     await wait_for_status(client, execution_id, "completed")
     result = await get_json(client, f"{API}/executions/{execution_id}/result")
@@ -82,9 +63,9 @@ async def test_external_step_completed(client: TestClient[Any, Any]) -> None:
 
 async def test_external_step_failed(client: TestClient[Any, Any]) -> None:
     """A worker reporting failure fails the execution with its error."""
-    execution_id, callback = await _waiting(client)
-    resp = await _post(client, callback["complete_url"], callback["token"],
-                       {"success": False, "error": "disk on fire"})
+    execution_id, callback = await external_waiting(client)
+    resp = await post_callback(client, callback["complete_url"], callback["token"],
+                               {"success": False, "error": "disk on fire"})
     assert resp.status == 202
     await wait_for_status(client, execution_id, "failed")
     result = await get_json(client, f"{API}/executions/{execution_id}/result")
@@ -103,7 +84,7 @@ async def test_external_step_times_out(client: TestClient[Any, Any]) -> None:
 async def test_wrong_token_stale_step_and_unknown_step(client: TestClient[Any, Any]) -> None:
     """403 for a wrong token (and for a complete without one), 409 for a step not running,
     404 for a step not declared; with auth off, progress without a token is taken."""
-    execution_id, callback = await _waiting(client)
+    execution_id, callback = await external_waiting(client)
     base = f"{API}/executions/{execution_id}/steps"
     resp = await client.post(f"{base}/work/complete", json={"success": True},
                              headers={"X-Workflowd-Token": "forged"})
@@ -125,28 +106,95 @@ async def test_wrong_token_stale_step_and_unknown_step(client: TestClient[Any, A
     resp = await client.post(f"{base}/work/progress", json={"percentage": 101},
                              headers={"X-Workflowd-Token": callback["token"]})
     assert resp.status == 422
-    resp = await _post(client, callback["complete_url"], callback["token"], {"success": True})
+    resp = await post_callback(client, callback["complete_url"], callback["token"],
+                               {"success": True})
     assert resp.status == 202
-    resp = await _post(client, callback["complete_url"], callback["token"], {"success": True})
+    resp = await post_callback(client, callback["complete_url"], callback["token"],
+                               {"success": True})
     assert resp.status == 409  # answered already: the token is stale
+    await wait_for_status(client, execution_id, "completed")
+
+
+async def _unchanged(client: TestClient[Any, Any], execution_id: str,
+                     seq: int) -> None:
+    """Nothing was committed since `seq`, and the external step still waits."""
+    assert (await live(client, execution_id))["seq"] == seq
+    steps = await get_json(client, f"{API}/executions/{execution_id}/steps")
+    assert next(s for s in steps["items"] if s["name"] == "work")["status"] == "waiting"
+
+
+@pytest.mark.parametrize(
+    ("body", "loc"),
+    [
+        ({}, ["body", "success"]),
+        ({"output": 1}, ["body", "success"]),
+        ({"success": "maybe"}, ["body", "success"]),
+        ({"success": [True]}, ["body", "success"]),
+        ({"success": None}, ["body", "success"]),
+        ({"success": True, "colour": "red"}, ["body", "colour"]),
+        ({"success": False, "error": 5}, ["body", "error"]),
+        ({"success": False, "error": {"code": ""}}, ["body", "error"]),
+        ({"success": False, "error": {"code": "x", "why": "y"}}, ["body", "error"]),
+        ([{"success": True}], ["body"]),
+        ("done", ["body"]),
+    ],
+)
+async def test_bad_complete_body_is_422_and_changes_nothing(
+        client: TestClient[Any, Any], body: Any, loc: list[str]) -> None:
+    """A completion whose body has wrong types, unknown fields or is not an object is 422
+    pointing at the field; the step still waits, and a good completion then goes through."""
+    execution_id, callback = await external_waiting(client)
+    seq = (await live(client, execution_id))["seq"]
+    resp = await post_callback(client, callback["complete_url"], callback["token"], body)
+    problem = await problem_of(resp, 422)
+    assert any(e["loc"][:len(loc)] == loc for e in problem["errors"]), problem
+    await _unchanged(client, execution_id, seq)
+    resp = await post_callback(client, callback["complete_url"], callback["token"],
+                               {"success": True})
+    assert resp.status == 202, await resp.text()
+    await wait_for_status(client, execution_id, "completed")
+
+
+async def test_refused_completions_change_nothing(client: TestClient[Any, Any]) -> None:
+    """A completion for an unknown execution or step (404), with a wrong or no token (403), or
+    for a step that is not waiting (409) is a problem, commits nothing and does not spend its
+    Idempotency-Key: the worker's right completion with that key then goes through."""
+    execution_id, callback = await external_waiting(client)
+    seq = (await live(client, execution_id))["seq"]
+    base = f"{API}/executions/{execution_id}/steps"
+    key = {"Idempotency-Key": "done-1"}
+    token = {"X-Workflowd-Token": callback["token"]}
+    for path, headers, status in [
+            (f"{API}/executions/{UNKNOWN_ID}/steps/work/complete", token, 404),
+            (f"{base}/nope/complete", token, 404),
+            (f"{base}/work/complete", {"X-Workflowd-Token": "forged"}, 403),
+            (f"{base}/work/complete", {}, 403),
+            (f"{base}/prepare/complete", token, 409)]:
+        resp = await client.post(path, json={"success": True}, headers={**key, **headers})
+        problem = await problem_of(resp, status)
+        assert problem["instance"] == path
+        await _unchanged(client, execution_id, seq)
+    resp = await client.post(f"{base}/work/complete", json={"success": True},
+                             headers={**key, **token})
+    assert resp.status == 202, await resp.text()
     await wait_for_status(client, execution_id, "completed")
 
 
 async def test_external_step_completed_after_restart(make_client: MakeClient) -> None:
     """A wait survives a restart: the worker completes it on the new app."""
     first = await make_client()
-    execution_id, callback = await _waiting(first)
+    execution_id, callback = await external_waiting(first)
     await first.close()
     second = await make_client()
-    resp = await _post(second, callback["complete_url"], callback["token"],
-                       {"success": True, "output": "ok"})
+    resp = await post_callback(second, callback["complete_url"], callback["token"],
+                               {"success": True, "output": "ok"})
     assert resp.status == 202
     await wait_for_status(second, execution_id, "completed")
 
 
 async def test_cancel_while_waiting_for_a_worker(client: TestClient[Any, Any]) -> None:
     """Cancel ends a waiting external step: the record fails with code cancelled."""
-    execution_id, callback = await _waiting(client)
+    execution_id, callback = await external_waiting(client)
     resp = await client.post(f"{API}/executions/{execution_id}/cancel")
     assert resp.status == 202
     await wait_for_status(client, execution_id, "cancelled")
@@ -154,7 +202,8 @@ async def test_cancel_while_waiting_for_a_worker(client: TestClient[Any, Any]) -
     work = next(s for s in steps["items"] if s["name"] == "work")
     assert work["status"] == "failed"
     assert work["error"]["code"] == "cancelled"
-    resp = await _post(client, callback["complete_url"], callback["token"], {"success": True})
+    resp = await post_callback(client, callback["complete_url"], callback["token"],
+                               {"success": True})
     assert resp.status == 409
 
 
@@ -186,7 +235,7 @@ async def test_dispatch_posts_input_and_callback(make_client: MakeClient,
     body = received[-1]
     assert body["input"] == {"doc": 42}
     assert body["step"] == "work"
-    resp = await _post(client, body["callback"]["complete_url"], body["callback"]["token"],
-                       {"success": True, "output": 1})
+    resp = await post_callback(client, body["callback"]["complete_url"], body["callback"]["token"],
+                               {"success": True, "output": 1})
     assert resp.status == 202
     await wait_for_status(client, execution_id, "completed")

@@ -6,14 +6,18 @@ import asyncio
 import json
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 
 from tests import workflows
 from tests.helpers import (
     API,
     all_executions,
+    external_waiting,
     get_json,
+    live,
     problem_of,
+    raw_request,
     submit,
     wait_for_status,
 )
@@ -153,3 +157,42 @@ async def test_submit_replay_with_wait_answers_the_same(client: TestClient[Any, 
     assert json.loads(first[1])["status"] == "completed"
     assert await _post(client, path, "key-5", {"input": {"value": 9}}) == first
     assert len(await all_executions(client)) == 1
+
+
+@pytest.mark.parametrize("key", [
+    pytest.param("", id="empty"),
+    pytest.param("k" * 256, id="256-characters"),
+    pytest.param("ключ", id="not-ascii"),
+    pytest.param("a\tb", id="a-tab"),
+])
+async def test_bad_key_is_400_on_every_route_and_changes_nothing(
+        client: TestClient[Any, Any], key: str) -> None:
+    """A key that is empty, past 255 characters or not printable ASCII is a 400 problem on
+    every route that takes one, the request otherwise good, and nothing changes."""
+    gated = (await submit(client, "three-steps", expect=201,
+                          require_approval=True))["execution_id"]
+    external, callback = await external_waiting(client)
+    before = [await live(client, execution_id) for execution_id in (gated, external)]
+    requests = [(SUBMIT, {}), (f"{SUBMIT}?wait=1", {}),
+                (f"{API}/executions/{external}/steps/work/complete", {"success": True})]
+    requests += [(f"{API}/executions/{gated}/{action}", {})
+                 for action in ("approve", "reject", "cancel", "pause", "resume", "step")]
+    for path, body in requests:
+        resp = await client.post(path, json=body, headers={
+            "Idempotency-Key": key, "X-Workflowd-Token": callback["token"]})
+        problem = await problem_of(resp, 400)
+        assert "Idempotency-Key" in problem["detail"], (path, problem)
+    assert [await live(client, execution_id) for execution_id in (gated, external)] == before
+    assert len(await all_executions(client)) == 2
+
+
+async def test_key_not_utf8_is_400_not_500(client: TestClient[Any, Any]) -> None:
+    """A key of bytes that are not UTF-8 (sent raw: aiohttp's client would not) is a 400
+    problem and submits nothing; the server read them as surrogates, which the store could not
+    encode: a 500."""
+    status, head, body = await raw_request(client, "POST", SUBMIT,
+                                           b"Idempotency-Key: \xff\xfe\r\n", b"{}")
+    assert status == 400, body
+    assert b"application/problem+json" in head
+    assert "Idempotency-Key" in json.loads(body)["detail"]
+    assert await all_executions(client) == []

@@ -4,6 +4,7 @@ documented)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,17 +12,20 @@ from typing import Any
 import hypothesis
 import pytest
 import schemathesis
+from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 from openapi_spec_validator import OpenAPIV31SpecValidator
 from schemathesis import checks as st_checks
 from schemathesis.generation.case import Case as _Case
 from schemathesis.specs.openapi import checks as oa_checks
 
-from tests.helpers import API, problem_of
+from tests.conftest import MakeClient
+from tests.helpers import API, file_locked, problem_of, submit
 from tests.live_server import LiveServer, settings_at
 from workflowd.api import create_app
 from workflowd.api.openapi import build_document
 from workflowd.api.routing import specs
+from workflowd.config import Settings
 
 Case = _Case[Any]
 
@@ -78,6 +82,56 @@ async def test_document_describes_bodies_and_errors(client: TestClient[Any, Any]
     label = next(p for p in listing["parameters"] if p["name"] == "label")
     assert label["schema"]["type"] == "array"
     assert doc["components"]["schemas"]["SubmitBody"]["additionalProperties"] is False
+
+
+@pytest.mark.sqlite_only("it holds the SQLite file's write lock to make the store refuse")
+async def test_problems_the_routes_answer_are_declared(make_client: MakeClient,
+                                                       settings: Settings) -> None:
+    """The problems a route answers for a bad header, a body too large, a reused key, a rate
+    or a store that refuses writes are declared on that route, 429 and 503 with their
+    Retry-After."""
+    client = await make_client(server={"max_body_bytes": 1024})
+    doc = await (await client.get("/openapi.json")).json()
+    gated = (await submit(client, "three-steps", expect=201,
+                          require_approval=True))["execution_id"]
+    other = (await submit(client, "three-steps", expect=201,
+                          require_approval=True))["execution_id"]
+    one = f"{API}/executions/{{execution_id}}"
+    answered: list[tuple[str, str, ClientResponse]] = []
+
+    async def call(method: str, template: str, body: bytes = b"{}",
+                   headers: dict[str, str] | None = None, **params: str) -> ClientResponse:
+        resp = await client.request(method, template.format(**params), data=body, headers={
+            "Content-Type": "application/json", **(headers or {})})
+        answered.append((method.lower(), template, resp))
+        return resp
+
+    for action in ("cancel", "pause", "resume", "step"):
+        await problem_of(await call("POST", f"{one}/{action}", execution_id=gated,
+                                    headers={"Idempotency-Key": "a\tb"}), 400)
+        await problem_of(await call("POST", f"{one}/{action}", b"[" + b" " * 2048 + b"]",
+                                    {"Idempotency-Key": "k"}, execution_id=gated), 413)
+    once = {"Idempotency-Key": "once"}
+    assert (await call("POST", f"{one}/cancel", b"{}", once, execution_id=other)).status == 202
+    await problem_of(await call("POST", f"{one}/cancel", b'{"again": 1}', once,
+                                execution_id=other), 422)
+    await problem_of(await call("GET", f"{one}/events/stream", b"", {"Last-Event-ID": "x"},
+                                execution_id=gated), 400)
+    for _ in range(100):  # the open tickets one subject may hold
+        assert (await call("POST", f"{API}/tickets")).status == 201
+    await problem_of(await call("POST", f"{API}/tickets"), 429)
+    with file_locked(settings.store.path):
+        async with asyncio.timeout(10):
+            await problem_of(await call("POST", f"{API}/workflows/{{workflow_id}}/executions",
+                                        workflow_id="three-steps"), 503)
+            await problem_of(await call("POST", f"{one}/cancel", execution_id=gated), 503)
+
+    for method, template, resp in answered:
+        responses = doc["paths"][template][method]["responses"]
+        assert str(resp.status) in responses, (method, template, resp.status)
+        if resp.status in (429, 503):
+            assert "Retry-After" in resp.headers
+            assert "Retry-After" in responses[str(resp.status)]["headers"], template
 
 
 async def test_openapi_is_not_under_the_prefix(client: TestClient[Any, Any]) -> None:

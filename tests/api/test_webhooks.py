@@ -46,8 +46,9 @@ class Receiver:
                 await self.arrived.wait()
 
 
-async def _serve(aiohttp_server: AiohttpServer, receiver: Receiver,
-                 port: int | None = None) -> TestServer:
+async def serve_receiver(aiohttp_server: AiohttpServer, receiver: Receiver,
+                         port: int | None = None) -> TestServer:
+    """A receiver of webhooks at `/hook` on a server of its own (the cluster tests use it too)."""
     app = web.Application()
     app.router.add_post("/hook", receiver.handle)
     server: TestServer = await aiohttp_server(app, port=port) if port else await aiohttp_server(app)
@@ -63,7 +64,7 @@ async def test_configured_webhook_is_signed(make_client: MakeClient,
                                             aiohttp_server: AiohttpServer) -> None:
     """A [[webhooks]] receiver gets the terminal event with a valid HMAC-SHA256 signature."""
     receiver = Receiver()
-    server = await _serve(aiohttp_server, receiver)
+    server = await serve_receiver(aiohttp_server, receiver)
     client = await make_client(webhooks=[{"url": str(server.make_url("/hook")),
                                           "secret": SECRET}])
     execution_id = (await submit(client, "three-steps"))["execution_id"]
@@ -80,7 +81,7 @@ async def test_webhook_retried_after_a_failure(make_client: MakeClient,
                                                aiohttp_server: AiohttpServer) -> None:
     """A receiver failing once gets the event on the retry, exactly once."""
     receiver = Receiver(fail_first=1)
-    server = await _serve(aiohttp_server, receiver)
+    server = await serve_receiver(aiohttp_server, receiver)
     client = await make_client(
         webhooks=[{"url": str(server.make_url("/hook")), "events": ["workflow_completed"],
                    "secret": SECRET}],
@@ -96,7 +97,7 @@ async def test_callback_url_gets_the_terminal_event(make_client: MakeClient,
                                                     aiohttp_server: AiohttpServer) -> None:
     """`callback_url` in the submit body receives the execution's terminal event, signed."""
     receiver = Receiver()
-    server = await _serve(aiohttp_server, receiver)
+    server = await serve_receiver(aiohttp_server, receiver)
     client = await make_client(delivery={"secret": SECRET})
     execution_id = (await submit(client, "flaky", input={"fail_times": 3},
                                  callback_url=str(server.make_url("/hook"))))["execution_id"]
@@ -111,7 +112,7 @@ async def test_webhook_delivered_after_a_restart(make_client: MakeClient,
                                                  aiohttp_server: AiohttpServer) -> None:
     """A delivery the receiver could not take before a restart is sent by the next app."""
     receiver = Receiver(fail_first=1_000_000)  # down for the first app
-    server = await _serve(aiohttp_server, receiver)
+    server = await serve_receiver(aiohttp_server, receiver)
     hooks = [{"url": str(server.make_url("/hook")), "secret": SECRET}]
     first = await make_client(webhooks=hooks, delivery={"backoff": 0.01})
     execution_id = (await submit(first, "three-steps"))["execution_id"]

@@ -476,10 +476,10 @@ async def test_webhooks_are_sent_once_by_the_leader(
         pg_url: str, make_client: MakeClient, aiohttp_server: Any) -> None:
     """With the same webhook on both nodes, each terminal event is delivered once, whichever
     node committed it."""
-    from tests.api.test_webhooks import Receiver, _serve
+    from tests.api.test_webhooks import Receiver, serve_receiver
 
     receiver = Receiver()
-    hook = await _serve(aiohttp_server, receiver)
+    hook = await serve_receiver(aiohttp_server, receiver)
     hooks = [{"url": str(hook.make_url("/hook"))}]
     a, b = [await make_client(store={"url": pg_url}, webhooks=hooks,
                               delivery={"backoff": 0.05},

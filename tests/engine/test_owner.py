@@ -10,15 +10,16 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from tests import workflows
-from tests.api.test_external import _post, _waiting
 from tests.conftest import MakeClient
 from tests.helpers import (
     API,
     LogWatch,
     assert_gapless,
     events,
+    external_waiting,
     file_locked,
     get_json,
+    post_callback,
     problem_of,
     submit,
     wait_for_status,
@@ -33,11 +34,11 @@ async def test_external_progress_then_complete_at_once(client: Client) -> None:
     """Progress for an external step followed at once by its complete (the seq collision that
     stranded executions `running`): both 202, the execution completes, events gap-free."""
     for n in range(5):
-        execution_id, callback = await _waiting(client)
-        progress = await _post(client, callback["progress_url"], callback["token"],
-                               {"percentage": 30 + n, "message": "almost"})
-        complete = await _post(client, callback["complete_url"], callback["token"],
-                               {"success": True, "output": {"n": n}, "error": None})
+        execution_id, callback = await external_waiting(client)
+        progress = await post_callback(client, callback["progress_url"], callback["token"],
+                                       {"percentage": 30 + n, "message": "almost"})
+        complete = await post_callback(client, callback["complete_url"], callback["token"],
+                                       {"success": True, "output": {"n": n}, "error": None})
         assert (progress.status, complete.status) == (202, 202), await complete.text()
         status = await wait_for_status(client, execution_id, *TERMINAL)
         assert status["status"] == "completed"
@@ -53,12 +54,12 @@ async def test_external_progress_then_complete_at_once(client: Client) -> None:
 
 async def test_progress_and_complete_sent_together(client: Client) -> None:
     """Progress and complete of an external step sent concurrently: no 500, one end."""
-    execution_id, callback = await _waiting(client)
+    execution_id, callback = await external_waiting(client)
     token = callback["token"]
     answers = await asyncio.gather(
-        _post(client, callback["progress_url"], token, {"percentage": 10}),
-        _post(client, callback["complete_url"], token, {"success": True, "output": {}}),
-        _post(client, callback["progress_url"], token, {"percentage": 20}))
+        post_callback(client, callback["progress_url"], token, {"percentage": 10}),
+        post_callback(client, callback["complete_url"], token, {"success": True, "output": {}}),
+        post_callback(client, callback["progress_url"], token, {"percentage": 20}))
     assert answers[1].status == 202
     assert {a.status for a in answers} <= {202, 409}
     assert (await wait_for_status(client, execution_id, *TERMINAL))["status"] == "completed"

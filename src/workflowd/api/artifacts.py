@@ -20,7 +20,12 @@ from workflowd.api.parsing import json_response, parse_query
 from workflowd.api.routing import Routes
 from workflowd.codec import encode
 from workflowd.engine.artifacts import CHUNK, ArtifactStore, artifact_refs
-from workflowd.errors import PayloadTooLargeError, UnknownArtifactError, ValidationProblem
+from workflowd.errors import (
+    PayloadTooLargeError,
+    PreconditionFailedError,
+    UnknownArtifactError,
+    ValidationProblem,
+)
 from workflowd.records import API_PREFIX
 
 __all__ = ["artifacts_ctx", "check_input_artifacts", "routes"]
@@ -88,7 +93,7 @@ class _Blob(web.FileResponse):
 
 
 @routes.get(f"{BASE}/{{artifact_id}}", role="viewer",
-            answers={200: None, 206: None, 304: None, 404: None}, media_type="*/*",
+            answers={200: None, 206: None, 304: None, 404: None, 412: None}, media_type="*/*",
             summary="Download an artifact (ETag is its sha256; Range requests work)")
 async def download(request: web.Request) -> web.StreamResponse:
     store = request.app[ARTIFACTS]
@@ -102,7 +107,8 @@ async def download(request: web.Request) -> web.StreamResponse:
         return web.Response(status=304, headers={"ETag": etag})
     if (match := request.if_match) is not None and not any(
             tag.value in (row.sha256, "*") and not tag.is_weak for tag in match):
-        return web.Response(status=412, headers={"ETag": etag})
+        raise PreconditionFailedError(f"If-Match does not name this artifact's version, {etag}",
+                                      etag)
     view = None
     conditional = (hdrs.IF_NONE_MATCH, hdrs.IF_MATCH, hdrs.IF_RANGE, hdrs.IF_MODIFIED_SINCE,
                    hdrs.IF_UNMODIFIED_SINCE)
@@ -151,6 +157,5 @@ async def check_input_artifacts(request: web.Request, value: Any) -> list[str]:
     errors = [{"loc": ["body", "input", *loc], "msg": f"no artifact {ref!r}"}
               for ref, loc in refs if ref not in found]
     if errors:
-        first = errors[0]
-        raise ValidationProblem(f"{'.'.join(map(str, first['loc']))}: {first['msg']}", errors)
+        raise ValidationProblem.from_errors(errors)
     return sorted({ref for ref, _ in refs})

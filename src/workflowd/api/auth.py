@@ -4,9 +4,9 @@ With `[auth] enabled`, the `authorize` middleware reads the matched route's decl
 (`api.routing`): a `public` route needs nothing; any other needs `Authorization: Bearer TOKEN`
 whose SHA-256 is a configured token's, or, on WebSocket and SSE routes, `?ticket=` from
 `POST /api/v1/tickets`, or, on a step's two routes, that step run's own token
-(`X-Workflowd-Token`), which stands for `worker` there only and which the engine checks. The
-caller's `Identity` is put on the request for handlers (`identity_of`). With auth off there is
-no middleware at all and every caller is `anonymous`.
+(`step_token`: the one reader of it, for the routes too), which stands for `worker` there
+only and which the engine checks. The caller's `Identity` is put on the request for handlers
+(`identity_of`). With auth off there is no middleware at all and every caller is `anonymous`.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ __all__ = [
     "ANONYMOUS",
     "CALLER_ROLES",
     "IDENTITY",
+    "STEP_TOKEN",
     "CallerRole",
     "Identity",
     "TicketStore",
@@ -41,6 +42,7 @@ __all__ = [
     "hash_token",
     "identity_of",
     "new_token",
+    "step_token",
 ]
 
 log = structlog.get_logger("workflowd.auth")
@@ -100,7 +102,11 @@ class TokenTable:
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
             return None
-        return self._by_hash.get(hash_token(token))
+        try:
+            digest = hash_token(token)
+        except UnicodeEncodeError:  # bytes that are not UTF-8, read as surrogates: no one's
+            return None
+        return self._by_hash.get(digest)
 
 
 class TicketStore:
@@ -181,7 +187,9 @@ def authorization(tokens: TokenTable, tickets: TicketStore) -> Middleware:
                      reason="no valid credentials")
             raise UnauthorizedError(
                 "this route needs a valid token: Authorization: Bearer TOKEN"
-                + (", or ?ticket= from POST /api/v1/tickets" if spec and spec.stream else ""))
+                + (", or ?ticket= from POST /api/v1/tickets" if spec and spec.stream else "")
+                + (f", or the step's own token as {STEP_TOKEN}" if spec and spec.step_token
+                   else ""))
         if not identity.may(required):
             log.info("auth_refused", method=request.method, path=request.path,
                      subject=identity.subject, role=identity.role, needs=required)
@@ -193,18 +201,32 @@ def authorization(tokens: TokenTable, tickets: TicketStore) -> Middleware:
     return authorize
 
 
+def step_token(request: web.Request) -> str:
+    """The step run's token a request carries ("" for none): `X-Workflowd-Token`, else
+    `?token=`. The one reader of it: the middleware lets a request through on it, and the
+    step's routes hand the same one to the engine to check. Never `Authorization`: that is a
+    configured token's, and one that names no one is 401 (API.md §8)."""
+    token = request.headers.get(STEP_TOKEN) or request.query.get("token", "")
+    if not token.isascii():
+        # Step tokens are ASCII (`secrets.token_urlsafe`), so this one is wrong (403). Bytes
+        # that are not UTF-8 arrive as surrogates, which no encoder takes: passed on as the
+        # bytes read as Latin-1 instead, the engine's check refuses it rather than failing.
+        token = token.encode("utf-8", "surrogateescape").decode("latin-1")
+    return token
+
+
 def _identify(request: web.Request, spec: Spec | None, tokens: TokenTable,
               tickets: TicketStore) -> Identity | None:
     header = request.headers.get("Authorization")
-    step_token = spec is not None and spec.step_token and bool(request.headers.get(STEP_TOKEN))
+    has_step_token = spec is not None and spec.step_token and bool(step_token(request))
     if header is not None:
         identity = tokens.bearer(header)
-        if identity is not None and (identity.may("worker") or not step_token):
+        if identity is not None and (identity.may("worker") or not has_step_token):
             return identity
         # A bearer token that names no one, or whose role may not report for steps, beside the
         # step's own token: the step token speaks (and the engine checks it).
-        return _step_identity(request) if step_token else identity
-    if step_token:
+        return _step_identity(request) if has_step_token else identity
+    if has_step_token:
         return _step_identity(request)
     if spec is not None and spec.stream is not None:
         ticket = request.query.get("ticket")

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from workflowd import answers as A
 from workflowd.answers import Page
 from workflowd.api.auth import identity_of
-from workflowd.api.idempotency import IDEMPOTENCY_KEY, Answer, answer_once
+from workflowd.api.idempotency import IDEMPOTENCY_KEY, Answer, Render, answer_once
 from workflowd.api.keys import SCHEDULER, SETTINGS, STORE
 from workflowd.api.parsing import SQL_INT_MAX, json_response, parse_body, parse_query, sql_int
 from workflowd.api.routing import Routes
@@ -25,7 +25,7 @@ from workflowd.models import LABEL_KEY, ApproveBody, RejectBody
 from workflowd.records import API_PREFIX, ExecutionRecord, ExecutionStatus
 from workflowd.store import ExecutionFilter
 
-__all__ = ["routes"]
+__all__ = ["live_answer", "routes"]
 
 routes = Routes()
 BASE = f"{API_PREFIX}/executions/{{execution_id}}"
@@ -79,8 +79,8 @@ def _decode_cursor(cursor: str) -> int:
         text = ""
     num = sql_int(text[1:]) if text.startswith("n") else None
     if not num:
-        raise ValidationProblem("cursor: not a cursor this server gave out",
-                                [{"loc": ["query", "cursor"], "msg": "invalid cursor"}])
+        raise ValidationProblem.from_errors(
+            [{"loc": ["query", "cursor"], "msg": "not a cursor this server gave out"}])
     return num
 
 
@@ -161,7 +161,10 @@ async def get_result(request: web.Request) -> web.Response:
     return json_response({"status": rec.status, "result": rec.result, "error": rec.error})
 
 
-def _live_answer(status: int, **extra: Any) -> Any:
+def live_answer(status: int, **extra: Any) -> Render:
+    """How a decision answers (`answer_once`): `status` with the live status after it and
+    `extra` (`approved=True`); the routes that steer an execution (`api.control`) too."""
+
     def render(rec: ExecutionRecord) -> Answer:
         return status, dumps({**live_status(rec), **extra}), None
 
@@ -178,7 +181,7 @@ async def approve(request: web.Request) -> web.Response:
     subject = identity_of(request).subject
     four_eyes = request.app[SETTINGS].auth.four_eyes
     return await answer_once(
-        request, f"approve:{execution_id}", _live_answer(202, approved=True),
+        request, f"approve:{execution_id}", live_answer(202, approved=True),
         lambda remember: scheduler.approve(execution_id, body.comment, subject, remember,
                                            four_eyes=four_eyes))
 
@@ -192,7 +195,7 @@ async def reject(request: web.Request) -> web.Response:
     scheduler = request.app[SCHEDULER]
     subject = identity_of(request).subject
     return await answer_once(
-        request, f"reject:{execution_id}", _live_answer(200, rejected=True),
+        request, f"reject:{execution_id}", live_answer(200, rejected=True),
         lambda remember: scheduler.reject(execution_id, body.reason, subject, remember))
 
 
@@ -203,5 +206,5 @@ async def cancel(request: web.Request) -> web.Response:
     execution_id = request.match_info["execution_id"]
     scheduler = request.app[SCHEDULER]
     return await answer_once(
-        request, f"cancel:{execution_id}", _live_answer(202, cancelled=True),
+        request, f"cancel:{execution_id}", live_answer(202, cancelled=True),
         lambda remember: scheduler.cancel(execution_id, remember))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -14,11 +15,16 @@ from workflowd.engine import Remember
 from workflowd.errors import BadRequestError, IdempotencyMismatchError
 from workflowd.records import ExecutionRecord, IdempotencyRecord
 
-__all__ = ["IDEMPOTENCY_KEY", "Answer", "answer_once"]
+__all__ = ["IDEMPOTENCY_KEY", "KEY_PATTERN", "Answer", "Render", "answer_once"]
 
 # How routes that answer through `answer_once` declare the header (`Routes(headers=...)`).
-IDEMPOTENCY_KEY = {"Idempotency-Key": "1 to 255 characters: a repeat of the request with the "
-                                      "same key answers what the first one answered"}
+IDEMPOTENCY_KEY = {"Idempotency-Key": "1 to 255 printable ASCII characters: a repeat of the "
+                                      "request with the same key answers what the first one "
+                                      "answered"}
+# What a key may be (the OpenAPI document says so too): printable ASCII, as the header's
+# draft standard has it. Not UTF-8 would reach the store as surrogates it cannot encode.
+KEY_PATTERN = "[ -~]{1,255}"
+_KEY = re.compile(KEY_PATTERN)
 
 # status, body, Location
 Answer = tuple[int, str, str | None]
@@ -36,8 +42,8 @@ async def answer_once(request: web.Request, scope: str, render: Render, act: Act
     key = request.headers.get("Idempotency-Key")
     if key is None:
         return _response(*render(await act(None)))
-    if not 1 <= len(key) <= 255:
-        raise BadRequestError("Idempotency-Key must be 1 to 255 characters")
+    if _KEY.fullmatch(key) is None:
+        raise BadRequestError("Idempotency-Key must be 1 to 255 printable ASCII characters")
     body = await request.read()
     fingerprint = hashlib.sha256(request.method.encode() + request.path.encode() + b"\0" + body
                                  ).hexdigest()

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import weakref
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 from aiohttp.abc import AbstractResolver
 
 from workflowd.api.auth import TicketStore
 from workflowd.api.limits import SubmitRate
-from workflowd.api.metrics import METRICS
 from workflowd.api.views import LiveBodies
 from workflowd.config import Settings
 from workflowd.definitions import Workflow
@@ -20,6 +20,11 @@ from workflowd.engine.catalog import Catalog
 from workflowd.engine.outbox import Outbox
 from workflowd.outbound import OutboundPolicy
 from workflowd.store import Store
+
+if TYPE_CHECKING:
+    # For the type checker only: `api.metrics` reads the keys here (its collector looks up
+    # the store, scheduler and outbox on the app), so importing it here would be a cycle.
+    from workflowd.api.metrics import Metrics
 
 __all__ = [
     "ARTIFACTS", "CATALOG", "HUB", "INFLIGHT", "LIVE_BODIES", "METRICS", "OUTBOUND", "OUTBOX",
@@ -45,5 +50,7 @@ SOCKETS = web.AppKey("sockets", weakref.WeakSet[web.WebSocketResponse])
 OUTBOUND = web.AppKey("outbound", OutboundPolicy)
 TICKETS = web.AppKey("tickets", TicketStore)
 SUBMIT_RATE = web.AppKey("submit_rate", SubmitRate)
+# The application's numbers for `/metrics` (`api.metrics.Metrics`).
+METRICS: web.AppKey[Metrics] = web.AppKey("metrics")
 # The DNS resolver under outbound requests, when not aiohttp's own (tests put a stub here).
 RESOLVER = web.AppKey("resolver", AbstractResolver)

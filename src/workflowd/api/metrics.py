@@ -29,9 +29,10 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_late
 from prometheus_client.registry import Collector
 
 from workflowd import __version__
+from workflowd.api.keys import METRICS, OUTBOX, SCHEDULER, STORE
 from workflowd.engine.tally import Histogram, Tally
 
-__all__ = ["FOLLOWER_KINDS", "HTTP_BUCKETS", "METRICS", "Metrics", "observe", "render"]
+__all__ = ["FOLLOWER_KINDS", "HTTP_BUCKETS", "Metrics", "observe", "render"]
 
 access_log = structlog.get_logger("workflowd.access")
 
@@ -62,8 +63,6 @@ class Metrics:
 
     async def seed(self, app: web.Application) -> None:
         """Read the store's counts once, before this process changes anything."""
-        from workflowd.api.keys import STORE  # keys imports this module
-
         store = app[STORE]
         self.app = app
         self.tally.seed(await store.count_by_workflow_status())
@@ -74,8 +73,6 @@ class Metrics:
         """Several nodes share the store and each counts only its own commits: read the
         store's counts every `interval` seconds instead (a node's moves in between are kept
         until the next read)."""
-        from workflowd.api.keys import STORE
-
         assert self.app is not None
         store = self.app[STORE]
         while True:
@@ -98,9 +95,6 @@ class Metrics:
         if histogram is None:
             histogram = self.latency[route] = Histogram(HTTP_BUCKETS)
         histogram.observe(seconds)
-
-
-METRICS = web.AppKey("metrics", Metrics)
 
 
 def render(metrics: Metrics) -> web.Response:
@@ -164,8 +158,6 @@ def _engine(m: Metrics) -> Iterator[Metric]:
         totals[status] = totals.get(status, 0) + count
     yield executions
     app = m.app
-    from workflowd.api.keys import SCHEDULER
-
     scheduler = app.get(SCHEDULER) if app is not None else None
     for name, what, value in (
         ("running", "Executions with a running task.", scheduler.running if scheduler else 0),
@@ -219,8 +211,6 @@ def _http(m: Metrics) -> Iterator[Metric]:
 
 
 def _store(app: web.Application) -> Iterator[Metric]:
-    from workflowd.api.keys import STORE
-
     store = app.get(STORE)
     if store is None:
         return
@@ -243,8 +233,6 @@ def _store(app: web.Application) -> Iterator[Metric]:
 
 def _cluster(app: web.Application) -> Iterator[Metric]:
     """This node's part in a cluster on PostgreSQL (each node serves its own)."""
-    from workflowd.api.keys import SCHEDULER
-
     scheduler = app.get(SCHEDULER)
     if scheduler is None or scheduler.cluster is None:
         return
@@ -271,8 +259,6 @@ def _cluster(app: web.Application) -> Iterator[Metric]:
 
 
 def _outbox(m: Metrics, app: web.Application) -> Iterator[Metric]:
-    from workflowd.api.keys import OUTBOX
-
     outbox = app.get(OUTBOX)
     if outbox is None:
         return

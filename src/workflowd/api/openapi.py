@@ -3,8 +3,10 @@ declarations (`api.routing`) and the pydantic models they name. Nothing here is 
 of a schema: bodies, queries and answers are the models the handlers read and the tests check.
 
 Every operation also gets the problem answers its declaration implies (404 for a path with an
-id, 400/413/422 for a body, 422 for a query) and a `default` problem answer, for what any route
-may answer (401/403 with auth on, 405, 503 while starting).
+id; 400/413/422 for a body; 422 for a query; 400/413/422 for an `Idempotency-Key`, which must
+be well formed, makes the body read, and must not be reused for another request; 400 for a
+`Last-Event-ID`; 503 for a route that writes, when the store refuses) and a `default` problem
+answer, for what any route may answer (401/403 with auth on, 405, 503 while starting).
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from workflowd import __version__
 from workflowd.answers import Problem, ValidationProblemDocument
+from workflowd.api.auth import STEP_TOKEN
+from workflowd.api.idempotency import KEY_PATTERN
 from workflowd.api.parsing import json_response
 from workflowd.api.routing import Routes, Spec, specs
 from workflowd.codec import dumps
@@ -117,11 +121,14 @@ def _operation(spec: Spec, name: str, schemas: _Schemas) -> dict[str, Any]:
         parameters.append({"name": header, "in": "header", "required": False,
                            "description": description, "schema": _header_schema(header)})
     if spec.step_token:
-        parameters.append({
-            "name": "X-Workflowd-Token", "in": "header", "required": False,
-            "description": "the step run's token (`ctx.callback.token`, or the `callback` of "
-                           "its `step_started` event)",
-            "schema": {"type": "string"}})
+        # Where `auth.step_token` reads it, in its order.
+        what = ("the step run's token (`ctx.callback.token`, or the `callback` of its "
+                "`step_started` event)")
+        parameters.append({"name": STEP_TOKEN, "in": "header", "required": False,
+                           "description": what, "schema": {"type": "string"}})
+        parameters.append({"name": "token", "in": "query", "required": False,
+                           "description": f"{what}, when not sent as {STEP_TOKEN}",
+                           "schema": {"type": "string"}})
     if parameters:
         op["parameters"] = parameters
     if spec.body is not None:
@@ -192,7 +199,7 @@ def _without_null(schema: dict[str, Any]) -> dict[str, Any]:
 
 def _header_schema(header: str) -> dict[str, Any]:
     if header == "Idempotency-Key":
-        return {"type": "string", "minLength": 1, "maxLength": 255}
+        return {"type": "string", "pattern": f"^{KEY_PATTERN}$"}
     if header == "Last-Event-ID":
         return {"type": "string", "pattern": "^[0-9]{1,18}$"}
     return {"type": "string"}
@@ -200,13 +207,21 @@ def _header_schema(header: str) -> dict[str, Any]:
 
 def _responses(spec: Spec, schemas: _Schemas, *, has_path: bool) -> dict[str, Any]:
     answers: dict[int, type[Any] | None] = dict(spec.answers)
+    implied: list[int] = []
     if has_path:
-        answers.setdefault(404, Problem)
+        implied.append(404)
     if spec.body is not None:
-        answers.setdefault(400, Problem)
-        answers.setdefault(413, Problem)
+        implied += [400, 413]
     if spec.body is not None or spec.query is not None:
-        answers.setdefault(422, ValidationProblemDocument)
+        implied.append(422)
+    if "Idempotency-Key" in spec.headers:
+        implied += [400, 413, 422]
+    if "Last-Event-ID" in spec.headers:
+        implied.append(400)
+    if spec.writes:
+        implied.append(503)
+    for status in implied:
+        answers.setdefault(status, Problem)  # a 422 gets ValidationProblemDocument (`_response`)
     out: dict[str, Any] = {}
     for status in sorted(answers):
         out[str(status)] = _response(spec, status, answers[status], schemas)
@@ -228,9 +243,10 @@ def _response(spec: Spec, status: int, model: type[Any] | None,
             model = ValidationProblemDocument
         chosen = model if model is not None else Problem
         response["content"] = {PROBLEM_MEDIA: {"schema": schemas.ref(chosen, "serialization")}}
-        if status == 429:
+        if status in (429, 503):
+            # Always on a 429; on a 503 when the store refuses writes (not while starting).
             response["headers"] = {"Retry-After": {
-                "description": "seconds to wait before trying again", "required": True,
+                "description": "seconds to wait before trying again", "required": status == 429,
                 "schema": {"type": "integer"}}}
     elif model is not None:
         response["content"] = {"application/json": {"schema": schemas.ref(model,

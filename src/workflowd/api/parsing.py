@@ -45,10 +45,8 @@ def sql_int(text: str) -> int | None:
 
 
 def _problem_from(exc: ValidationError, where: str) -> ValidationProblem:
-    errors = [{"loc": [where, *e["loc"]], "msg": e["msg"]} for e in exc.errors()]
-    first = errors[0]
-    detail = f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
-    return ValidationProblem(detail, errors)
+    return ValidationProblem.from_errors(
+        [{"loc": [where, *e["loc"]], "msg": e["msg"]} for e in exc.errors()])
 
 
 async def read_json(request: web.Request) -> Any:
@@ -105,8 +103,8 @@ def _refuse_deep(raw: bytes) -> None:
     brackets = _STRING.sub(b"", raw).translate(None, _NOT_BRACKET)
     depth = max(itertools.accumulate(map(_NESTING.__getitem__, brackets)), default=0)
     if depth > MAX_DEPTH:
-        raise ValidationProblem(f"body: JSON nested deeper than {MAX_DEPTH} levels", [
-            {"loc": ["body"], "msg": f"nested deeper than {MAX_DEPTH} levels"}])
+        raise ValidationProblem.from_errors(
+            [{"loc": ["body"], "msg": f"JSON nested deeper than {MAX_DEPTH} levels"}])
 
 
 def _strict_loads(raw: bytes) -> Any:
@@ -140,9 +138,7 @@ def _refuse_infinite(value: Any) -> None:
     value, and stored it would come back as null."""
     errors = [{"loc": ["body", *loc], "msg": _FINITE_MSG} for loc in _infinities(value, ())]
     if errors:
-        first = errors[0]
-        raise ValidationProblem(f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}",
-                                errors)
+        raise ValidationProblem.from_errors(errors)
 
 
 def _infinities(value: Any, loc: tuple[str | int, ...]) -> Iterator[tuple[str | int, ...]]:

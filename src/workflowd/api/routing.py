@@ -59,6 +59,9 @@ class Spec:
     stream: Literal["websocket", "sse"] | None = None
     # A path outside the API's own (`/ui/`), for the OpenAPI document to leave out.
     internal: bool = False
+    # It writes to the store, which may refuse for now (503 `store_unavailable`): by default
+    # (`Routes`) every route but a GET.
+    writes: bool = False
 
 
 class Routes:
@@ -69,6 +72,8 @@ class Routes:
 
     def route(self, method: str, path: str, *, role: Role, summary: str,
               **details: Any) -> Callable[[H], H]:
+        details.setdefault("writes", method != "GET")
+
         def declare(handler: H) -> H:
             setattr(handler, _SPEC, Spec(method, path, role, summary, **details))
             self.table.route(method, path)(handler)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from workflowd import answers as A
-from workflowd.api.auth import identity_of
+from workflowd.api.auth import identity_of, step_token
 from workflowd.api.idempotency import IDEMPOTENCY_KEY, Answer, answer_once
 from workflowd.api.keys import SCHEDULER, SETTINGS
 from workflowd.api.parsing import json_response, parse_body
@@ -21,16 +21,6 @@ routes = Routes()
 BASE = f"{API_PREFIX}/executions/{{execution_id}}/steps/{{step}}"
 
 
-def _token(request: web.Request) -> str:
-    """The step run's token: `X-Workflowd-Token`, `Authorization: Bearer`, or `?token=`."""
-    token = request.headers.get("X-Workflowd-Token")
-    auth = request.headers.get("Authorization", "")
-    if token is None and auth.lower().startswith("bearer "):
-        token = auth[7:].strip()
-    # Checked after the execution and step are known, so an unknown id is still 404.
-    return token or request.query.get("token") or ""
-
-
 @routes.post(f"{BASE}/progress", role="worker", step_token=True, body=ProgressBody,
              answers={202: A.ProgressAccepted, 403: A.Problem, 409: A.Problem},
              summary="Report progress of the step running or waited on")
@@ -38,7 +28,8 @@ async def step_progress(request: web.Request) -> web.Response:
     body = await parse_body(request, ProgressBody)
     report = ProgressReport(body.percentage, body.message, body.current_task,
                             body.estimated_remaining_seconds, body.custom_data)
-    token = _token(request)
+    # Checked after the execution and step are known, so an unknown id is still 404.
+    token = step_token(request)
     identity = identity_of(request)
     # With auth off a report without a token is taken (API.md §3); a wrong one is still 403.
     trusted = identity.any_step or (identity.via == "anonymous" and not token
@@ -61,7 +52,7 @@ def _completed(rec: ExecutionRecord) -> Answer:
 async def step_complete(request: web.Request) -> web.Response:
     body = await parse_body(request, CompleteBody)
     execution_id, step = request.match_info["execution_id"], request.match_info["step"]
-    token = _token(request)
+    token = step_token(request)
     trusted = identity_of(request).any_step  # a worker's or admin's bearer token
     scheduler = request.app[SCHEDULER]
     return await answer_once(

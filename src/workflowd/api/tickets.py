@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from aiohttp import web
 from pydantic import BaseModel
 
+from workflowd.answers import Problem
 from workflowd.api.auth import CallerRole, identity_of
 from workflowd.api.keys import TICKETS
 from workflowd.api.parsing import json_response
@@ -29,7 +30,8 @@ class Ticket(BaseModel):
     role: CallerRole
 
 
-@routes.post(f"{API_PREFIX}/tickets", role="viewer", answers={201: Ticket},
+@routes.post(f"{API_PREFIX}/tickets", role="viewer", answers={201: Ticket, 429: Problem},
+             writes=False,  # kept in memory only
              summary="A single-use ticket (30 s) for a WebSocket or EventSource: ?ticket=")
 async def create_ticket(request: web.Request) -> web.Response:
     identity = identity_of(request)

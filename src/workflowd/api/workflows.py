@@ -68,8 +68,7 @@ def _submitted(rec: ExecutionRecord) -> Answer:
 async def submit(request: web.Request) -> web.Response:
     workflow_id = request.match_info["workflow_id"]
     query = parse_query(request, SubmitQuery)
-    wf = request.app[WORKFLOWS].get(workflow_id) or \
-        await request.app[CATALOG].current(workflow_id)
+    wf = await request.app[CATALOG].current(workflow_id)  # the Python one, else the JSON one
     if wf is None:
         raise UnknownWorkflowError(f"no workflow with id {workflow_id!r}")
     body = await parse_body(request, SubmitBody)
@@ -78,8 +77,8 @@ async def submit(request: web.Request) -> web.Response:
         try:
             request.app[OUTBOUND].check_url(callback_url)
         except OutboundRefused as exc:
-            raise ValidationProblem(f"body.callback_url: refused: {exc}", [
-                {"loc": ["body", "callback_url"], "msg": f"refused: {exc}"}]) from None
+            raise ValidationProblem.from_errors(
+                [{"loc": ["body", "callback_url"], "msg": f"refused: {exc}"}]) from None
     subject = identity_of(request).subject
     scheduler = request.app[SCHEDULER]
 

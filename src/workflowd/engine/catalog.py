@@ -66,11 +66,10 @@ class Catalog:
 
     async def for_record(self, rec: ExecutionRecord) -> Workflow | None:
         """Like `resolve`, loading a JSON version from the store when needed."""
-        wf = self.resolve(rec)
-        if wf is None and rec.source == "json":
-            defined = await self.version(rec.workflow_id, rec.workflow_version)
-            wf = defined.workflow if defined is not None else None
-        return wf
+        if rec.source != "json":
+            return self.python.get(rec.workflow_id)
+        defined = await self.version(rec.workflow_id, rec.workflow_version)  # memory first
+        return defined.workflow if defined is not None else None
 
     async def preload(self, records: Iterable[ExecutionRecord]) -> None:
         """Load the JSON versions these executions run on (recovery and claims do, before

@@ -175,9 +175,5 @@ def _clean(loc: tuple[int | str, ...], kind: str) -> tuple[int | str, ...]:
 
 
 def _problem(problems: list[Problem]) -> ValidationProblem:
-    errors = [{"loc": ["body", *loc], "msg": msg} for loc, msg in problems]
-    first = errors[0]
-    detail = f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
-    if len(errors) > 1:
-        detail += f" (and {len(errors) - 1} more)"
-    return ValidationProblem(detail, errors)
+    return ValidationProblem.from_errors([{"loc": ["body", *loc], "msg": msg}
+                                          for loc, msg in problems])
