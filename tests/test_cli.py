@@ -126,7 +126,8 @@ def test_start_without_waiting(live_server: LiveServer,
 
 def test_start_follow_draws_the_steps(live_server: LiveServer,
                                      capsys: pytest.CaptureFixture[str]) -> None:
-    """`start --follow` shows the progress and the steps until the end, through a gate."""
+    """`start --follow` shows the progress and the steps until the end, through a gate; the
+    step list is fetched once, the events keep it up to date."""
     approver = approve_when_waiting(live_server, "gated")
     code, out, _ = cli(capsys, "start", "gated", "--follow", "--url", live_server.url)
     approver.join(15)
@@ -135,6 +136,9 @@ def test_start_follow_draws_the_steps(live_server: LiveServer,
     for step in ("before", "sign_off", "after"):
         assert f"✓ {step}" in out
     assert out.rstrip().endswith("completed")
+    fetched = live_server.call(lambda app: app[METRICS].requests.get(
+        ("GET", "/api/v1/executions/{execution_id}/steps", 200)))
+    assert fetched == 1
 
 
 def test_follow_json_across_a_dropped_connection(

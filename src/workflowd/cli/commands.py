@@ -177,21 +177,21 @@ async def _follow(client: Client, execution_id: str, after: int, out: Out) -> in
             out.document(event)
         return await _ended(client, await client.status(execution_id), out, quiet=True)
     view = render.FollowView(execution_id)
-    view.steps = await client.steps(execution_id)
     fetched = 0.0
     with Live(view, console=out.console, refresh_per_second=8, transient=False,
               redirect_stdout=False, redirect_stderr=False) as live:
         async for item in client.follow(execution_id, after, snapshots=True):
             if isinstance(item, Snapshot):
-                if view.status is not None:
+                if view.status is None:
+                    # The steps once; the events after this snapshot keep them up to date
+                    # (a reconnection replays those it missed, so it needs no new list).
+                    view.load_steps(await client.steps(execution_id), item.seq)
+                else:
                     view.reconnections += 1
                 view.status = item.status
-                view.steps = await client.steps(execution_id)
             else:
-                view.saw(item)
-                if item.type.startswith(("step_started", "step_finished", "approval_")) \
-                        or item.is_terminal:
-                    view.steps = await client.steps(execution_id)
+                if not view.saw(item):
+                    view.load_steps(await client.steps(execution_id), item.seq)
                 if item.is_terminal or time.monotonic() - fetched > 0.1:
                     view.status = await client.status(execution_id)
                     fetched = time.monotonic()
