@@ -21,9 +21,10 @@ from typing import Any
 import pytest
 
 from tests.live_server import LiveServer
+from tests.workflows import release
 from workflowd.api.keys import METRICS
 from workflowd.api.stream import close_sockets
-from workflowd.cli import main
+from workflowd.cli import main, render
 from workflowd.client import SyncClient
 
 WORKFLOWD = Path(sys.executable).parent / "workflowd"  # the installed console script
@@ -139,6 +140,38 @@ def test_start_follow_draws_the_steps(live_server: LiveServer,
     fetched = live_server.call(lambda app: app[METRICS].requests.get(
         ("GET", "/api/v1/executions/{execution_id}/steps", 200)))
     assert fetched == 1
+
+
+def test_follow_shows_the_status_of_now(live_server: LiveServer,
+                                       capsys: pytest.CaptureFixture[str],
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """An approval queues the execution and a runner starts it a moment later: while its step
+    runs, with no event to come, the live view shows `running`, not the `queued` before."""
+    views: list[render.FollowView] = []
+
+    class Kept(render.FollowView):
+        def __init__(self, execution_id: str) -> None:
+            super().__init__(execution_id)
+            views.append(self)
+
+    def shown() -> str | None:
+        status = views[0].status if views else None
+        return status.status if status is not None else None
+
+    monkeypatch.setattr(render, "FollowView", Kept)
+    with SyncClient(live_server.url) as wd:
+        run = wd.start("held-two", {"name": "shown"}, require_approval=True)
+        codes: list[int] = []
+        follower = in_thread(lambda: codes.append(
+            main(["follow", run.execution_id, "--url", live_server.url])))
+        until(lambda: shown() == "awaiting_approval")
+        wd.approve(run.execution_id)
+        until(lambda: wd.status(run.execution_id).current_step)  # held in its step
+        until(lambda: shown() == "running")
+    live_server.call(lambda app: release("shown").set())
+    follower.join(15)
+    assert codes == [0]
+    assert capsys.readouterr().out.rstrip().endswith("completed")
 
 
 def test_follow_json_across_a_dropped_connection(

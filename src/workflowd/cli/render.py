@@ -139,6 +139,11 @@ class FollowView:
         self.last: Event | None = None
         self.reconnections = 0
 
+    def show(self, status: LiveStatus) -> None:
+        """Show `status` unless the one shown is newer (answers may cross on the way)."""
+        if self.status is None or status.seq >= self.status.seq:
+            self.status = status
+
     def load_steps(self, steps: Sequence[StepRecord], seq: int) -> None:
         """The step list as `/steps` answered it, holding every event up to `seq`."""
         self.steps = list(steps)
