@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from playwright.async_api import Locator, Page, Route, expect
@@ -154,6 +156,39 @@ async def test_a_dropped_websocket_resumes_without_gap_or_duplicate(
     shown = [int(s) for s in await page.locator(".events li").evaluate_all(
         "items => items.map(li => li.dataset.seq)")]
     assert shown == stored == list(range(1, len(stored) + 1))
+
+
+async def test_the_execution_is_read_once_and_logs_from_their_last_line(
+        page: Page, dashboard: Dashboard) -> None:
+    """Opened on an execution at its gate, the page reads the execution once (the follow's
+    replay of the events it holds reads nothing again); after the approval the logs are read
+    on from the last line read (`after=` its cursor, never from the start), each shown once."""
+    execution_id = await dashboard.submit("audit-plan", input={})
+    base = f"{API}/executions/{execution_id}"
+    async with asyncio.timeout(15):
+        status = await dashboard.call("GET", f"{base}/status/live", expect=200)
+        while status["status"] != "awaiting_approval":
+            newer = await dashboard.call("GET", f"{base}/status/live?since={status['seq']}&wait=5")
+            status = newer or status  # a 304 has no body
+    reads: list[str] = []
+    page.on("request", lambda r: reads.append(r.url.removeprefix(dashboard.url))
+            if r.method == "GET" else None)
+    await open_execution(page, execution_id)
+    await expect(page.locator("#conn")).to_have_text("Live")
+    stored = [e["seq"] for e in await dashboard.events(execution_id)]
+    await expect(page.locator(".events li").last).to_have_attribute("data-seq", str(stored[-1]))
+    await expect(page.locator(".logs li")).to_have_count(1)
+    await expect(page.locator(".logs li")).to_contain_text("plan drafted")
+    await expect(page.locator(".approval .prompt")).to_have_text("Approve the audit plan?")
+    assert reads.count(base) == 1, reads
+
+    reads.clear()
+    await page.get_by_role("button", name="Approve").click()
+    await expect(status_of(page)).to_have_text(re.compile("completed"))
+    log_reads = [url for url in reads if url.startswith(f"{base}/logs?")]
+    assert log_reads
+    assert all(parse_qs(urlsplit(url).query)["after"] != ["0"] for url in log_reads), log_reads
+    await expect(page.locator(".logs li")).to_have_count(1)
 
 
 async def test_the_list_updates_while_executions_run(page: Page, dashboard: Dashboard) -> None:
