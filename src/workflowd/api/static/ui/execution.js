@@ -3,13 +3,10 @@
 // Followed over `WS /executions/{id}/ws`, resuming with `after=` after a drop.
 
 import {API, ApiError, auth, get, may, post} from "./api.js";
-import {announce, clear, fmtDuration, h, isTerminal, jsonBlock, problemBox, progressBar,
-        statusBadge, statusText, throttle, timeEl} from "./dom.js";
+import {KINDS, TERMINAL_EVENTS, announce, clear, fmtDuration, h, isTerminal, jsonBlock,
+        problemBox, progressBar, statusBadge, statusText, throttle, timeEl} from "./dom.js";
 import {Follower, showConnection} from "./live.js";
 
-const KINDS = {agent_execution: "agent execution", tool_call: "tool call",
-               decision_point: "decision point", data_processing: "data processing",
-               approval: "approval gate", external: "external step", sleep: "sleep"};
 const SKIP_FIELDS = new Set(["seq", "type", "execution_id", "ts"]);
 // Events kept on the page; older ones are dropped from it (the API has them all).
 const SHOWN_EVENTS = 1000;
@@ -402,7 +399,7 @@ export function executionView(main, {id}) {
       if (event.seq <= loadedSeq) renderReplayed();  // the first reads hold it already
       else if (event.type === "step_progress") refreshLive();
       else refreshAll();
-      if (/^workflow_(completed|failed|cancelled|timed_out|rejected)$/.test(event.type)) {
+      if (TERMINAL_EVENTS.has(event.type)) {
         announce(`Execution ${statusText(event.type.slice(9))}`);
       }
     },

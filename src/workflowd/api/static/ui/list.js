@@ -2,8 +2,8 @@
 // view can be shared), counts by status, and live over `WS /api/v1/ws`.
 
 import {ApiError, get, may, socketUrl} from "./api.js";
-import {STATUSES, clear, h, isTerminal, problemBox, progressBar, shortId, statusBadge,
-        statusText, throttle, timeEl} from "./dom.js";
+import {STATUSES, TERMINAL_EVENTS, clear, h, isTerminal, problemBox, progressBar, shortId,
+        statusBadge, statusText, throttle, timeEl} from "./dom.js";
 import {Live, showConnection} from "./live.js";
 import {startForm} from "./start.js";
 
@@ -13,8 +13,7 @@ const COUNT_LIMIT = 500;
 // Events after which an execution's status may differ.
 const STATUS_EVENTS = new Set([
   "workflow_queued", "workflow_started", "approval_required", "approval_granted",
-  "approval_rejected", "workflow_paused", "workflow_resumed", "workflow_completed",
-  "workflow_failed", "workflow_cancelled", "workflow_timed_out", "workflow_rejected",
+  "approval_rejected", "workflow_paused", "workflow_resumed", ...TERMINAL_EVENTS,
 ]);
 
 export function filtersOf(search) {
