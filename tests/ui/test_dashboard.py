@@ -20,6 +20,14 @@ def status_of(page: Page) -> Locator:
     return page.locator('[data-field="Status"] .status')
 
 
+def gets(page: Page, dashboard: Dashboard) -> list[str]:
+    """The paths (and queries) the page GETs from now on, in order."""
+    paths: list[str] = []
+    page.on("request", lambda r: paths.append(r.url.removeprefix(dashboard.url))
+            if r.method == "GET" else None)
+    return paths
+
+
 async def open_execution(page: Page, execution_id: str) -> None:
     await page.goto(f"/ui/executions/{execution_id}")
     await expect(page.get_by_role("heading", level=1)).not_to_have_text("Execution")
@@ -170,9 +178,7 @@ async def test_the_execution_is_read_once_and_logs_from_their_last_line(
         while status["status"] != "awaiting_approval":
             newer = await dashboard.call("GET", f"{base}/status/live?since={status['seq']}&wait=5")
             status = newer or status  # a 304 has no body
-    reads: list[str] = []
-    page.on("request", lambda r: reads.append(r.url.removeprefix(dashboard.url))
-            if r.method == "GET" else None)
+    reads = gets(page, dashboard)
     await open_execution(page, execution_id)
     await expect(page.locator("#conn")).to_have_text("Live")
     stored = [e["seq"] for e in await dashboard.events(execution_id)]
@@ -252,6 +258,25 @@ async def test_filters_are_kept_in_the_url(page: Page, dashboard: Dashboard) -> 
     await shared.close()
     await page.go_back()
     await expect(page.get_by_label("Filter by status")).to_have_value("")
+
+
+async def test_a_status_filter_reads_an_execution_once_it_enters_that_status(
+        page: Page, dashboard: Dashboard) -> None:
+    """Filtered on `completed`, the list reads an execution it does not show when it completes,
+    not at each change of status on the way (queued, running)."""
+    reads = gets(page, dashboard)
+    await page.goto("/ui/?status=completed")
+    await expect(page.locator("#conn")).to_have_text("Live")
+    await expect(page.locator(".empty")).to_be_visible()
+    held = await dashboard.submit("waiter", input={"name": "filtered"})
+    quick = await dashboard.submit("three-steps", input={})  # its events come after held's
+    await expect(page.locator(f'tr[data-id="{quick}"]')).to_be_visible()
+    assert reads.count(f"{API}/executions/{held}") == 0
+    workflows.release("filtered").set()
+    await expect(page.locator(f'tr[data-id="{held}"]')).to_have_attribute(
+        "data-status", "completed")
+    assert reads.count(f"{API}/executions/{held}") == 1
+    await expect(page.locator("tbody tr")).to_have_count(2)
 
 
 async def test_start_checks_the_json_and_shows_problems(page: Page, dashboard: Dashboard) -> None:
