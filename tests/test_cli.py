@@ -13,12 +13,14 @@ import sys
 import threading
 import time
 import tomllib
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from tests.live_server import LiveServer
 from tests.workflows import release
@@ -298,6 +300,31 @@ def test_unreachable_exits_3(capsys: pytest.CaptureFixture[str]) -> None:
         code, _, err = cli(capsys, *argv, "--url", "http://127.0.0.1:9")
         assert code == 3, argv
         assert "cannot reach workflowd at http://127.0.0.1:9" in err
+
+
+@pytest.mark.parametrize("message", ["hello", '{"type": "step_started"}'])
+async def test_a_websocket_not_workflowds_exits_3(
+        aiohttp_server: Callable[[web.Application], Awaitable[TestServer]],
+        capsys: pytest.CaptureFixture[str], message: str) -> None:
+    """`follow` on a WebSocket that sends neither a snapshot nor an event (not JSON, or not the
+    shape): exit 3 saying so, as for an HTTP answer that is not workflowd's (no traceback, and
+    no complaint about --url)."""
+    async def socket(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.send_str(message)
+        await ws.close()
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/api/v1/executions/{execution_id}/ws", socket)
+    server = await aiohttp_server(app)
+    url = str(server.make_url("")).rstrip("/")
+    code = await asyncio.to_thread(main, ["follow", "x", "--url", url])
+    err = capsys.readouterr().err
+    assert code == 3
+    assert "a WebSocket message is not a snapshot or an event" in err
+    assert "--url" not in err
 
 
 @pytest.fixture

@@ -53,16 +53,18 @@ class Out:
 def run_client(command: Command, args: argparse.Namespace) -> int:
     """Run one client command; problems and unreachable servers become exit codes."""
     out = Out(args.json)
+    try:
+        client = Client(args.url, token=args.token or None)
+    except ValueError as exc:  # the client refused --url
+        out.errors.print(f"workflowd: --url: {exc}", markup=False, highlight=False)
+        return USAGE
 
     async def main() -> int:
-        async with Client(args.url, token=args.token or None) as client:
+        async with client:
             return await command(client, args, out)
 
     try:
         return asyncio.run(main())
-    except ValueError as exc:  # the client refused --url
-        out.errors.print(f"workflowd: --url: {exc}", markup=False, highlight=False)
-        return USAGE
     except ApiError as exc:
         if out.json and exc.problem is not None:
             out.document(exc.problem)
