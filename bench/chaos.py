@@ -23,7 +23,6 @@ import aiohttp
 
 from bench import procs
 from bench.chaos_check import (
-    TERMINAL_STATUSES,
     Finding,
     SideLine,
     check_history,
@@ -35,6 +34,7 @@ from bench.chaos_check import (
 from bench.chaos_driver import Chaos, Options, Run
 from bench.common import ROOT
 from bench.workflows import CHAOS_WORKFLOWS
+from workflowd.records import TERMINAL
 
 __all__ = ["judge", "main"]
 
@@ -51,7 +51,7 @@ def judge(chaos: Chaos, run: Run) -> dict[str, Any]:
     not_terminal = [
         Finding(eid, "not terminal", _where(rb.execution, rb.events))
         for eid, rb in back.items()
-        if rb.execution is not None and rb.execution.get("status") not in TERMINAL_STATUSES
+        if rb.execution is not None and rb.execution.get("status") not in TERMINAL
         and eid in chaos.by_id]
     committed = {eid: committed_tokens(rb.events, (rb.execution or {}).get("state"))
                  for eid, rb in back.items()}
@@ -111,7 +111,7 @@ def _violations(chaos: Chaos, run: Run, committed: dict[str, dict[int, set[str]]
         if rb.live_seq != last_seq:
             found.append(Finding(eid, "live seq", (
                 f"live status at seq {rb.live_seq}, the last event at {last_seq}")))
-        terminal = rb.execution.get("status") in TERMINAL_STATUSES
+        terminal = rb.execution.get("status") in TERMINAL
         if terminal and store.events.get(eid, 0) != len(rb.events):
             found.append(Finding(eid, "store", (
                 f"{len(rb.events)} events over HTTP, {store.events.get(eid, 0)} rows")))

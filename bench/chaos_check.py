@@ -15,10 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.workflows import CHAOS_WORKFLOWS, RUN_DECISION, RUNS_KEY
+from workflowd.records import TERMINAL, TERMINAL_EVENTS
 
 __all__ = [
-    "TERMINAL_EVENTS",
-    "TERMINAL_STATUSES",
     "Finding",
     "Observed",
     "SideLine",
@@ -32,16 +31,6 @@ __all__ = [
     "read_store",
     "signature",
 ]
-
-TERMINAL_EVENTS = {
-    "workflow_completed": "completed",
-    "workflow_failed": "failed",
-    "workflow_cancelled": "cancelled",
-    "workflow_timed_out": "timed_out",
-    "workflow_rejected": "rejected",
-}
-TERMINAL_STATUSES = frozenset(TERMINAL_EVENTS.values())
-
 
 @dataclass(frozen=True, slots=True)
 class Finding:
@@ -218,7 +207,7 @@ def check_history(execution_id: str, execution: Mapping[str, Any],
         bad("events", problem)
     status = str(execution.get("status"))
     terminal = [e for e in events if e.get("type") in TERMINAL_EVENTS]
-    if status in TERMINAL_STATUSES:
+    if status in TERMINAL:
         if len(terminal) != 1:
             bad("events", f"{len(terminal)} terminal events: "
                           f"{[(e.get('seq'), e.get('type')) for e in terminal]}")
@@ -226,7 +215,7 @@ def check_history(execution_id: str, execution: Mapping[str, Any],
             bad("events", f"terminal {terminal[-1].get('type')} at seq "
                           f"{terminal[-1].get('seq')} is followed by {events[-1].get('type')} "
                           f"at seq {events[-1].get('seq')}")
-        if terminal and TERMINAL_EVENTS[str(terminal[-1]["type"])] != status:
+        if terminal and str(terminal[-1]["type"]) != f"workflow_{status}":
             bad("events", f"status {status} but terminal event {terminal[-1].get('type')}")
         if status != "completed":
             bad("status", f"ended {status}: {execution.get('error')}")

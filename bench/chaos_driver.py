@@ -23,7 +23,6 @@ import aiohttp
 
 from bench import procs
 from bench.chaos_check import (
-    TERMINAL_EVENTS,
     Observed,
     SideLine,
     StoreView,
@@ -33,6 +32,7 @@ from bench.chaos_check import (
 )
 from bench.common import free_port
 from bench.workflows import CHAOS_WORKFLOWS
+from workflowd.records import TERMINAL_EVENTS
 
 __all__ = ["Chaos", "Options", "ReadBack", "Run", "Tracked"]
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bench import procs
-from bench.common import cpu_seconds, metric
+from bench.common import cpu_seconds, metric, stat_cpu, stat_fields
 
 if TYPE_CHECKING:
     from bench.phases import Bench
@@ -46,19 +46,15 @@ def _pg_cpu(data: Path) -> float:
     except (OSError, ValueError, IndexError):
         return 0.0
     total = 0.0
-    tick = 100.0
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            text = stat.read_text()
+            fields = stat_fields(stat.read_text())
         except OSError:
             continue
-        fields = text[text.rindex(")") + 2:].split()
-        pid = int(stat.parent.name)
-        ppid = int(fields[1])
-        if pid == postmaster:
-            total += sum(int(f) for f in fields[11:15]) / tick
-        elif ppid == postmaster:
-            total += (int(fields[11]) + int(fields[12])) / tick
+        if int(stat.parent.name) == postmaster:
+            total += stat_cpu(fields, waited_children=True)
+        elif int(fields[1]) == postmaster:
+            total += stat_cpu(fields)
     return total
 
 

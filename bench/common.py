@@ -18,6 +18,8 @@ __all__ = [
     "parse_metrics",
     "percentiles",
     "rss_kib",
+    "stat_cpu",
+    "stat_fields",
 ]
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,11 +58,21 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
+def stat_fields(stat: str) -> list[str]:
+    """The fields of a `/proc/PID/stat` after the command's name (which may hold spaces):
+    `[1]` is the parent's pid, `[11:13]` the user and system ticks."""
+    return stat[stat.rindex(")") + 2:].split()
+
+
+def stat_cpu(fields: Sequence[str], *, waited_children: bool = False) -> float:
+    """CPU seconds in `stat_fields`: user plus system, with `waited_children` those of the
+    children the process waited for (ended ones) too."""
+    return sum(int(f) for f in fields[11:15 if waited_children else 13]) / _CLK_TCK
+
+
 def cpu_seconds(pid: int) -> float:
     """User plus system CPU time a process has used, including its threads."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2:].split()
-    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+    return stat_cpu(stat_fields(Path(f"/proc/{pid}/stat").read_text()))
 
 
 def parse_metrics(text: str) -> dict[str, float]:

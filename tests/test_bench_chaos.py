@@ -121,3 +121,5 @@ def test_gaps_late_events_and_missing_records_are_violations() -> None:
     assert {f.kind for f in short} == {"cycles"}
     failed = check_history("e", {**execution, "status": "failed"}, _three(), _records())
     assert "status" in {f.kind for f in failed}
+    assert ("events", "status failed but terminal event workflow_completed") in {
+        (f.kind, f.detail) for f in failed}

@@ -13,17 +13,20 @@ import sys
 import threading
 import time
 import tomllib
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from tests.live_server import LiveServer
+from tests.workflows import release
 from workflowd.api.keys import METRICS
 from workflowd.api.stream import close_sockets
-from workflowd.cli import main
+from workflowd.cli import main, render
 from workflowd.client import SyncClient
 
 WORKFLOWD = Path(sys.executable).parent / "workflowd"  # the installed console script
@@ -126,7 +129,8 @@ def test_start_without_waiting(live_server: LiveServer,
 
 def test_start_follow_draws_the_steps(live_server: LiveServer,
                                      capsys: pytest.CaptureFixture[str]) -> None:
-    """`start --follow` shows the progress and the steps until the end, through a gate."""
+    """`start --follow` shows the progress and the steps until the end, through a gate; the
+    step list is fetched once, the events keep it up to date."""
     approver = approve_when_waiting(live_server, "gated")
     code, out, _ = cli(capsys, "start", "gated", "--follow", "--url", live_server.url)
     approver.join(15)
@@ -135,6 +139,41 @@ def test_start_follow_draws_the_steps(live_server: LiveServer,
     for step in ("before", "sign_off", "after"):
         assert f"✓ {step}" in out
     assert out.rstrip().endswith("completed")
+    fetched = live_server.call(lambda app: app[METRICS].requests.get(
+        ("GET", "/api/v1/executions/{execution_id}/steps", 200)))
+    assert fetched == 1
+
+
+def test_follow_shows_the_status_of_now(live_server: LiveServer,
+                                       capsys: pytest.CaptureFixture[str],
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """An approval queues the execution and a runner starts it a moment later: while its step
+    runs, with no event to come, the live view shows `running`, not the `queued` before."""
+    views: list[render.FollowView] = []
+
+    class Kept(render.FollowView):
+        def __init__(self, execution_id: str) -> None:
+            super().__init__(execution_id)
+            views.append(self)
+
+    def shown() -> str | None:
+        status = views[0].status if views else None
+        return status.status if status is not None else None
+
+    monkeypatch.setattr(render, "FollowView", Kept)
+    with SyncClient(live_server.url) as wd:
+        run = wd.start("held-two", {"name": "shown"}, require_approval=True)
+        codes: list[int] = []
+        follower = in_thread(lambda: codes.append(
+            main(["follow", run.execution_id, "--url", live_server.url])))
+        until(lambda: shown() == "awaiting_approval")
+        wd.approve(run.execution_id)
+        until(lambda: wd.status(run.execution_id).current_step)  # held in its step
+        until(lambda: shown() == "running")
+    live_server.call(lambda app: release("shown").set())
+    follower.join(15)
+    assert codes == [0]
+    assert capsys.readouterr().out.rstrip().endswith("completed")
 
 
 def test_follow_json_across_a_dropped_connection(
@@ -261,6 +300,31 @@ def test_unreachable_exits_3(capsys: pytest.CaptureFixture[str]) -> None:
         code, _, err = cli(capsys, *argv, "--url", "http://127.0.0.1:9")
         assert code == 3, argv
         assert "cannot reach workflowd at http://127.0.0.1:9" in err
+
+
+@pytest.mark.parametrize("message", ["hello", '{"type": "step_started"}'])
+async def test_a_websocket_not_workflowds_exits_3(
+        aiohttp_server: Callable[[web.Application], Awaitable[TestServer]],
+        capsys: pytest.CaptureFixture[str], message: str) -> None:
+    """`follow` on a WebSocket that sends neither a snapshot nor an event (not JSON, or not the
+    shape): exit 3 saying so, as for an HTTP answer that is not workflowd's (no traceback, and
+    no complaint about --url)."""
+    async def socket(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.send_str(message)
+        await ws.close()
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/api/v1/executions/{execution_id}/ws", socket)
+    server = await aiohttp_server(app)
+    url = str(server.make_url("")).rstrip("/")
+    code = await asyncio.to_thread(main, ["follow", "x", "--url", url])
+    err = capsys.readouterr().err
+    assert code == 3
+    assert "a WebSocket message is not a snapshot or an event" in err
+    assert "--url" not in err
 
 
 @pytest.fixture

@@ -17,6 +17,8 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
+from workflowd.records import TERMINAL_EVENTS
+
 __all__ = [
     "Approval",
     "Approved",
@@ -255,11 +257,7 @@ class Event(BaseModel):
 
     @property
     def is_terminal(self) -> bool:
-        return self.type in _TERMINAL_EVENTS
-
-
-_TERMINAL_EVENTS = frozenset({"workflow_completed", "workflow_failed", "workflow_cancelled",
-                              "workflow_timed_out", "workflow_rejected"})
+        return self.type in TERMINAL_EVENTS
 
 
 class LogLine(_Answer):

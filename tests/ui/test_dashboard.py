@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from playwright.async_api import Locator, Page, Route, expect
@@ -16,6 +18,14 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 def status_of(page: Page) -> Locator:
     """The execution page's status, as words."""
     return page.locator('[data-field="Status"] .status')
+
+
+def gets(page: Page, dashboard: Dashboard) -> list[str]:
+    """The paths (and queries) the page GETs from now on, in order."""
+    paths: list[str] = []
+    page.on("request", lambda r: paths.append(r.url.removeprefix(dashboard.url))
+            if r.method == "GET" else None)
+    return paths
 
 
 async def open_execution(page: Page, execution_id: str) -> None:
@@ -156,6 +166,37 @@ async def test_a_dropped_websocket_resumes_without_gap_or_duplicate(
     assert shown == stored == list(range(1, len(stored) + 1))
 
 
+async def test_the_execution_is_read_once_and_logs_from_their_last_line(
+        page: Page, dashboard: Dashboard) -> None:
+    """Opened on an execution at its gate, the page reads the execution once (the follow's
+    replay of the events it holds reads nothing again); after the approval the logs are read
+    on from the last line read (`after=` its cursor, never from the start), each shown once."""
+    execution_id = await dashboard.submit("audit-plan", input={})
+    base = f"{API}/executions/{execution_id}"
+    async with asyncio.timeout(15):
+        status = await dashboard.call("GET", f"{base}/status/live", expect=200)
+        while status["status"] != "awaiting_approval":
+            newer = await dashboard.call("GET", f"{base}/status/live?since={status['seq']}&wait=5")
+            status = newer or status  # a 304 has no body
+    reads = gets(page, dashboard)
+    await open_execution(page, execution_id)
+    await expect(page.locator("#conn")).to_have_text("Live")
+    stored = [e["seq"] for e in await dashboard.events(execution_id)]
+    await expect(page.locator(".events li").last).to_have_attribute("data-seq", str(stored[-1]))
+    await expect(page.locator(".logs li")).to_have_count(1)
+    await expect(page.locator(".logs li")).to_contain_text("plan drafted")
+    await expect(page.locator(".approval .prompt")).to_have_text("Approve the audit plan?")
+    assert reads.count(base) == 1, reads
+
+    reads.clear()
+    await page.get_by_role("button", name="Approve").click()
+    await expect(status_of(page)).to_have_text(re.compile("completed"))
+    log_reads = [url for url in reads if url.startswith(f"{base}/logs?")]
+    assert log_reads
+    assert all(parse_qs(urlsplit(url).query)["after"] != ["0"] for url in log_reads), log_reads
+    await expect(page.locator(".logs li")).to_have_count(1)
+
+
 async def test_the_list_updates_while_executions_run(page: Page, dashboard: Dashboard) -> None:
     """New executions appear at the top and their status changes in place, without a reload;
     the counts follow."""
@@ -217,6 +258,25 @@ async def test_filters_are_kept_in_the_url(page: Page, dashboard: Dashboard) -> 
     await shared.close()
     await page.go_back()
     await expect(page.get_by_label("Filter by status")).to_have_value("")
+
+
+async def test_a_status_filter_reads_an_execution_once_it_enters_that_status(
+        page: Page, dashboard: Dashboard) -> None:
+    """Filtered on `completed`, the list reads an execution it does not show when it completes,
+    not at each change of status on the way (queued, running)."""
+    reads = gets(page, dashboard)
+    await page.goto("/ui/?status=completed")
+    await expect(page.locator("#conn")).to_have_text("Live")
+    await expect(page.locator(".empty")).to_be_visible()
+    held = await dashboard.submit("waiter", input={"name": "filtered"})
+    quick = await dashboard.submit("three-steps", input={})  # its events come after held's
+    await expect(page.locator(f'tr[data-id="{quick}"]')).to_be_visible()
+    assert reads.count(f"{API}/executions/{held}") == 0
+    workflows.release("filtered").set()
+    await expect(page.locator(f'tr[data-id="{held}"]')).to_have_attribute(
+        "data-status", "completed")
+    assert reads.count(f"{API}/executions/{held}") == 1
+    await expect(page.locator("tbody tr")).to_have_count(2)
 
 
 async def test_start_checks_the_json_and_shows_problems(page: Page, dashboard: Dashboard) -> None:

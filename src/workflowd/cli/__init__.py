@@ -85,8 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     common = _client_options()
 
-    def client(name: str, help_: str) -> argparse.ArgumentParser:
-        return commands.add_parser(name, help=help_, parents=[common])
+    def client(name: str, help_: str, description: str | None = None,
+               ) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=help_, description=description,
+                                   parents=[common])
 
     start = client("start", "submit an execution of a workflow")
     start.add_argument("workflow", metavar="WORKFLOW")
@@ -101,8 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--wait", action="store_true",
                      help="wait for the end; exit 0 only if it completed")
     how.add_argument("--follow", action="store_true",
-                     help="show live progress and the steps until the end")
-    start.add_argument("--timeout", type=float, help="with --wait: give up after SECONDS")
+                     help="show live progress and the steps until the end (with --json: "
+                          "each event as a JSON document on its own line)")
+    start.add_argument("--timeout", type=float, metavar="SECONDS",
+                       help="with --wait: give up after SECONDS")
 
     client("status", "the live status of an execution").add_argument("id", metavar="ID")
     listing = client("list", "executions, newest first")
@@ -126,7 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
         cmd.add_argument("--after", type=int, default=0, metavar="SEQ")
         cmd.add_argument("--limit", type=int, default=None,
                          help="one page of at most this many (default: all of them)")
-    follow = client("follow", "show an execution live until it ends")
+    follow = client("follow", "show an execution live until it ends",
+                    "Show an execution live until it ends: its status, progress and steps; "
+                    "with --json, each event as a JSON document on its own line.")
     follow.add_argument("id", metavar="ID")
     follow.add_argument("--after", type=int, default=0, metavar="SEQ",
                         help="start after this event (default: replay them all)")

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sys
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -53,16 +53,18 @@ class Out:
 def run_client(command: Command, args: argparse.Namespace) -> int:
     """Run one client command; problems and unreachable servers become exit codes."""
     out = Out(args.json)
+    try:
+        client = Client(args.url, token=args.token or None)
+    except ValueError as exc:  # the client refused --url
+        out.errors.print(f"workflowd: --url: {exc}", markup=False, highlight=False)
+        return USAGE
 
     async def main() -> int:
-        async with Client(args.url, token=args.token or None) as client:
+        async with client:
             return await command(client, args, out)
 
     try:
         return asyncio.run(main())
-    except ValueError as exc:  # the client refused --url
-        out.errors.print(f"workflowd: --url: {exc}", markup=False, highlight=False)
-        return USAGE
     except ApiError as exc:
         if out.json and exc.problem is not None:
             out.document(exc.problem)
@@ -177,29 +179,56 @@ async def _follow(client: Client, execution_id: str, after: int, out: Out) -> in
             out.document(event)
         return await _ended(client, await client.status(execution_id), out, quiet=True)
     view = render.FollowView(execution_id)
-    view.steps = await client.steps(execution_id)
-    fetched = 0.0
+    poller: asyncio.Task[None] | None = None
     with Live(view, console=out.console, refresh_per_second=8, transient=False,
               redirect_stdout=False, redirect_stderr=False) as live:
-        async for item in client.follow(execution_id, after, snapshots=True):
-            if isinstance(item, Snapshot):
-                if view.status is not None:
-                    view.reconnections += 1
-                view.status = item.status
-                view.steps = await client.steps(execution_id)
-            else:
-                view.saw(item)
-                if item.type.startswith(("step_started", "step_finished", "approval_")) \
-                        or item.is_terminal:
-                    view.steps = await client.steps(execution_id)
-                if item.is_terminal or time.monotonic() - fetched > 0.1:
-                    view.status = await client.status(execution_id)
-                    fetched = time.monotonic()
-            live.update(view, refresh=True)
+        try:
+            async for item in client.follow(execution_id, after, snapshots=True):
+                if isinstance(item, Snapshot):
+                    if view.status is None:
+                        # The steps once; the events after this snapshot keep them up to date
+                        # (a reconnection replays those it missed, so it needs no new list).
+                        view.load_steps(await client.steps(execution_id), item.seq)
+                        poller = asyncio.create_task(_keep_status(client, view, live),
+                                                     name=f"follow-status:{execution_id}")
+                    else:
+                        view.reconnections += 1
+                    view.show(item.status)
+                else:
+                    if not view.saw(item):
+                        view.load_steps(await client.steps(execution_id), item.seq)
+                    if item.is_terminal:
+                        view.show(await client.status(execution_id))
+                live.update(view, refresh=True)
+        finally:
+            if poller is not None:
+                poller.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await poller
     if not out.console.is_terminal:
         out.console.line()  # rich ends the last frame with a newline on terminals only
     final = view.status or await client.status(execution_id)
     return await _ended(client, final, out)
+
+
+async def _keep_status(client: Client, view: render.FollowView, live: Live) -> None:
+    """Keep the view's live status current: long-polled, so each answer is the newest
+    committed (one request for a burst of events, and none while nothing happens), and at most
+    ten a second. A restart or a failing server is waited out, as the follow waits it out."""
+    while True:
+        shown = view.status
+        assert shown is not None
+        try:
+            newer = await client.poll(view.execution_id, shown.seq, 30.0)
+        except (Unreachable, ApiError) as exc:
+            if isinstance(exc, ApiError) and exc.status < 500:
+                raise
+            await asyncio.sleep(1.0)
+            continue
+        if newer is not None:
+            view.show(newer)
+            live.update(view, refresh=True)
+        await asyncio.sleep(0.1)
 
 
 async def _ended(client: Client, final: LiveStatus, out: Out, *, quiet: bool = False) -> int:

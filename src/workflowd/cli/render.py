@@ -134,15 +134,34 @@ class FollowView:
         self.execution_id = execution_id
         self.status: LiveStatus | None = None
         self.steps: list[StepRecord] = []
+        self.steps_seq = 0  # the events up to this seq are in `steps` already
         self.step_progress: dict[str, float] = {}
         self.last: Event | None = None
         self.reconnections = 0
 
-    def saw(self, event: Event) -> None:
+    def show(self, status: LiveStatus) -> None:
+        """Show `status` unless the one shown is newer (answers may cross on the way)."""
+        if self.status is None or status.seq >= self.status.seq:
+            self.status = status
+
+    def load_steps(self, steps: Sequence[StepRecord], seq: int) -> None:
+        """The step list as `/steps` answered it, holding every event up to `seq`."""
+        self.steps = list(steps)
+        self.steps_seq = seq
+
+    def saw(self, event: Event) -> bool:
+        """Take in one event: the step list follows its step events (no `/steps` request
+        needed). False when it names a step the list does not know (fetch the list again)."""
         self.last = event
         step = event.get("step")
         if event.type == "step_progress" and isinstance(step, str):
             self.step_progress[step] = float(event.get("percentage") or 0.0)
+        elif event.type == "step_started" and isinstance(step, str):
+            self.step_progress.pop(step, None)  # a step run again (a loop) starts from 0
+        if event.seq <= self.steps_seq:
+            return True
+        self.steps_seq = event.seq
+        return _apply(self.steps, event)
 
     def __rich__(self) -> RenderableType:
         status = self.status
@@ -177,6 +196,40 @@ class FollowView:
                           Text(record.kind, style="dim"), Text(who, style="dim"),
                           Text(times, style="dim"))
         return table
+
+
+def _apply(steps: list[StepRecord], event: Event) -> bool:
+    """Change `steps` (in the order of `/steps`: records by cycle, then the declared steps not
+    run) as `event` does, in the fields the view shows; every change to them comes with a step
+    event or the terminal one (API.md §4, §7). A list fetched after the event holds it already:
+    applying it again is undone by the events after it, as each sets the fields it names.
+    False when the event names a step or cycle the list does not hold."""
+    cycle = event.get("cycle")
+    at = next((i for i, r in enumerate(steps) if r.cycle is not None and r.cycle == cycle),
+              None)
+    if event.type == "step_started":
+        fields = {"status": event.get("status") or "running", "started_at": event.ts,
+                  "completed_at": None, "duration_ms": None}
+        if at is not None:
+            steps[at] = steps[at].model_copy(update=fields)
+            return True
+        name = event.get("step")
+        like = next((r for r in steps if r.name == name), None)
+        if like is None:
+            return False
+        record = like.model_copy(update={**fields, "cycle": cycle})
+        steps[:] = [r for r in steps if r.cycle is not None or r.name != name]
+        steps.insert(sum(r.cycle is not None for r in steps), record)
+    elif event.type == "step_finished":
+        if at is None:
+            return False
+        steps[at] = steps[at].model_copy(update={
+            "status": event.get("status"), "duration_ms": event.get("duration_ms"),
+            "completed_at": event.ts})
+    elif event.is_terminal:
+        steps[:] = [r.model_copy(update={"status": "skipped"}) if r.status == "pending" else r
+                    for r in steps]
+    return True
 
 
 def _seconds(ms: int | None) -> str:

@@ -325,15 +325,14 @@ class Client:
                     async for msg in ws:
                         if msg.type != aiohttp.WSMsgType.TEXT:
                             continue
-                        data = json.loads(msg.data)
-                        if data.get("type") == "snapshot":
-                            snapshot = Snapshot.model_validate(data)
+                        message = _message(msg.data)
+                        if isinstance(message, Snapshot):
                             if snapshots:
-                                yield snapshot
-                            if snapshot.status.is_terminal and last >= snapshot.seq:
+                                yield message
+                            if message.status.is_terminal and last >= message.seq:
                                 return
                             continue
-                        event = Event.model_validate(data)
+                        event = message
                         if event.seq <= last:
                             continue  # already seen before a reconnection
                         last = event.seq
@@ -443,6 +442,20 @@ def _parse(model: type[M], body: bytes) -> M:
         raise ApiError(502, "Not a workflowd answer",
                        f"the answer is not a {model.__name__}: {exc.errors()[0]['msg']}",
                        ) from None
+
+
+def _message(text: str) -> Snapshot | Event:
+    """A message of an execution's WebSocket: its snapshot, or an event; `ApiError` 502 for
+    one that is neither (another service, a proxy), as for an answer that is not ours."""
+    try:
+        data = json.loads(text)
+        if isinstance(data, dict) and data.get("type") == "snapshot":
+            return Snapshot.model_validate(data)
+        return Event.model_validate(data)
+    except ValueError as exc:  # not JSON, or not the shape (pydantic's error is one too)
+        detail = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
+        raise ApiError(502, "Not a workflowd answer",
+                       f"a WebSocket message is not a snapshot or an event: {detail}") from None
 
 
 def _path(execution_id: str) -> str:

@@ -38,10 +38,17 @@ export function clear(el, ...children) {
 const TERMINAL = new Set(["completed", "failed", "cancelled", "timed_out", "rejected"]);
 export const STATUSES = ["queued", "running", "awaiting_approval", "paused", "completed",
                          "failed", "cancelled", "timed_out", "rejected"];
+// The events that end an execution: `workflow_` and its terminal status.
+export const TERMINAL_EVENTS = new Set([...TERMINAL].map((status) => `workflow_${status}`));
 
 export function isTerminal(status) {
   return TERMINAL.has(status);
 }
+
+// A step's kind in words.
+export const KINDS = {agent_execution: "agent execution", tool_call: "tool call",
+                      decision_point: "decision point", data_processing: "data processing",
+                      approval: "approval gate", external: "external step", sleep: "sleep"};
 
 // A status as words, never as colour only: "awaiting_approval" -> "awaiting approval".
 export function statusText(status) {

@@ -3,13 +3,10 @@
 // Followed over `WS /executions/{id}/ws`, resuming with `after=` after a drop.
 
 import {API, ApiError, auth, get, may, post} from "./api.js";
-import {announce, clear, fmtDuration, h, isTerminal, jsonBlock, problemBox, progressBar,
-        statusBadge, statusText, throttle, timeEl} from "./dom.js";
+import {KINDS, TERMINAL_EVENTS, announce, clear, fmtDuration, h, isTerminal, jsonBlock,
+        problemBox, progressBar, statusBadge, statusText, throttle, timeEl} from "./dom.js";
 import {Follower, showConnection} from "./live.js";
 
-const KINDS = {agent_execution: "agent execution", tool_call: "tool call",
-               decision_point: "decision point", data_processing: "data processing",
-               approval: "approval gate", external: "external step", sleep: "sleep"};
 const SKIP_FIELDS = new Set(["seq", "type", "execution_id", "ts"]);
 // Events kept on the page; older ones are dropped from it (the API has them all).
 const SHOWN_EVENTS = 1000;
@@ -47,6 +44,11 @@ export function executionView(main, {id}) {
   let steps = [];
   let trace = null;
   let logs = [];
+  let shownLogs = 0;  // of `logs`, the lines on the page
+  // The cursor after the last log line read: each read goes on from there.
+  let logsAfter = "0";
+  // The seq the first reads hold: events up to it (replayed by the follow) ask for no reads.
+  let loadedSeq = 0;
   const retries = [];  // step_retrying events, for the timeline
   let dropped = 0;
   let prompt = null;
@@ -179,13 +181,21 @@ export function executionView(main, {id}) {
     if (!st) return;
     const canDecide = st === "awaiting_approval";
     const canCancel = !isTerminal(st);
-    // Re-drawn only when what is offered changes, so a comment being typed is kept.
-    const key = `${st}|${prompt}|${auth.role}`;
-    if (key === shownActions) return;
+    const promptText = prompt ?? "Approve this execution before it starts?";
+    // Re-drawn only when what is offered changes (the prompt is set in place), and a comment
+    // being typed is carried over.
+    const key = `${st}|${auth.role}`;
+    if (key === shownActions) {
+      const shown = actions.querySelector(".prompt");
+      if (shown && shown.textContent !== promptText) shown.textContent = promptText;
+      return;
+    }
     shownActions = key;
+    const typed = actions.querySelector("#comment");
     const parts = [];
     if (canDecide) {
       const comment = h("textarea", {id: "comment", name: "comment", rows: 2});
+      if (typed) comment.value = typed.value;
       const approve = h("button", {type: "button", class: "primary"}, "Approve");
       const reject = h("button", {type: "button"}, "Reject");
       const both = [approve, reject];
@@ -196,7 +206,7 @@ export function executionView(main, {id}) {
       const allowed = may("approve");
       parts.push(h("section", {class: "approval", "aria-labelledby": "approval-title"},
         h("h3", {id: "approval-title"}, "Approval needed"),
-        h("p", {class: "prompt"}, prompt ?? "Approve this execution before it starts?"),
+        h("p", {class: "prompt"}, promptText),
         allowed ? [h("p", {}, h("label", {for: "comment"}, "Comment"), comment),
                    h("p", {class: "buttons"}, approve, " ", reject)]
                 : h("p", {class: "note"},
@@ -209,7 +219,9 @@ export function executionView(main, {id}) {
       parts.push(h("p", {class: "buttons"}, cancel,
                    h("span", {class: "note"}, " stops the running step and ends the execution.")));
     }
+    const refocus = typed !== null && document.activeElement === typed;
     clear(actions, parts);
+    if (refocus) actions.querySelector("#comment")?.focus();
   };
 
   const retriesOf = (cycle) => retries.filter((e) => e.cycle === cycle);
@@ -285,13 +297,16 @@ export function executionView(main, {id}) {
           block("Result", exec.result, exec.result !== null));
   };
 
+  // Lines are only ever added: the new ones are appended to those shown.
   const renderLogs = () => {
-    clear(logList, logs.length ? logs.map((line) => h("li", {},
+    if (!logs.length) { clear(logList, h("li", {class: "note"}, "No log lines yet.")); return; }
+    if (!shownLogs) clear(logList);
+    logList.append(...logs.slice(shownLogs).map((line) => h("li", {},
       h("time", {datetime: line.ts}, eventTime(line.ts)), " ",
       h("span", {class: "mono"}, line.step ?? ""), " ", line.message,
       Object.keys(line.fields ?? {}).length
-        ? h("span", {class: "fields"}, ` ${JSON.stringify(line.fields)}`) : null))
-      : h("li", {class: "note"}, "No log lines yet."));
+        ? h("span", {class: "fields"}, ` ${JSON.stringify(line.fields)}`) : null)));
+    shownLogs = logs.length;
   };
 
   const renderAll = () => {
@@ -307,23 +322,32 @@ export function executionView(main, {id}) {
     if (st && !isTerminal(st) && ticker === null) ticker = setInterval(renderTimeline, 1000);
   };
 
-  const fetchLogs = async () => {
+  // The log lines after `logsAfter`, and the cursor after them. A page has a `next_cursor`
+  // only when it is full, so after a shorter one the cursor of its last line is learnt by
+  // asking for exactly that many lines again (a full page then: lines are only added).
+  const readLogs = async () => {
     const lines = [];
-    let after = "0";
+    let after = logsAfter;
     for (;;) {
       const page = await get(`${path}/logs?after=${after}&limit=500`);
       lines.push(...page.items);
-      if (!page.next_cursor) return lines;
-      after = page.next_cursor;
+      if (page.next_cursor) { after = page.next_cursor; continue; }
+      if (page.items.length) {
+        const again = await get(`${path}/logs?after=${after}&limit=${page.items.length}`);
+        after = again.next_cursor ?? after;
+      }
+      return {lines, after};
     }
   };
 
   const refreshAll = throttle(async () => {
     try {
       const [e, s, t, l] = await Promise.all([get(path), get(`${path}/steps`),
-                                              get(`${path}/trace`), fetchLogs()]);
+                                              get(`${path}/trace`), readLogs()]);
       if (disposed) return;
-      exec = e; steps = s.items; trace = t; logs = l;
+      exec = e; steps = s.items; trace = t;
+      logs.push(...l.lines);
+      logsAfter = l.after;
       clear(problems);
       renderAll();
     } catch (err) { fail(err); }
@@ -335,6 +359,15 @@ export function executionView(main, {id}) {
       if (!disposed) { renderSummary(); renderActions(); }
     } catch (err) { fail(err); }
   }, 150);
+
+  // What a replayed event changes on the page without a read: the prompt, the current task,
+  // the retries on the timeline.
+  const renderReplayed = throttle(() => {
+    if (disposed || !exec) return;
+    renderSummary();
+    renderActions();
+    renderTimeline();
+  }, 100);
 
   const stick = () => eventBox.scrollHeight - eventBox.scrollTop - eventBox.clientHeight < 40;
 
@@ -361,14 +394,12 @@ export function executionView(main, {id}) {
         h("span", {class: "edetail"}, eventWords(event))));
       if (atBottom) eventBox.scrollTop = eventBox.scrollHeight;
       if (event.type === "approval_required") prompt = event.prompt;
-      if (event.type === "step_progress") {
-        currentTask = event.current_task ?? currentTask;
-        refreshLive();
-      } else {
-        if (event.type === "step_started") currentTask = null;
-        refreshAll();
-      }
-      if (/^workflow_(completed|failed|cancelled|timed_out|rejected)$/.test(event.type)) {
+      if (event.type === "step_progress") currentTask = event.current_task ?? currentTask;
+      if (event.type === "step_started") currentTask = null;
+      if (event.seq <= loadedSeq) renderReplayed();  // the first reads hold it already
+      else if (event.type === "step_progress") refreshLive();
+      else refreshAll();
+      if (TERMINAL_EVENTS.has(event.type)) {
         announce(`Execution ${statusText(event.type.slice(9))}`);
       }
     },
@@ -381,17 +412,19 @@ export function executionView(main, {id}) {
 
   (async () => {
     try {
-      exec = await get(path);
-      if (disposed) return;
-      get(`/workflows/${encodeURIComponent(exec.workflow_id)}`).then((wf) => {
-        title.textContent = wf.title;
-        document.title = `${wf.title} · workflowd`;
-      }).catch(() => { title.textContent = exec.workflow_id; });
-      title.textContent = exec.workflow_id;
-      renderAll();
-      follower.start();
-      await refreshAll.now();
-    } catch (err) { fail(err); }
+      // The live status first: what is read after it holds every event up to its seq.
+      live = await get(`${path}/status/live`);
+    } catch (err) { fail(err); return; }
+    if (disposed) return;
+    loadedSeq = live.seq;
+    const workflowId = live.workflow_id;
+    title.textContent = workflowId;
+    get(`/workflows/${encodeURIComponent(workflowId)}`).then((wf) => {
+      title.textContent = wf.title;
+      document.title = `${wf.title} · workflowd`;
+    }).catch(() => { title.textContent = workflowId; });
+    await refreshAll.now();  // the execution, its steps, trace and logs: read once
+    if (!disposed && exec) follower.start();
   })();
 
   return {
@@ -401,6 +434,7 @@ export function executionView(main, {id}) {
       follower.stop();
       refreshAll.cancel();
       refreshLive.cancel();
+      renderReplayed.cancel();
       if (ticker !== null) clearInterval(ticker);
     },
   };

@@ -2,19 +2,22 @@
 // view can be shared), counts by status, and live over `WS /api/v1/ws`.
 
 import {ApiError, get, may, socketUrl} from "./api.js";
-import {STATUSES, clear, h, isTerminal, problemBox, progressBar, shortId, statusBadge,
-        statusText, throttle, timeEl} from "./dom.js";
+import {STATUSES, TERMINAL_EVENTS, clear, h, isTerminal, problemBox, progressBar, shortId,
+        statusBadge, statusText, throttle, timeEl} from "./dom.js";
 import {Live, showConnection} from "./live.js";
 import {startForm} from "./start.js";
 
 const PAGE = 50;
 // The most executions counted per status; more show as "500+".
 const COUNT_LIMIT = 500;
-// Events after which an execution's status may differ.
-const STATUS_EVENTS = new Set([
-  "workflow_queued", "workflow_started", "approval_required", "approval_granted",
-  "approval_rejected", "workflow_paused", "workflow_resumed", "workflow_completed",
-  "workflow_failed", "workflow_cancelled", "workflow_timed_out", "workflow_rejected",
+// The events after which an execution's status may differ, and the statuses it may be in then
+// (API.md §2: a resume of an execution about to pause leaves it running).
+const STATUS_AFTER = new Map([
+  ["workflow_queued", ["queued"]], ["workflow_started", ["running"]],
+  ["approval_required", ["awaiting_approval"]], ["approval_granted", ["queued"]],
+  ["approval_rejected", ["rejected"]], ["workflow_paused", ["paused"]],
+  ["workflow_resumed", ["queued", "running"]],
+  ...[...TERMINAL_EVENTS].map((type) => [type, [type.slice("workflow_".length)]]),
 ]);
 
 export function filtersOf(search) {
@@ -291,12 +294,16 @@ export function executionsView(main, {navigate}) {
         heard.set(event.execution_id, ++top);
       }
       const row = rows.get(event.execution_id);
+      const into = STATUS_AFTER.get(event.type);
       if (row) row.refresh();
-      else if (STATUS_EVENTS.has(event.type) && !excluded.has(event.execution_id)) {
+      // One not shown is looked at when it may have come into the status filtered on, not at
+      // each of its changes on the way.
+      else if (into && (!filters.status || into.includes(filters.status)) &&
+               !excluded.has(event.execution_id)) {
         unknown.add(event.execution_id);
         considerAll();
       }
-      if (STATUS_EVENTS.has(event.type)) refreshCounts();
+      if (into) refreshCounts();
     },
     onState: (state) => {
       showConnection(state);

@@ -6,6 +6,7 @@
 // ticket is used when auth is on.
 
 import {get, socketUrl} from "./api.js";
+import {TERMINAL_EVENTS} from "./dom.js";
 
 const open = new Set();
 // For tests and for the curious: `workflowd.dropConnections()` in the console drops every live
@@ -17,7 +18,6 @@ globalThis.workflowd = {
   },
 };
 
-const TERMINAL_EVENT = /^workflow_(completed|failed|cancelled|timed_out|rejected)$/;
 const BACKOFF_MS = [250, 500, 1000, 2000, 4000, 8000];
 
 export class Live {
@@ -114,7 +114,7 @@ export class Follower {
                            {after: String(this.seq)}),
       onMessage: (data) => {
         // Known at once (the close that follows may come before the chain reaches it).
-        if (data.status?.is_terminal || TERMINAL_EVENT.test(data.type)) this.terminal = true;
+        if (data.status?.is_terminal || TERMINAL_EVENTS.has(data.type)) this.terminal = true;
         this.chain = this.chain.then(() => this.take(data));
       },
       onState,

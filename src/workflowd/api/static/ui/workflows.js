@@ -1,11 +1,7 @@
 // The registered workflows, each with its steps in order (kind, agent, tool; gates marked).
 
 import {ApiError, get, may} from "./api.js";
-import {clear, h, problemBox} from "./dom.js";
-
-const KINDS = {agent_execution: "agent execution", tool_call: "tool call",
-               decision_point: "decision point", data_processing: "data processing",
-               approval: "approval gate", external: "external step", sleep: "sleep"};
+import {KINDS, clear, h, problemBox} from "./dom.js";
 
 export function workflowsView(main) {
   const list = h("div", {class: "workflows"}, h("p", {class: "note"}, "Loading…"));
