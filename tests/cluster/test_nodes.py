@@ -27,7 +27,7 @@ from tests.helpers import (
     wait_for_status,
     wait_for_step,
 )
-from workflowd.engine import cluster as engine_cluster
+from workflowd.engine import feed
 
 Client = TestClient[Any, Any]
 
@@ -208,7 +208,7 @@ async def test_a_follower_on_the_other_node_gets_many_events_in_pages(
         nodes: tuple[Client, Client], monkeypatch: pytest.MonkeyPatch) -> None:
     """More events than b reads at a time (a page of 7 here): the follower on b still gets
     every one, in order, without a gap."""
-    monkeypatch.setattr(engine_cluster, "_EVENTS_PAGE", 7)
+    monkeypatch.setattr(feed, "EVENTS_PAGE", 7)
     a, b = nodes
     execution_id = (await submit(a, "burst", input={"name": "many", "cycles": 40}))[
         "execution_id"]

@@ -15,10 +15,8 @@ nodes share (PostgreSQL). On SQLite there is none, and one node owns every execu
   (the transitions are plain functions of the record), or sent to the node that holds it
   through the mailbox (a row in `requests` and a NOTIFY carrying its id; the answer comes
   back the same way).
-- **Events.** Commits of other nodes arrive as notifications naming each execution's new
-  seqs; the events are read from the table (the truth) for the executions someone here
-  follows and handed to the hub, and a poll of the newest seqs every `poll_interval` catches
-  up whatever a missed notification would have said.
+- **Events.** Commits of other nodes arrive as notifications; the events are read from the
+  table for the followers here (`engine.feed`).
 - **Chores** (`engine.chores`) run on the node that holds the leader row.
 """
 
@@ -38,6 +36,7 @@ from workflowd.context import ProgressReport
 from workflowd.definitions import Workflow
 from workflowd.engine import transitions as T
 from workflowd.engine.chores import Chores
+from workflowd.engine.feed import RemoteEvents
 from workflowd.engine.outbox import Outbox
 from workflowd.engine.owner import Make, Owner, Remember
 from workflowd.errors import (
@@ -48,7 +47,7 @@ from workflowd.errors import (
     ValidationProblem,
     WorkflowdError,
 )
-from workflowd.records import ErrorInfo, Event, ExecutionRecord, decode_execution, event_type
+from workflowd.records import ErrorInfo, ExecutionRecord, decode_execution
 from workflowd.store import Write
 from workflowd.store.cluster import (
     ANSWERS_CHANNEL,
@@ -63,9 +62,6 @@ if TYPE_CHECKING:
     from workflowd.engine.scheduler import Scheduler
 
 __all__ = ["Cluster"]
-
-# Events read at a time for the followers here of executions other nodes run.
-_EVENTS_PAGE = 1000
 
 log = structlog.get_logger("workflowd.cluster")
 
@@ -98,8 +94,8 @@ class Cluster:
         self.chores = Chores(self, retention, outbox)
         self._tasks: list[asyncio.Task[None]] = []
         self._work = asyncio.Event()
-        self._pending: dict[str, int] = {}  # execution -> read its events after this seq
-        self._events = asyncio.Event()
+        self.remote_events = RemoteEvents(ops, scheduler.hub, scheduler.owners, self.node_id,
+                                          settings.poll_interval)
         self._answers: dict[int, asyncio.Future[None]] = {}
         self._serving: set[asyncio.Task[None]] = set()
         self._stopping = False
@@ -126,11 +122,12 @@ class Cluster:
         if writer is not None and hasattr(writer, "on_lease_lost"):
             writer.on_lease_lost.append(self._lease_lost)
             writer.on_unsure.append(self._unsure)
-        await self.ops.listen({EVENTS_CHANNEL: self._on_events, WORK_CHANNEL: self._on_work,
+        await self.ops.listen({EVENTS_CHANNEL: self.remote_events.notified,
+                               WORK_CHANNEL: self._on_work,
                                REQUESTS_CHANNEL: self._on_request,
                                ANSWERS_CHANNEL: self._on_answer}, self._caught_up)
         for name, job in (("claims", self._claim_forever), ("leases", self._renew_forever),
-                          ("remote-events", self._events_forever),
+                          ("remote-events", self.remote_events.run_forever),
                           ("chores", self.chores.run_forever)):
             self._tasks.append(asyncio.create_task(self._guard(name, job),
                                                    name=f"cluster-{name}"))
@@ -168,6 +165,11 @@ class Cluster:
             except Exception as exc:  # noqa: BLE001 - a loop of the node must not die
                 log.warning("cluster_loop_failed", loop=name, error=str(exc))
                 await asyncio.sleep(self.settings.poll_interval)
+
+    def _caught_up(self) -> None:
+        """(Re)connected to the notifications: look for what was missed meanwhile."""
+        self.remote_events.catch_up()
+        self._work.set()
 
     # ---- claims and leases --------------------------------------------------------------------
 
@@ -564,80 +566,3 @@ class Cluster:
         self._serving.discard(task)
         if not task.cancelled() and (exc := task.exception()) is not None:
             log.warning("cluster_request_failed", error=str(exc))
-
-    # ---- events other nodes committed -----------------------------------------------------------
-
-    def _on_events(self, payload: str) -> None:
-        node, _, marks = payload.partition("|")
-        if node == self.node_id:
-            return  # published here after the commit already
-        hub = self.scheduler.hub
-        everything = hub.follows_all()
-        watched = None if everything else set(hub.watched())
-        for mark in marks.split(","):
-            parts = mark.split(" ")
-            if len(parts) != 3:
-                continue
-            execution_id, first, _last = parts
-            if watched is not None and execution_id not in watched:
-                continue
-            # From the notified events on: a follower further behind replays from the store
-            # itself when it sees the gap (`Follow.events`).
-            after = int(first) - 1
-            self._pending[execution_id] = min(after, self._pending.get(execution_id, after))
-        if self._pending:
-            self._events.set()
-
-    def _caught_up(self) -> None:
-        """(Re)connected to the notifications: look for what was missed meanwhile."""
-        self._events.set()
-        self._work.set()
-
-    async def _events_forever(self) -> None:
-        while True:
-            polled = False
-            try:
-                async with asyncio.timeout(self.settings.poll_interval):
-                    await self._events.wait()
-            except TimeoutError:
-                polled = True
-            self._events.clear()
-            if polled or not self._pending:
-                await self._poll_newest()
-            pending, self._pending = self._pending, {}
-            if pending:
-                await self._read_and_publish(pending)
-
-    async def _poll_newest(self) -> None:
-        """What a missed notification would have said: the newest seq of each execution
-        followed here that this node does not run."""
-        hub = self.scheduler.hub
-        ids = [i for i in hub.watched() if i not in self.scheduler.owners]
-        if not ids:
-            return
-        newest = await self.ops.newest_seqs(ids)
-        for execution_id, seq in newest.items():
-            floor = hub.floor(execution_id)
-            if floor is not None and seq > floor:
-                self._pending[execution_id] = min(floor, self._pending.get(execution_id, floor))
-            hub.poke(execution_id, seq)
-
-    async def _read_and_publish(self, pending: dict[str, int]) -> None:
-        """Publish the events after each `pending[id]`, a page of them at a time."""
-        hub = self.scheduler.hub
-        while pending:
-            rows = await self.ops.events_after(pending, _EVENTS_PAGE)
-            batch: list[Event] = []
-            for execution_id, seq, doc, workflow_id in rows:
-                if batch and batch[0].execution_id != execution_id:
-                    hub.publish(batch)
-                    batch = []
-                batch.append(Event(execution_id, seq, event_type(doc), doc.encode(),
-                                   workflow_id))
-            if batch:
-                hub.publish(batch)
-            if len(rows) < _EVENTS_PAGE:
-                return
-            # A full page: the next one goes on after what this one had of each execution.
-            for execution_id, seq, _doc, _workflow_id in rows:
-                pending[execution_id] = max(pending[execution_id], seq)
