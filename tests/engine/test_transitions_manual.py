@@ -10,6 +10,7 @@ from msgspec.structs import replace
 from workflowd.codec import loads
 from workflowd.definitions import Sleep, Workflow
 from workflowd.engine import transitions as T
+from workflowd.engine.versions import version_mismatch
 from workflowd.errors import InvalidTransitionError
 from workflowd.records import ExecutionRecord, Wait
 
@@ -202,8 +203,8 @@ def test_version_mismatch_names_the_missing_step() -> None:
 
     rec = T.cycle_finished(_running(old), old, state={}, decisions=(), value=None,
                            output=None, attempt=1, duration_ms=1, now=NOW).record
-    assert T.version_mismatch(rec, old) is None
-    error = T.version_mismatch(rec, new)
+    assert version_mismatch(rec, old) is None
+    error = version_mismatch(rec, new)
     assert error is not None
     assert error.code == "workflow_version_mismatch"
     assert "'nap'" in error.message
@@ -216,7 +217,7 @@ def test_version_mismatch_names_the_missing_step() -> None:
     async def nap(ctx: Any) -> None: ...
 
     other.approval("gate")
-    error = T.version_mismatch(waiting, other)
+    error = version_mismatch(waiting, other)
     assert error is not None
     assert "another kind" in error.message
-    assert T.version_mismatch(_running(old), new) is None  # a cut-off step `a` still exists
+    assert version_mismatch(_running(old), new) is None  # a cut-off step `a` still exists

@@ -28,6 +28,7 @@ from workflowd.engine.outbox import Outbox
 from workflowd.engine.owner import Owner, Remember, retrieve
 from workflowd.engine.runner import Runner, StepTokens
 from workflowd.engine.tally import Tally
+from workflowd.engine.versions import version_mismatch
 from workflowd.errors import (
     ForbiddenError,
     InvalidTransitionError,
@@ -397,7 +398,7 @@ class Scheduler:
             owner = self.owners.get(execution_id)
             if owner is None or owner.head.workflow_id != wf.id:
                 continue
-            mismatch = T.version_mismatch(owner.head, wf)
+            mismatch = version_mismatch(owner.head, wf)
             if mismatch is not None:
                 log.warning("held_execution_not_adopted", execution_id=execution_id,
                             workflow_id=wf.id, version=wf.version, why=mismatch.message)
@@ -446,7 +447,7 @@ class Scheduler:
         (`workflow_version_mismatch`), else queued if it waits for nothing."""
         rec, wf = owner.head, owner.wf
         assert wf is not None
-        mismatch = T.version_mismatch(rec, wf)
+        mismatch = version_mismatch(rec, wf)
         if mismatch is not None:
             self._fail_mismatch(owner, mismatch)
             return
