@@ -34,6 +34,7 @@ from workflowd.codec import dumps, loads
 from workflowd.config import ClusterSettings, RetentionSettings
 from workflowd.context import ProgressReport
 from workflowd.definitions import Workflow
+from workflowd.engine import guards
 from workflowd.engine import transitions as T
 from workflowd.engine.chores import Chores
 from workflowd.engine.feed import RemoteEvents
@@ -301,7 +302,7 @@ class Cluster:
                       remember: Remember | None, *, four_eyes: bool = False,
                       ) -> ExecutionRecord:
         def make(rec: ExecutionRecord) -> T.Change:
-            T.check_approver(rec, decided_by, four_eyes)
+            guards.check_approver(rec, decided_by, four_eyes)
             self.scheduler.check_room_to_leave(rec, "awaiting_approval")
             return T.approved(rec, decided_by, comment, utcnow())
 
@@ -359,7 +360,7 @@ class Cluster:
                             output: Any, error: ErrorInfo | None,
                             remember: Remember | None, trusted: bool = False,
                             ) -> ExecutionRecord:
-        output = T.worker_output(output)
+        output = guards.worker_output(output)
 
         def make(rec: ExecutionRecord) -> T.Change:
             wf = self._check_step(rec, step)

@@ -18,6 +18,7 @@ from workflowd.clock import utcnow
 from workflowd.config import EngineSettings
 from workflowd.context import ProgressReport
 from workflowd.definitions import Workflow
+from workflowd.engine import guards
 from workflowd.engine import transitions as T
 from workflowd.engine.admission import Admission
 from workflowd.engine.artifacts import ArtifactStore
@@ -247,7 +248,7 @@ class Scheduler:
             return await cluster.approve(execution_id, comment, decided_by, remember,
                                          four_eyes=four_eyes)
         owner = await self._owner(execution_id)
-        T.check_approver(owner.head, decided_by, four_eyes)
+        guards.check_approver(owner.head, decided_by, four_eyes)
         self.check_room_to_leave(owner.head, "awaiting_approval")
         return await self._apply(owner, lambda rec: T.approved(rec, decided_by, comment,
                                                                utcnow()), remember)
@@ -336,7 +337,7 @@ class Scheduler:
         owner = await self._owner_of_step(execution_id, step)
         rec = owner.head
         if rec.wait is not None and rec.wait.kind == "external":
-            T.external_step(rec, step, token, trusted)  # the checks (the owner applies it)
+            guards.external_step(rec, step, token, trusted)  # the checks (the owner applies it)
         else:
             running = rec.step
             if running is None or running.name != step or running.status != "running":
@@ -359,7 +360,7 @@ class Scheduler:
         owner = await self._owner_of_step(execution_id, step)
         wf = owner.wf
         assert wf is not None
-        output = T.worker_output(output)
+        output = guards.worker_output(output)
         owner.flush_reports()  # held progress commits before the end
         return await self._apply(owner, lambda rec: T.external_answered(
             rec, wf, step, token, success=success, output=output, error=error, now=utcnow(),

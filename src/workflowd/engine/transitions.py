@@ -11,7 +11,6 @@ The owner (`engine.owner`) applies them one at a time; nothing else builds a rec
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -20,10 +19,11 @@ from typing import Any, Literal
 from msgspec.structs import replace
 
 from workflowd.clock import format_ts, ms_between, parse_ts
-from workflowd.codec import NotJSON, encode, json_copy
+from workflowd.codec import encode
 from workflowd.context import ProgressReport
 from workflowd.definitions import Done, Goto, Sleep, StepDef, Workflow
-from workflowd.errors import ForbiddenError, InvalidTransitionError, ValidationProblem
+from workflowd.engine import guards
+from workflowd.errors import InvalidTransitionError
 from workflowd.records import (
     Approval,
     CurrentStep,
@@ -41,13 +41,11 @@ __all__ = [
     "Change",
     "approved",
     "cancelled",
-    "check_approver",
     "completed",
     "cycle_finished",
     "ended",
     "external_answered",
     "external_progress",
-    "external_step",
     "gate_entered",
     "handed_over",
     "merge",
@@ -68,7 +66,6 @@ __all__ = [
     "timed_out_error",
     "wait_expired",
     "woke",
-    "worker_output",
 ]
 
 Item = tuple[str, dict[str, Any]]
@@ -384,22 +381,6 @@ def _decided_gate(rec: ExecutionRecord, status: str, now: str, error: ErrorInfo 
                                "duration_ms": record.duration_ms})], [record]
 
 
-def check_approver(rec: ExecutionRecord, decided_by: str, four_eyes: bool) -> None:
-    """`[auth] four_eyes`: the subject that submitted an execution may not approve it (403)."""
-    if four_eyes and rec.submitted_by == decided_by:
-        raise ForbiddenError(f"{decided_by!r} submitted execution {rec.execution_id} and may "
-                             "not approve it too ([auth] four_eyes)")
-
-
-def worker_output(output: Any) -> Any:
-    """A worker's output, copied as plain JSON (owned by the engine from now on); 422 for a
-    value that is not JSON."""
-    try:
-        return json_copy(output)
-    except NotJSON as exc:  # pragma: no cover - a parsed JSON body is JSON
-        raise ValidationProblem(str(exc), []) from None
-
-
 def approved(rec: ExecutionRecord, decided_by: str, comment: str | None, now: str) -> Change:
     _require(rec, "awaiting_approval")
     items, steps = _decided_gate(rec, "completed", now, None)
@@ -474,24 +455,9 @@ def handed_over(rec: ExecutionRecord, step: StepDef, token: str, deadline: str |
                    wait=Wait(kind="external", deadline=deadline, token=token))
 
 
-def external_step(rec: ExecutionRecord, step: str, token: str,
-                  trusted: bool = False) -> StepRecord:
-    """The record of `step` if the execution waits for its worker and `token` is this run's
-    (`trusted`: the caller proved a role that may report for any step; no token needed)."""
-    wait = rec.wait
-    record = rec.step
-    if wait is None or wait.kind != "external" or record is None or record.name != step:
-        raise InvalidTransitionError(f"step {step!r} of {rec.execution_id} is not waiting")
-    if trusted:
-        return record
-    if not token or not hmac.compare_digest(token.encode(), (wait.token or "").encode()):
-        raise ForbiddenError("wrong or stale token for this step run")
-    return record
-
-
 def external_progress(rec: ExecutionRecord, step: str, token: str, report: ProgressReport,
                       now: str, *, trusted: bool = False) -> Change | None:
-    external_step(rec, step, token, trusted)
+    guards.external_step(rec, step, token, trusted)
     return progressed(rec, report, now)
 
 
@@ -500,7 +466,7 @@ def external_answered(rec: ExecutionRecord, wf: Workflow, step: str, token: str,
                       trusted: bool = False) -> Change:
     """The worker finished: its output becomes the step's output and `state[step]`, the cycle
     is committed, and the execution is queued for its next step (or ends)."""
-    record = external_step(rec, step, token, trusted)
+    record = guards.external_step(rec, step, token, trusted)
     if rec.deadline is not None and parse_ts(rec.deadline) <= parse_ts(now):
         return ended(rec, "timed_out", timed_out_error(wf.timeout), now)
     if not success:
