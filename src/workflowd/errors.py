@@ -18,6 +18,7 @@ __all__ = [
     "PayloadTooLargeError",
     "PreconditionFailedError",
     "QueueFullError",
+    "RangeNotSatisfiableError",
     "RateLimitedError",
     "StoreError",
     "StoreUnavailableError",
@@ -178,6 +179,22 @@ class PayloadTooLargeError(WorkflowdError):
     status = 413
     code = "payload_too_large"
     title = "Payload too large"
+
+
+class RangeNotSatisfiableError(WorkflowdError):
+    """A `Range` that names no byte of the file (or cannot be read); the answer carries
+    `Content-Range: bytes */SIZE`, as RFC 9110 asks."""
+
+    status = 416
+    code = "range_not_satisfiable"
+    title = "Range not satisfiable"
+
+    def __init__(self, detail: str, size: int) -> None:
+        super().__init__(detail)
+        self.size = size
+
+    def headers(self) -> dict[str, str]:
+        return {"Content-Range": f"bytes */{self.size}"}
 
 
 class QueueFullError(WorkflowdError):

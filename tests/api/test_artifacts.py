@@ -99,6 +99,21 @@ async def test_range_download(client: Client) -> None:
     assert bad.status == 416
 
 
+@pytest.mark.parametrize("rng", ["bytes=999999-", "bytes=10240-10300", "bytes=0-1,5-6",
+                                 "bytes=x-y"])
+async def test_unsatisfiable_range_is_a_problem(client: Client, rng: str) -> None:
+    """A Range past the end, of several ranges or malformed is a 416 problem document (not
+    an empty body) with `Content-Range: bytes */SIZE`; the artifact itself is still served."""
+    data = bytes(range(256)) * 40
+    meta = await upload(client, data)
+    path = f"{API}/artifacts/{meta['artifact_id']}"
+    resp = await client.get(path, headers={"Range": rng})
+    await problem_of(resp, 416)
+    assert resp.headers["Content-Range"] == f"bytes */{len(data)}"
+    whole = await client.get(path, headers={"Range": rng, "If-Range": '"stale"'})
+    assert (whole.status, await whole.read()) == (200, data)
+
+
 async def test_same_bytes_are_stored_once(client: Client) -> None:
     """Two uploads of the same bytes: two artifacts, one sha256, one file on disk."""
     first = await upload(client, b"same bytes", name="a.txt")

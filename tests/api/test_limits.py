@@ -71,6 +71,19 @@ async def test_a_replayed_submit_spends_no_rate(make_client: MakeClient) -> None
     await problem_of(await client.post(f"{API}/workflows/three-steps/executions", json={}), 429)
 
 
+async def test_a_refused_submit_spends_no_rate(make_client: MakeClient) -> None:
+    """A submit refused after the rate was checked (here a 422: its input names no artifact)
+    changes nothing, its subject's bucket neither: the next good submit is taken."""
+    client = await make_client(auth=auth_settings(), limits={"submits_per_minute": 1})
+    for _ in range(3):
+        refused = await _submit(client, "submitter", input={"doc": {"artifact_id": "nope"}})
+        body = await problem_of(refused, 422)
+        assert body["errors"][0]["loc"] == ["body", "input", "doc", "artifact_id"]
+    assert (await _submit(client, "submitter")).status == 202
+    await problem_of(await _submit(client, "submitter"), 429)
+    assert await _count(client) == 1
+
+
 def test_token_bucket_refills() -> None:
     """A bucket holds a minute's submits and refills at that rate; Retry-After counts the
     seconds to the next token."""
@@ -87,6 +100,10 @@ def test_token_bucket_refills() -> None:
     assert over.value.retry_after == 6
     now[0] += 6.0
     rate.take("ana")
+    rate.give_back("ana")  # a refused submit's token, back: one more may go now
+    rate.take("ana")
+    with pytest.raises(RateLimitedError):
+        rate.take("ana")
     SubmitRate(0).take("ana")  # 0: no limit
 
 

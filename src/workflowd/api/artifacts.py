@@ -23,6 +23,7 @@ from workflowd.engine.artifacts import CHUNK, ArtifactStore, artifact_refs
 from workflowd.errors import (
     PayloadTooLargeError,
     PreconditionFailedError,
+    RangeNotSatisfiableError,
     UnknownArtifactError,
     ValidationProblem,
 )
@@ -93,7 +94,8 @@ class _Blob(web.FileResponse):
 
 
 @routes.get(f"{BASE}/{{artifact_id}}", role="viewer",
-            answers={200: None, 206: None, 304: None, 404: None, 412: None}, media_type="*/*",
+            answers={200: None, 206: None, 304: None, 404: None, 412: None, 416: None},
+            media_type="*/*",
             summary="Download an artifact (ETag is its sha256; Range requests work)")
 async def download(request: web.Request) -> web.StreamResponse:
     store = request.app[ARTIFACTS]
@@ -118,6 +120,7 @@ async def download(request: web.Request) -> web.StreamResponse:
         if if_range is not None and if_range.strip() != etag:
             headers.pop(hdrs.RANGE, None)  # the client's copy is another: send it whole
         view = request.clone(headers=headers)
+    _check_range(view or request, row.size)
     filename = quote(row.name, safe="")
     ascii_name = "".join(c if c.isascii() and c.isprintable() and c not in '"\\' else "_"
                          for c in row.name)
@@ -128,6 +131,28 @@ async def download(request: web.Request) -> web.StreamResponse:
         hdrs.CACHE_CONTROL: "private, max-age=31536000, immutable",
         "X-Content-Type-Options": "nosniff",
     })
+
+
+def _check_range(request: web.BaseRequest, size: int) -> None:
+    """A 416 problem for a `Range` that aiohttp's FileResponse would answer 416 with an empty
+    body (malformed, several ranges, or starting past the end), judged the way it does."""
+    if hdrs.RANGE not in request.headers:
+        return
+    try:
+        rng = request.http_range
+    except ValueError:
+        raise RangeNotSatisfiableError(
+            f"Range {request.headers[hdrs.RANGE]!r} is not one byte range this server reads "
+            "(bytes=FIRST-LAST, bytes=FIRST- or bytes=-SUFFIX)", size) from None
+    start = rng.start
+    if start is None:
+        return
+    if start < 0 and rng.stop is None:  # a suffix: the last -start bytes
+        start = max(0, start + size)
+    if start >= size:
+        raise RangeNotSatisfiableError(
+            f"Range {request.headers[hdrs.RANGE]!r} names no byte of this artifact "
+            f"({size} bytes)", size)
 
 
 @routes.get(f"{API_PREFIX}/executions/{{execution_id}}/artifacts", role="viewer",

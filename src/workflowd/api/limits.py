@@ -2,8 +2,10 @@
 
 A subject starts with a full bucket (`submits_per_minute` submits at once), which refills at
 that many a minute; a submit with the bucket empty is 429 with the seconds until the next
-token in `Retry-After`, and changes nothing. Subjects come from the configured tokens (or are
-the one `anonymous`), so the table stays as small as the configuration."""
+token in `Retry-After`, and changes nothing; a submit refused for another reason after it took
+its token (a full queue, an unknown artifact) gives the token back. Subjects come from the
+configured tokens (or are the one `anonymous`), so the table stays as small as the
+configuration."""
 
 from __future__ import annotations
 
@@ -37,3 +39,11 @@ class SubmitRate:
                 f"{subject!r} submitted more than [limits] submits_per_minute = "
                 f"{int(self.capacity)} allows: retry in {wait} s", retry_after=max(1, wait))
         self._buckets[subject] = (tokens - 1.0, now)
+
+    def give_back(self, subject: str) -> None:
+        """Return the submit `take` spent, for a submit refused after it (a full queue, an
+        input naming no artifact): a refused submit changes nothing, its bucket neither."""
+        if not self.capacity or subject not in self._buckets:
+            return
+        tokens, then = self._buckets[subject]
+        self._buckets[subject] = (min(self.capacity, tokens + 1.0), then)

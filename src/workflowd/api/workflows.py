@@ -17,7 +17,7 @@ from workflowd.api.routing import Routes
 from workflowd.api.views import execution_view, links, summary, workflow_view
 from workflowd.codec import dumps
 from workflowd.engine import Remember
-from workflowd.errors import UnknownWorkflowError, ValidationProblem
+from workflowd.errors import UnknownWorkflowError, ValidationProblem, WorkflowdError
 from workflowd.models import SubmitBody
 from workflowd.outbound import OutboundRefused
 from workflowd.records import API_PREFIX, ExecutionRecord
@@ -85,13 +85,18 @@ async def submit(request: web.Request) -> web.Response:
     async def act(remember: Remember | None) -> ExecutionRecord:
         # Inside `answer_once`: a replay of an Idempotency-Key answers what the first did,
         # spending no rate and checking nothing again.
-        request.app[SUBMIT_RATE].take(subject)
-        named = await check_input_artifacts(request, body.input)
-        return await scheduler.submit(
-            workflow_id, input=body.input, priority=body.priority, labels=body.labels,
-            require_approval=body.require_approval, callback_url=callback_url,
-            submitted_by=subject, remember=remember, mode=body.mode, workflow=wf,
-            artifacts=named)
+        rate = request.app[SUBMIT_RATE]
+        rate.take(subject)
+        try:
+            named = await check_input_artifacts(request, body.input)
+            return await scheduler.submit(
+                workflow_id, input=body.input, priority=body.priority, labels=body.labels,
+                require_approval=body.require_approval, callback_url=callback_url,
+                submitted_by=subject, remember=remember, mode=body.mode, workflow=wf,
+                artifacts=named)
+        except WorkflowdError:
+            rate.give_back(subject)  # refused (429 queue full, 422 artifact): nothing spent
+            raise
 
     response = await answer_once(request, f"submit:{workflow_id}", _submitted, act)
     if query.wait <= 0 or response.status != 202 or body.mode == "manual":
