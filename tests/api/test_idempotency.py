@@ -159,6 +159,31 @@ async def test_submit_replay_with_wait_answers_the_same(client: TestClient[Any, 
     assert len(await all_executions(client)) == 1
 
 
+async def test_submit_replay_without_wait_of_a_sync_200_answers_the_200(
+        client: TestClient[Any, Any]) -> None:
+    """A sync submit answered 200: a repeat without `?wait=` gets that 200 and body, not the
+    202 summary the submit committed."""
+    body = {"input": {"value": 3}}
+    first = await _post(client, f"{SUBMIT}?wait=30", "key-6", body)
+    assert first[0] == 200, first
+    assert await _post(client, SUBMIT, "key-6", body) == first
+
+
+async def test_submit_replay_of_a_wait_that_ran_out_answers_the_202(
+        client: TestClient[Any, Any]) -> None:
+    """A sync submit whose wait ran out answered 202: a repeat after the execution ended gets
+    that 202 and body again, not a 200 with the whole execution."""
+    workflows.release("late")
+    path = f"{API}/workflows/waiter/executions?wait=0.05"
+    body = {"input": {"name": "late"}}
+    first = await _post(client, path, "key-7", body)
+    assert first[0] == 202, first
+    workflows.release("late").set()
+    await wait_for_status(client, json.loads(first[1])["execution_id"], "completed")
+    assert await _post(client, path, "key-7", body) == first
+    assert len(await all_executions(client)) == 1
+
+
 @pytest.mark.parametrize("key", [
     pytest.param("", id="empty"),
     pytest.param("k" * 256, id="256-characters"),

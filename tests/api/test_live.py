@@ -101,7 +101,8 @@ async def test_live_flags_follow_every_status(make_client: MakeClient) -> None:
 
 
 async def test_etag_and_if_none_match(client: TestClient[Any, Any]) -> None:
-    """Live status carries an ETag; sending it back is 304 until the execution changes."""
+    """Live status carries an ETag; sending it back (alone, weak, in a list, or `*`) is 304
+    until the execution changes; another tag is 200."""
     workflows.release("e")
     execution_id = (await submit(client, "waiter", input={"name": "e"}))["execution_id"]
     await wait_for_step(client, execution_id)
@@ -115,6 +116,12 @@ async def test_etag_and_if_none_match(client: TestClient[Any, Any]) -> None:
     assert await resp.read() == b""
     resp = await client.get(_live_path(execution_id), headers={"If-None-Match": '"nope"'})
     assert resp.status == 200
+    for matching in ("*", f"W/{etag}", f'"nope", {etag}'):
+        resp = await client.get(_live_path(execution_id), headers={"If-None-Match": matching})
+        assert resp.status == 304, matching
+    for other in (f'"{status["seq"]}0"', f'"1{status["seq"]}"'):
+        resp = await client.get(_live_path(execution_id), headers={"If-None-Match": other})
+        assert resp.status == 200, other
 
     workflows.release("e").set()
     await wait_for_status(client, execution_id, "completed")

@@ -14,8 +14,9 @@ from workflowd.api.parsing import json_response
 from workflowd.engine import Remember
 from workflowd.errors import BadRequestError, IdempotencyMismatchError
 from workflowd.records import ExecutionRecord, IdempotencyRecord
+from workflowd.store import Write
 
-__all__ = ["IDEMPOTENCY_KEY", "KEY_PATTERN", "Answer", "Render", "answer_once"]
+__all__ = ["IDEMPOTENCY_KEY", "KEY_PATTERN", "Answer", "Render", "Settle", "answer_once"]
 
 # How routes that answer through `answer_once` declare the header (`Routes(headers=...)`).
 IDEMPOTENCY_KEY = {"Idempotency-Key": "1 to 255 printable ASCII characters: a repeat of the "
@@ -30,18 +31,25 @@ _KEY = re.compile(KEY_PATTERN)
 Answer = tuple[int, str, str | None]
 Render = Callable[[ExecutionRecord], Answer]
 Act = Callable[[Remember | None], Awaitable[ExecutionRecord]]
+# What a first request finally answers, from its answer as committed (a sync submit's wait).
+Settle = Callable[[Answer], Awaitable[Answer]]
 
 
 def _response(status: int, body: str, location: str | None) -> web.Response:
     return json_response(body, status, headers={"Location": location} if location else None)
 
 
-async def answer_once(request: web.Request, scope: str, render: Render, act: Act) -> web.Response:
+async def answer_once(request: web.Request, scope: str, render: Render, act: Act,
+                      settle: Settle | None = None) -> web.Response:
     """Run `act` once per key; a repeat gets the first answer, a different request with the
-    same key gets 422, and a repeat arriving while the first is in flight waits for it."""
+    same key gets 422, and a repeat arriving while the first is in flight waits for it.
+
+    `settle` turns the committed answer into the one the first request gets (a sync submit's
+    200 once it ended in time); that one is then kept for repeats, which are never settled."""
     key = request.headers.get("Idempotency-Key")
     if key is None:
-        return _response(*render(await act(None)))
+        answer = render(await act(None))
+        return _response(*(await settle(answer) if settle is not None else answer))
     if _KEY.fullmatch(key) is None:
         raise BadRequestError("Idempotency-Key must be 1 to 255 printable ASCII characters")
     body = await request.read()
@@ -64,7 +72,12 @@ async def answer_once(request: web.Request, scope: str, render: Render, act: Act
         def remember(rec: ExecutionRecord) -> IdempotencyRecord:
             return IdempotencyRecord(scope, key, fingerprint, *render(rec))
 
-        return _response(*render(await act(remember)))
+        first = render(await act(remember))
+        answer = await settle(first) if settle is not None else first
+        if answer != first:
+            await request.app[STORE].commit(
+                Write(idempotency=IdempotencyRecord(scope, key, fingerprint, *answer)))
+        return _response(*answer)
     finally:
         del inflight[(scope, key)]
         done.set_result(None)

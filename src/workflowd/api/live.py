@@ -52,7 +52,8 @@ async def live_status(request: web.Request) -> web.StreamResponse:
     elif q.since is not None and rec.seq <= q.since:
         return web.Response(status=304, headers={"ETag": _etag(rec)})
     etag = _etag(rec)
-    if q.since is None and etag in request.headers.get("If-None-Match", ""):
+    if q.since is None and (match := request.if_none_match) is not None and any(
+            tag.value in (str(rec.seq), "*") for tag in match):  # weak comparison, as RFC 9110
         return web.Response(status=304, headers={"ETag": etag})
     return json_response(request.app[LIVE_BODIES].body(rec),
                          headers={"ETag": etag, "Cache-Control": "no-cache"})

@@ -98,14 +98,17 @@ async def submit(request: web.Request) -> web.Response:
             rate.give_back(subject)  # refused (429 queue full, 422 artifact): nothing spent
             raise
 
-    response = await answer_once(request, f"submit:{workflow_id}", _submitted, act)
-    if query.wait <= 0 or response.status != 202 or body.mode == "manual":
-        return response  # a manual one waits for its `step` calls: no use waiting here
-    location = response.headers["Location"]
-    exec_id = location.rsplit("/", 1)[-1]
-    finished = await request.app[HUB].wait_until(
-        exec_id, lambda: (r := scheduler.peek(exec_id)) is None or r.is_terminal, query.wait)
-    if not finished:
-        return response
-    rec = await scheduler.get(exec_id)
-    return json_response(execution_view(rec), 200, headers={"Location": location})
+    async def settle(first: Answer) -> Answer:
+        # `?wait=`: the whole execution with 200 if it ends in time, else the first answer.
+        status, _, location = first
+        if query.wait <= 0 or status != 202 or body.mode == "manual" or location is None:
+            return first  # a manual one waits for its `step` calls: no use waiting here
+        exec_id = location.rsplit("/", 1)[-1]
+        finished = await request.app[HUB].wait_until(
+            exec_id, lambda: (r := scheduler.peek(exec_id)) is None or r.is_terminal,
+            query.wait)
+        if not finished:
+            return first
+        return 200, dumps(execution_view(await scheduler.get(exec_id))), location
+
+    return await answer_once(request, f"submit:{workflow_id}", _submitted, act, settle)
