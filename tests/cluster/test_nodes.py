@@ -265,6 +265,47 @@ async def test_a_missed_notification_is_caught_up(nodes: tuple[Client, Client],
     assert seqs[-1] == (await live(a, execution_id))["seq"]
 
 
+async def test_a_follower_reading_a_long_history_is_not_flooded_by_the_poll(
+        pg_url: str, make_client: MakeClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A follower replaying a finished execution's history from the store, slower than the
+    node polls for missed notifications, gets all of it and 1000: the poll goes on from what
+    the followers here were given, not from where the slowest one reads (it poured the history
+    into that one's queue, which overflowed: 1013)."""
+    from workflowd.api.keys import SCHEDULER
+
+    a = await make_client(store={"url": pg_url}, live={"queue_size": 50},
+                          cluster={"node_id": "a", "poll_interval": 0.05})
+    cluster = a.app[SCHEDULER].cluster
+    assert cluster is not None
+    execution_id = (await submit(a, "burst", input={"name": "hist", "cycles": 300,
+                                                    "blob_kb": 128}))["execution_id"]
+    await wait_for_step(a, execution_id)
+    workflows.release("hist").set()
+    await wait_for_status(a, execution_id, "completed")
+    polls = 0
+    polled = asyncio.Event()
+    poll_newest = cluster.remote_events._poll_newest
+
+    async def counted() -> None:
+        nonlocal polls
+        await poll_newest()
+        polls += 1
+        if polls >= 3:
+            polled.set()
+
+    ws = await a.ws_connect(f"{API}/executions/{execution_id}/ws?after=0")
+    assert json.loads((await ws.receive()).data)["type"] == "snapshot"
+    seqs = [json.loads((await ws.receive()).data)["seq"]]  # the replay is under way
+    # The socket's buffers fill with 128 KB events while this follower reads nothing.
+    monkeypatch.setattr(cluster.remote_events, "_poll_newest", counted)
+    async with asyncio.timeout(15):
+        await polled.wait()
+        async for msg in ws:
+            seqs.append(json.loads(msg.data)["seq"])
+    assert ws.close_code == 1000
+    assert seqs == list(range(1, (await live(a, execution_id))["seq"] + 1))
+
+
 async def test_long_poll_on_the_other_node(nodes: tuple[Client, Client]) -> None:
     """`/status/live?since=&wait=` on b answers when a commits something newer."""
     a, b = nodes

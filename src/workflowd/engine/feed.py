@@ -83,9 +83,9 @@ class RemoteEvents:
             return
         newest = await self.ops.newest_seqs(ids)
         for execution_id, seq in newest.items():
-            floor = hub.floor(execution_id)
-            if floor is not None and seq > floor:
-                self._pending[execution_id] = min(floor, self._pending.get(execution_id, floor))
+            known = hub.delivered(execution_id)
+            if known is not None and seq > known:
+                self._pending[execution_id] = min(known, self._pending.get(execution_id, known))
             hub.poke(execution_id, seq)
 
     async def _read_and_publish(self, pending: dict[str, int]) -> None:

@@ -54,7 +54,7 @@ class Follow:
             raise
         self.last = rec.seq if after is None else min(after, rec.seq)
         self._done = rec.is_terminal and self.last >= rec.seq
-        self.sub.last = self.last
+        self.sub.base = rec.seq
         return rec
 
     @property
@@ -90,8 +90,6 @@ class Follow:
 
     def _sent(self, seq: int, doc: bytes, terminal: bool) -> Streamed:
         self.last = seq
-        if self.sub is not None:
-            self.sub.last = seq
         self._done = terminal
         return Streamed(seq, doc, terminal)
 

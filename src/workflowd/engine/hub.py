@@ -25,9 +25,9 @@ class Subscription:
         self.lagging = False
         self.accept = accept
         self.on_lag: Callable[[], None] | None = None
-        # The last seq the follower has, once it has one: a node that feeds the hub with
-        # events other nodes committed reads from the lowest (`Hub.floor`).
-        self.last: int | None = None
+        # The seq of the snapshot the follower read when it opened, once it did: what it has up
+        # to there it reads from the store itself; the rest comes through the queue.
+        self.base: int | None = None
 
     def put(self, event: Event) -> None:
         if self.lagging or (self.accept is not None and not self.accept(event)):
@@ -48,6 +48,8 @@ class Hub:
         # wait (for executions another node runs, which `Scheduler.peek` does not know).
         self._waiting: dict[str, int] = {}
         self._seen: dict[str, int] = {}
+        # The newest seq published of each execution someone here follows.
+        self._published: dict[str, int] = {}
 
     @property
     def subscriber_count(self) -> int:
@@ -67,12 +69,16 @@ class Hub:
             subs.discard(sub)
             if not subs:
                 del self._subs[sub.execution_id]
+                if sub.execution_id is not None:
+                    self._published.pop(sub.execution_id, None)
 
     def publish(self, events: Sequence[Event]) -> None:
         """Called once the events are committed, in commit order."""
         if not events:
             return
         execution_id = events[0].execution_id
+        if execution_id in self._subs:
+            self._published[execution_id] = events[-1].seq
         for key in (execution_id, None):
             for sub in self._subs.get(key, ()):
                 for event in events:
@@ -98,10 +104,17 @@ class Hub:
         """Whether a follower of every execution is connected."""
         return bool(self._subs.get(None))
 
-    def floor(self, execution_id: str) -> int | None:
-        """The lowest seq the followers of an execution have (None: none has one yet)."""
-        lasts = [sub.last for sub in self._subs.get(execution_id, ()) if sub.last is not None]
-        return min(lasts) if lasts else None
+    def delivered(self, execution_id: str) -> int | None:
+        """The newest seq the followers of an execution here have had their way: published to
+        them, or read from the store by them (up to the snapshot each opened on). None: none
+        has opened yet. A feed of other nodes' events goes on from here. From the slowest
+        follower's place instead, it poured into every follower's queue the history that one
+        was still reading from the store itself (`Follow.events`), and the queue overflowed."""
+        marks = [sub.base for sub in self._subs.get(execution_id, ()) if sub.base is not None]
+        published = self._published.get(execution_id)
+        if published is not None:
+            marks.append(published)
+        return max(marks) if marks else None
 
     def seen(self, execution_id: str) -> int:
         """The newest seq published or poked while a long-poll waits on the execution."""
