@@ -28,7 +28,9 @@ _LABEL = re.compile(LABEL_KEY)
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Strict: JSON's types as they are (no "yes" for true, no true for 1, no "5" for 5), a
+    # client that sends another type learns it with a 422 rather than a guess.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class SubmitBody(_Model):

@@ -183,6 +183,12 @@ async def test_body_over_max_body_bytes_is_413(make_client: MakeClient) -> None:
         ({"priority": 1.5}, ["body", "priority"]),
         ({"input": [1, 2]}, ["body", "input"]),
         ({"require_approval": "maybe"}, ["body", "require_approval"]),
+        # JSON's types as they are: no "yes" for true, no true for 1, no "5" for 5.
+        ({"require_approval": "yes"}, ["body", "require_approval"]),
+        ({"require_approval": 1}, ["body", "require_approval"]),
+        ({"priority": True}, ["body", "priority"]),
+        ({"priority": "5"}, ["body", "priority"]),
+        ({"labels": {"team": True}}, ["body", "labels", "team"]),
         ({"labels": {"team": 7}}, ["body", "labels", "team"]),
         ({"labels": ["team"]}, ["body", "labels"]),
         ({"input": {}, "colour": "red"}, ["body", "colour"]),
