@@ -479,6 +479,10 @@ async def test_postgresql_out_of_reach_is_503_then_served_again(pg_url: str,
         await admin.execute(f'ALTER DATABASE "{database}" ALLOW_CONNECTIONS false')
         await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                             "WHERE datname = $1 AND pid <> pg_backend_pid()", database)
+        async with asyncio.timeout(10):  # the sessions end a moment after they are told to
+            while await admin.fetchval("SELECT count(*) FROM pg_stat_activity "
+                                       "WHERE datname = $1", database):
+                await asyncio.sleep(0.05)
         resp = await a.get(f"{API}/executions")
         problem = await problem_of(resp, 503)
         assert problem["type"].endswith("store_unavailable")

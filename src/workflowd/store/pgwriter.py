@@ -382,10 +382,13 @@ def _lost(execution_id: str) -> LeaseLostError:
 async def connection(pool: Any) -> AsyncIterator[Any]:
     """A connection of `pool`. PostgreSQL out of reach (no connection to be had, or the one
     lost in the block) is `StoreUnavailableError`, 503 with Retry-After as for a store that
-    refuses writes, instead of the driver's error."""
+    refuses writes, instead of the driver's error. Then every connection of the pool is
+    replaced at its next use: the others were most likely cut too (a restart, a fail-over),
+    and each would fail one more request before the pool found out."""
     try:
         conn = await pool.acquire()
     except Exception as exc:
+        await pool.expire_connections()
         raise StoreUnavailableError(
             f"PostgreSQL cannot be reached: {type(exc).__name__}") from exc
     try:
@@ -393,6 +396,7 @@ async def connection(pool: Any) -> AsyncIterator[Any]:
     except Exception as exc:
         if not _lost_connection(exc):
             raise
+        await pool.expire_connections()
         raise StoreUnavailableError(
             f"the connection to PostgreSQL was lost: {type(exc).__name__}") from exc
     finally:
