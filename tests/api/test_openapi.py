@@ -82,6 +82,10 @@ async def test_document_describes_bodies_and_errors(client: TestClient[Any, Any]
     label = next(p for p in listing["parameters"] if p["name"] == "label")
     assert label["schema"]["type"] == "array"
     assert doc["components"]["schemas"]["SubmitBody"]["additionalProperties"] is False
+    # An artifact's upload: the body is the file's bytes, of any media type.
+    upload = doc["paths"][f"{API}/artifacts"]["post"]["requestBody"]
+    assert upload["required"] is True
+    assert upload["content"]["*/*"]["schema"]["contentMediaType"] == "application/octet-stream"
 
 
 @pytest.mark.sqlite_only("it holds the SQLite file's write lock to make the store refuse")

@@ -56,6 +56,7 @@ class UploadQuery(BaseModel):
 
 
 @routes.post(BASE, role="submitter", query=UploadQuery, answers={201: A.Artifact, 413: None},
+             raw_body="the file's bytes as they are; Content-Type names its media type",
              summary="Upload an artifact: the body is the file, Content-Type its media type")
 async def upload(request: web.Request) -> web.Response:
     query = parse_query(request, UploadQuery)

@@ -136,6 +136,9 @@ def _operation(spec: Spec, name: str, schemas: _Schemas) -> dict[str, Any]:
             "required": False,  # an empty body counts as `{}`
             "content": {"application/json": {"schema": schemas.ref(spec.body, "validation")}},
         }
+    if spec.raw_body is not None:
+        op["requestBody"] = {"required": True, "description": spec.raw_body, "content": {
+            "*/*": {"schema": {"type": "string", "contentMediaType": "application/octet-stream"}}}}
     op["responses"] = _responses(spec, schemas, has_path=bool(_PARAM.search(spec.path)))
     if spec.stream == "websocket":
         op["description"] = "A WebSocket: open it with an `Upgrade: websocket` handshake."

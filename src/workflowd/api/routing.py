@@ -43,6 +43,8 @@ class Spec:
     role: Role
     summary: str
     body: type[BaseModel] | None = None
+    # A body read as raw bytes, not JSON (an artifact's upload): what it may be, for OpenAPI.
+    raw_body: str | None = None
     query: type[BaseModel] | None = None
     # Status code to the model of the answer's body (None: no body, or not JSON).
     answers: Mapping[int, type[Any] | None] = field(default_factory=dict)
