@@ -170,12 +170,11 @@ def _engine(m: Metrics) -> Iterator[Metric]:
          len(scheduler.held) if scheduler else 0),
     ):
         yield GaugeMetricFamily(f"workflowd_executions_{name}", what, value=value)
-    if scheduler is not None:
-        events = CounterMetricFamily("workflowd_events", "Events committed since start, by type.",
-                                     labels=["type"])
-        for event_type, n in sorted(scheduler.ledger.events_by_type.items()):
-            events.add_metric([event_type], n)
-        yield events
+    events = CounterMetricFamily("workflowd_events", "Events committed since start, by type.",
+                                 labels=["type"])
+    for event_type, n in sorted(tally.events.items()):
+        events.add_metric([event_type], n)
+    yield events
     for name, what, histograms in (
         ("workflowd_cycle_duration_seconds",
          "Seconds a cycle's step ran, all its attempts and retries, by workflow (steps run in "

@@ -9,7 +9,6 @@ follower sees is already in the events table.
 from __future__ import annotations
 
 import asyncio
-from collections import Counter
 from collections.abc import Callable, Sequence
 
 from workflowd.engine.hub import Hub
@@ -28,7 +27,6 @@ class Ledger:
         self.store = store
         self.hub = hub
         self.outbox = outbox
-        self.events_by_type: Counter[str] = Counter()
         self.tally = tally if tally is not None else Tally()
 
     def write(
@@ -75,7 +73,7 @@ class Ledger:
         def committed() -> None:
             if on_commit is not None:
                 on_commit()
-            counts = self.events_by_type
+            counts = self.tally.events
             for event in events:
                 counts[event.type] += 1
             for step in steps:  # finished steps' durations (a gate's is a person's wait)

@@ -44,13 +44,14 @@ class Histogram:
 
 class Tally:
     """The engine's counters: executions by workflow and status (seeded from the store at
-    start-up, then moved by each commit that changes a status), and durations of cycles and
-    steps by workflow."""
+    start-up, then moved by each commit that changes a status), events committed by type, and
+    durations of cycles and steps by workflow."""
 
-    __slots__ = ("cycles", "deliveries_queued", "executions", "steps")
+    __slots__ = ("cycles", "deliveries_queued", "events", "executions", "steps")
 
     def __init__(self) -> None:
         self.executions: Counter[tuple[str, str]] = Counter()
+        self.events: Counter[str] = Counter()  # committed by this process, by type
         self.cycles: dict[str, Histogram] = {}
         self.steps: dict[str, Histogram] = {}
         self.deliveries_queued = 0  # outbox deliveries committed by this process
