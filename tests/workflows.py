@@ -600,3 +600,12 @@ namesake_logger = Workflow("namesake-logger", title="Logs fields named like the 
 @namesake_logger.step
 async def tell(ctx: Context) -> None:
     ctx.log("hello", step="download", cycle=7, message="m", execution_id="x")
+
+
+nul_text = Workflow("nul-text", title="A step whose output holds U+0000")
+
+
+@nul_text.step
+async def nul_out(ctx: Context) -> Any:
+    ctx.log("a line with \x00 in it")
+    return done({"text": "a\x00b"})

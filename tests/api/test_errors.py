@@ -211,6 +211,35 @@ async def test_bad_submit_body_is_422(client: TestClient[Any, Any], body: Any,
     assert await all_executions(client) == []
 
 
+@pytest.mark.parametrize(
+    ("body", "loc"),
+    [
+        (b'{"input": {"a": "x\\u0000y"}}', ["body", "input", "a"]),
+        (b'{"input": {"k\\u0000": 1}}', ["body", "input", "k\x00"]),
+        (b'{"labels": {"team": "\\u0000"}}', ["body", "labels", "team"]),
+    ],
+)
+async def test_u0000_in_a_body_is_422(client: TestClient[Any, Any], body: bytes,
+                                      loc: list[str]) -> None:
+    """No text kept here may hold U+0000 (PostgreSQL cannot store it): 422 at its place,
+    nothing changed; a text's own backslash before "u0000" is not one."""
+    path = f"{API}/workflows/three-steps/executions"
+    headers = {"Content-Type": "application/json"}
+    problem = await problem_of(await client.post(path, data=body, headers=headers), 422)
+    assert loc in [e["loc"] for e in problem["errors"]], problem
+    assert await all_executions(client) == []
+    resp = await client.post(path, data=b'{"input": {"a": "\\\\u0000"}}', headers=headers)
+    assert resp.status == 202, await resp.text()
+
+
+@pytest.mark.parametrize("path", ["/executions/a%00b", "/executions?workflow_id=%00",
+                                  "/executions?label=team:%00", "/artifacts?name=a%00b"])
+async def test_nul_in_the_path_or_query_is_400(client: TestClient[Any, Any], path: str) -> None:
+    method = "POST" if path.startswith("/artifacts") else "GET"
+    problem = await problem_of(await client.request(method, API + path), 400)
+    assert "NUL" in problem["detail"]
+
+
 async def test_validation_detail_is_the_first_error_and_a_count(
         client: TestClient[Any, Any]) -> None:
     """Every 422's `detail` has one shape, whatever found the error (the model, the cursor's

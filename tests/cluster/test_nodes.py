@@ -494,6 +494,26 @@ async def test_postgresql_out_of_reach_is_503_then_served_again(pg_url: str,
     assert [item["execution_id"] for item in listed["items"]] == [execution_id]
 
 
+async def test_a_step_that_writes_u0000_completes_with_u_fffd_stored(
+        pg_url: str, make_client: MakeClient) -> None:
+    """PostgreSQL keeps no U+0000 in text, and refused the whole batch with it: the cycle of a
+    step that wrote one was refused for good, and the executions committed beside it once. It
+    is stored as U+FFFD; the execution and the one beside it complete."""
+    a = await make_client(store={"url": pg_url}, cluster={"node_id": "a"})
+    nul = (await submit(a, "nul-text"))["execution_id"]
+    beside = (await submit(a, "three-steps"))["execution_id"]
+    await wait_for_status(a, nul, "completed")
+    await wait_for_status(a, beside, "completed")
+    conn = await asyncpg.connect(pg_url)
+    try:
+        doc = json.loads(await conn.fetchval("SELECT doc FROM executions WHERE id = $1", nul))
+        line = await conn.fetchval("SELECT doc FROM logs WHERE execution_id = $1", nul)
+    finally:
+        await conn.close()
+    assert doc["result"] == {"text": "a\ufffdb"}
+    assert "\x00" not in line
+
+
 async def test_max_queued_counts_what_no_node_claimed(pg_url: str,
                                                       make_client: MakeClient) -> None:
     """With every slot taken, executions queue in the database for any node to claim; past

@@ -7,7 +7,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from workflowd.api.problems import problem
-from workflowd.errors import WorkflowdError
+from workflowd.errors import BadRequestError, WorkflowdError
 from workflowd.ids import new_request_id
 
 __all__ = ["problem_json", "request_context"]
@@ -31,6 +31,10 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
 async def problem_json(request: web.Request, handler: Handler) -> web.StreamResponse:
     instance = request.path
     try:
+        if "\x00" in instance or "\x00" in request.query_string:
+            # No id, name or value holds one (PostgreSQL cannot store it): refused before any
+            # handler reads them.
+            raise BadRequestError("the path or the query holds a NUL character (%00)")
         return await handler(request)
     except WorkflowdError as exc:
         headers = exc.headers() or None

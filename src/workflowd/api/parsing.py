@@ -55,8 +55,8 @@ async def read_json(request: web.Request) -> Any:
     `MAX_DEPTH` and numbers past a float's range are 422: the same checks as `parse_body`."""
     raw = await _read_body(request)
     value = _strict_loads(raw)
-    if _may_be_infinite(raw):
-        _refuse_infinite(value)
+    if _may_be_infinite(raw) or _NUL in raw:
+        _refuse_values(value)
     return value
 
 
@@ -65,10 +65,10 @@ async def parse_body(request: web.Request, model: type[M]) -> M:
     is 422. The bytes go to pydantic's own JSON parser (not `read_json`'s value): one parse, and
     its errors speak of JSON types ("an object"), not Python ones."""
     raw = await _read_body(request)
-    # The model's parser takes NaN and Infinity and reads 1e400 as inf: the strict parse and
-    # the walk first, for bodies that could hold one.
-    if b"NaN" in raw or b"Infinity" in raw or _may_be_infinite(raw):
-        _refuse_infinite(_strict_loads(raw))
+    # The model's parser takes NaN and Infinity, reads 1e400 as inf and "\u0000" as NUL: the
+    # strict parse and the walk first, for bodies that could hold one.
+    if b"NaN" in raw or b"Infinity" in raw or _NUL in raw or _may_be_infinite(raw):
+        _refuse_values(_strict_loads(raw))
     try:
         return model.model_validate_json(raw)
     except ValidationError as exc:
@@ -131,27 +131,34 @@ def _may_be_infinite(raw: bytes) -> bool:
 
 
 _FINITE_MSG = "Input should be a finite number"  # pydantic's words, where a model checks
+_NUL = b"\\u0000"  # how JSON writes U+0000 (a `\\u0000` that is text matches too: then the walk)
+_NUL_MSG = "holds U+0000 (NUL), which no text kept here may hold (PostgreSQL cannot store it)"
 
 
-def _refuse_infinite(value: Any) -> None:
-    """422 pointing at every number of `value` that read as infinity (1e400): JSON has no such
-    value, and stored it would come back as null."""
-    errors = [{"loc": ["body", *loc], "msg": _FINITE_MSG} for loc in _infinities(value, ())]
+def _refuse_values(value: Any) -> None:
+    """422 pointing at every number of `value` that read as infinity (1e400: JSON has no such
+    value, and stored it would come back as null) and every string or key that holds U+0000."""
+    errors = [{"loc": ["body", *loc], "msg": msg} for loc, msg in _refused(value, ())]
     if errors:
         raise ValidationProblem.from_errors(errors)
 
 
-def _infinities(value: Any, loc: tuple[str | int, ...]) -> Iterator[tuple[str | int, ...]]:
+def _refused(value: Any, loc: tuple[str | int, ...]) -> Iterator[tuple[tuple[str | int, ...], str]]:
     # Recursion is bounded: the body is no deeper than MAX_DEPTH.
     if isinstance(value, float):
         if math.isinf(value):
-            yield loc
+            yield loc, _FINITE_MSG
+    elif isinstance(value, str):
+        if "\x00" in value:
+            yield loc, _NUL_MSG
     elif isinstance(value, dict):
         for key, item in value.items():
-            yield from _infinities(item, (*loc, key))
+            if "\x00" in key:
+                yield (*loc, key), f"its key {_NUL_MSG}"
+            yield from _refused(item, (*loc, key))
     elif isinstance(value, list):
         for index, item in enumerate(value):
-            yield from _infinities(item, (*loc, index))
+            yield from _refused(item, (*loc, index))
 
 
 # Each model's answer to an empty query string (the common poll), validated once and shared:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
@@ -150,6 +151,22 @@ class LeaseLostError(StoreUnavailableError):
     stopped renewing): nothing of the write was kept."""
 
 
+# U+0000 written as JSON does (`\\u0000`, after an even number of backslashes: not a text's
+# own backslash followed by "u0000").
+_NUL_ESCAPE = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")
+
+
+def _pg_array(rows: Sequence[bytes]) -> str:
+    """`rows` as one JSON array for the statement. PostgreSQL refuses U+0000 in text, and the
+    whole batch with it (so a step that wrote one would have its cycle refused for good, and
+    the executions committed beside it once): it is kept as U+FFFD instead. Requests carrying
+    one are refused at the API (422); this is for what steps write (state, output, logs)."""
+    text = _array(rows)
+    if "\\u0000" in text:  # a search in C: the rows have none but in rare cases
+        text = _NUL_ESCAPE.sub(r"\1\\ufffd", text)
+    return text
+
+
 class _Rows:
     """A batch's rows, in the JSON arrays the statement expands."""
 
@@ -189,15 +206,15 @@ class _Rows:
                               for d in write.deliveries)
             uses.extend(encode((execution_id, *use)) for use in write.artifact_uses)
         # A new execution's row: the snapshot's fields, then whether this node leases it.
-        self.inserts = _array([row[:-1] + (b",true]" if claims[i] else b",false]")
-                               for i, row in inserts.items()])
-        self.updates = _array(list(updates.values()))
-        self.steps = _array(list(steps.values()))
-        self.events = _array(events)
-        self.logs = _array(logs)
-        self.idempotency = _array(list(idempotency.values()))
-        self.deliveries = _array(deliveries)
-        self.artifact_uses = _array(uses)
+        self.inserts = _pg_array([row[:-1] + (b",true]" if claims[i] else b",false]")
+                                  for i, row in inserts.items()])
+        self.updates = _pg_array(list(updates.values()))
+        self.steps = _pg_array(list(steps.values()))
+        self.events = _pg_array(events)
+        self.logs = _pg_array(logs)
+        self.idempotency = _pg_array(list(idempotency.values()))
+        self.deliveries = _pg_array(deliveries)
+        self.artifact_uses = _pg_array(uses)
 
     def args(self, node_id: str, lease_seconds: float) -> tuple[Any, ...]:
         """The batch statement's parameters."""
