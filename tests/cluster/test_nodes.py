@@ -306,6 +306,45 @@ async def test_a_follower_reading_a_long_history_is_not_flooded_by_the_poll(
     assert seqs == list(range(1, (await live(a, execution_id))["seq"] + 1))
 
 
+async def test_a_follower_behind_another_gets_what_a_missed_notification_said(
+        nodes: tuple[Client, Client], pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two followers on b: one opened mid-run, one after the end. The notifications of the
+    end are missed (b's listener cut): b's poll catches the first one up (it went on from
+    the newer follower's snapshot, so the first waited for good)."""
+    from workflowd.api.keys import SCHEDULER
+
+    a, b = nodes
+    feed = b.app[SCHEDULER].cluster.remote_events
+    execution_id = (await submit(a, "pulse", input={"name": "w", "beats": 3}))["execution_id"]
+    await wait_for_step(a, execution_id)
+    first = await b.ws_connect(f"{API}/executions/{execution_id}/ws?after=0")
+    assert json.loads((await first.receive()).data)["type"] == "snapshot"
+    seqs: list[int] = []
+    async with asyncio.timeout(15):
+        while not seqs or seqs[-1] < (await live(a, execution_id))["seq"]:
+            seqs.append(json.loads((await first.receive()).data)["seq"])
+        opened, poll_newest = asyncio.Event(), feed._poll_newest
+
+        async def after_the_second_opens() -> None:
+            await opened.wait()
+            await poll_newest()
+
+        monkeypatch.setattr(feed, "_poll_newest", after_the_second_opens)
+        await _kill_listener(pg_url, "b")
+        for beat in range(3):
+            workflows.release(f"w-{beat}").set()
+        await wait_for_status(a, execution_id, "completed")
+        second = await b.ws_connect(f"{API}/executions/{execution_id}/ws?after=0")
+        assert json.loads((await second.receive()).data)["type"] == "snapshot"
+        assert json.loads((await second.receive()).data)["seq"] == 1  # its replay is under way
+        opened.set()
+        async for msg in first:
+            seqs.append(json.loads(msg.data)["seq"])
+    assert seqs == list(range(1, (await live(a, execution_id))["seq"] + 1))
+    assert first.close_code == 1000
+    await second.close()
+
+
 async def test_long_poll_on_the_other_node(nodes: tuple[Client, Client]) -> None:
     """`/status/live?since=&wait=` on b answers when a commits something newer."""
     a, b = nodes
@@ -512,6 +551,27 @@ async def test_a_step_that_writes_u0000_completes_with_u_fffd_stored(
         await conn.close()
     assert doc["result"] == {"text": "a\ufffdb"}
     assert "\x00" not in line
+
+
+async def test_a_sync_submit_answers_200_only_once_it_ended(nodes: tuple[Client, Client],
+                                                            ) -> None:
+    """`?wait=` on a node: 200 with the whole execution once it ended (wherever it ran), else
+    the 202. An execution that left this node's memory (waiting at a gate, or run by another
+    node) was taken for ended: 200 with `awaiting_approval`, kept as the key's answer."""
+    a, _b = nodes
+    path = f"{API}/workflows/three-steps/executions"
+    resp = await a.post(path, params={"wait": "10"}, json={})
+    assert resp.status == 200, await resp.text()
+    assert (await resp.json())["status"] == "completed"
+    resp = await a.post(f"{API}/workflows/gated/executions", params={"wait": "0.5"}, json={},
+                        headers={"Idempotency-Key": "gated-once"})
+    assert resp.status == 202, await resp.text()
+    first = await resp.json()
+    await wait_for_status(a, first["execution_id"], "awaiting_approval")
+    again = await a.post(f"{API}/workflows/gated/executions", params={"wait": "0.5"},
+                         json={}, headers={"Idempotency-Key": "gated-once"})
+    assert again.status == 202
+    assert (await again.json()) == first
 
 
 async def test_max_queued_counts_what_no_node_claimed(pg_url: str,

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
+
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -17,7 +20,12 @@ from workflowd.api.routing import Routes
 from workflowd.api.views import execution_view, links, summary, workflow_view
 from workflowd.codec import dumps
 from workflowd.engine import Remember
-from workflowd.errors import UnknownWorkflowError, ValidationProblem, WorkflowdError
+from workflowd.errors import (
+    NotReadyError,
+    QueueFullError,
+    UnknownWorkflowError,
+    ValidationProblem,
+)
 from workflowd.models import SubmitBody
 from workflowd.outbound import OutboundRefused
 from workflowd.records import API_PREFIX, ExecutionRecord
@@ -60,6 +68,31 @@ def _submitted(rec: ExecutionRecord) -> Answer:
     return status, dumps(summary(rec)), links(rec.execution_id)["self"]
 
 
+async def _ended(request: web.Request, execution_id: str, timeout: float,
+                 ) -> ExecutionRecord | None:
+    """The execution once it has ended, if it does within `timeout` seconds. Read again at
+    each of its commits the hub hears of: one this node does not hold (in a cluster: another
+    node runs it, or it waits for someone) is read from the store, and is never taken for
+    ended because it is not in memory here."""
+    scheduler, hub = request.app[SCHEDULER], request.app[HUB]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        rec = await scheduler.get(execution_id)
+        remaining = deadline - loop.time()
+        if rec.is_terminal or remaining <= 0:
+            return rec if rec.is_terminal else None
+        await hub.wait_until(execution_id, functools.partial(_newer, request, execution_id,
+                                                             rec.seq), remaining)
+
+
+def _newer(request: web.Request, execution_id: str, seq: int) -> bool:
+    """Whether something after `seq` committed: in memory if this node holds the execution,
+    else as the hub heard of it."""
+    held = request.app[SCHEDULER].peek(execution_id)
+    return (held.seq if held is not None else request.app[HUB].seen(execution_id)) > seq
+
+
 @routes.post(f"{API_PREFIX}/workflows/{{workflow_id}}/executions", role="submitter",
              body=SubmitBody, query=SubmitQuery, summary="Submit an execution",
              answers={202: A.Summary, 201: A.Summary, 200: A.Execution, 429: A.Problem},
@@ -94,8 +127,10 @@ async def submit(request: web.Request) -> web.Response:
                 require_approval=body.require_approval, callback_url=callback_url,
                 submitted_by=subject, remember=remember, mode=body.mode, workflow=wf,
                 artifacts=named)
-        except WorkflowdError:
-            rate.give_back(subject)  # refused (429 queue full, 422 artifact): nothing spent
+        except (QueueFullError, ValidationProblem, UnknownWorkflowError, NotReadyError):
+            # Refused, nothing committed: nothing spent. Not so a 503, whose write may have
+            # committed all the same (a connection lost mid-commit).
+            rate.give_back(subject)
             raise
 
     async def settle(first: Answer) -> Answer:
@@ -103,12 +138,7 @@ async def submit(request: web.Request) -> web.Response:
         status, _, location = first
         if query.wait <= 0 or status != 202 or body.mode == "manual" or location is None:
             return first  # a manual one waits for its `step` calls: no use waiting here
-        exec_id = location.rsplit("/", 1)[-1]
-        finished = await request.app[HUB].wait_until(
-            exec_id, lambda: (r := scheduler.peek(exec_id)) is None or r.is_terminal,
-            query.wait)
-        if not finished:
-            return first
-        return 200, dumps(execution_view(await scheduler.get(exec_id))), location
+        rec = await _ended(request, location.rsplit("/", 1)[-1], query.wait)
+        return first if rec is None else (200, dumps(execution_view(rec)), location)
 
     return await answer_once(request, f"submit:{workflow_id}", _submitted, act, settle)

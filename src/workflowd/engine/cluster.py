@@ -114,6 +114,9 @@ class Cluster:
         # makes, the executions it took are leased here yet owned by nobody.
         self._no_claim = asyncio.Event()
         self._no_claim.set()
+        # Executions a change under the row lock claimed here, set once they are owned: from
+        # its commit to then, they too are leased here yet owned by nobody.
+        self._adopting: dict[str, asyncio.Event] = {}
 
     # ---- start and stop ---------------------------------------------------------------------
 
@@ -405,6 +408,9 @@ class Cluster:
         the lease outlived its owner here (let go, or a process before this one under the
         same node id), and the change is made under the row lock after all."""
         await self._no_claim.wait()
+        adopting = self._adopting.get(execution_id)
+        if adopting is not None:
+            await adopting.wait()
         if execution_id in self.scheduler.owners:
             return await self._apply_here(execution_id, request)
         return await self.change_unheld(execution_id, make, remember, own_lease=True)
@@ -419,6 +425,7 @@ class Cluster:
         scheduler = self.scheduler
         made: list[ExecutionRecord] = []
         loaded: set[str] = set()
+        claiming: list[asyncio.Event] = []  # this change's mark in `_adopting`, if it claims
 
         def build(rec: ExecutionRecord) -> Write | None:
             if rec.source == "json" and execution_id not in loaded \
@@ -430,11 +437,25 @@ class Cluster:
             new = change.record
             claim = (new.status == "queued" and scheduler.workflow_of(new) is not None
                      and scheduler.accepting and self.room() > 0)
+            if claim and not claiming:
+                claiming.append(self._adopting.setdefault(execution_id, asyncio.Event()))
             made.append(new)
             return scheduler.ledger.prepare(
                 new, change.events, change.steps, base_seq=rec.seq, claim=claim,
                 idempotency=remember(new) if remember is not None else None)
 
+        try:
+            return await self._commit_under_lock(execution_id, build, made, loaded, own_lease)
+        finally:
+            if claiming and self._adopting.get(execution_id) is claiming[0]:
+                del self._adopting[execution_id]
+                claiming[0].set()
+
+    async def _commit_under_lock(self, execution_id: str,
+                                 build: Callable[[ExecutionRecord], Write | None],
+                                 made: list[ExecutionRecord], loaded: set[str],
+                                 own_lease: bool) -> ExecutionRecord:
+        scheduler = self.scheduler
         try:
             rec, write = await self.ops.locked_change(execution_id, build, own_lease=own_lease)
         except _Unloaded as unloaded:

@@ -32,6 +32,8 @@ class Subscription:
     def put(self, event: Event) -> None:
         if self.lagging or (self.accept is not None and not self.accept(event)):
             return
+        if self.base is not None and event.seq <= self.base:
+            return  # the follower reads it from the store itself
         try:
             self.queue.put_nowait(event)
         except asyncio.QueueFull:
@@ -105,16 +107,17 @@ class Hub:
         return bool(self._subs.get(None))
 
     def delivered(self, execution_id: str) -> int | None:
-        """The newest seq the followers of an execution here have had their way: published to
-        them, or read from the store by them (up to the snapshot each opened on). None: none
-        has opened yet. A feed of other nodes' events goes on from here. From the slowest
-        follower's place instead, it poured into every follower's queue the history that one
-        was still reading from the store itself (`Follow.events`), and the queue overflowed."""
-        marks = [sub.base for sub in self._subs.get(execution_id, ()) if sub.base is not None]
+        """The seq up to which every follower of an execution here has had its events its way:
+        read from the store (up to the snapshot it opened on) or published to it. None: none
+        has opened yet. A feed of other nodes' events goes on from here. From the place a
+        follower reads at instead, it poured into its queue the history that follower was
+        still reading from the store itself (`Follow.events`), and the queue overflowed; a
+        follower reads nothing published at or below its snapshot (`Subscription.put`)."""
+        bases = [sub.base for sub in self._subs.get(execution_id, ()) if sub.base is not None]
+        if not bases:
+            return None
         published = self._published.get(execution_id)
-        if published is not None:
-            marks.append(published)
-        return max(marks) if marks else None
+        return max(min(bases), published) if published is not None else min(bases)
 
     def seen(self, execution_id: str) -> int:
         """The newest seq published or poked while a long-poll waits on the execution."""

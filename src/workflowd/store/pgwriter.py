@@ -405,7 +405,8 @@ async def connection(pool: Any) -> AsyncIterator[Any]:
     try:
         conn = await pool.acquire()
     except Exception as exc:
-        await pool.expire_connections()
+        if _lost_connection(exc):  # not so a refusal (too many connections): no reconnects
+            await pool.expire_connections()
         raise StoreUnavailableError(
             f"PostgreSQL cannot be reached: {type(exc).__name__}") from exc
     try:
@@ -425,11 +426,12 @@ def _lost_connection(exc: BaseException) -> bool:
 
     # InternalClientError: the protocol's state broke, as when the server ends the session of
     # an idle connection just as a query starts on it (seen with pg_terminate_backend).
-    return isinstance(exc, OSError | asyncpg.InterfaceError | asyncpg.PostgresConnectionError
-                      | asyncpg.exceptions.AdminShutdownError
-                      | asyncpg.exceptions.CannotConnectNowError
-                      | asyncpg.exceptions.InternalClientError | ConnectionError
-                      | TimeoutError)
+    # InterfaceError itself ("the connection is closed"), not its kinds, which are the
+    # client's own refusals (an argument of the wrong type), made before anything was sent.
+    return type(exc) is asyncpg.InterfaceError or isinstance(
+        exc, OSError | asyncpg.PostgresConnectionError | asyncpg.exceptions.AdminShutdownError
+        | asyncpg.exceptions.CannotConnectNowError | asyncpg.exceptions.InternalClientError
+        | ConnectionError | TimeoutError)
 
 
 def _reason(exc: Exception) -> str:
