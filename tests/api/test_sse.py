@@ -182,3 +182,17 @@ async def test_unknown_execution_and_bad_starting_points(client: TestClient[Any,
     await problem_of(await client.get(stream_path(execution_id) + "?after=-1"), 422)
     await problem_of(await client.get(stream_path(execution_id),
                                       headers={"Last-Event-ID": "abc"}), 400)
+
+
+async def test_shutdown_ends_an_open_stream(make_client: MakeClient) -> None:
+    """Stopping the server ends an event stream at once: it went on until its next heartbeat
+    (30 s here) found the peer gone, and the shutdown waited for it."""
+    client = await make_client(engine={"shutdown_grace": 0})
+    execution_id = (await submit(client, "sleeper"))["execution_id"]
+    await wait_for_step(client, execution_id)
+    resp = await client.get(stream_path(execution_id))
+    assert resp.status == 200
+    await resp.content.readuntil(b"\n\n")  # the snapshot: the stream is open
+    async with asyncio.timeout(15):
+        await client.server.close()
+        assert await resp.content.read() is not None  # the rest, to its end

@@ -42,6 +42,7 @@ from workflowd.api.keys import (
     SETTINGS,
     SOCKETS,
     STORE,
+    STREAMS,
     SUBMIT_RATE,
     TICKETS,
     WORKFLOWS,
@@ -140,6 +141,7 @@ def create_app(settings: Settings, workflows: Iterable[Workflow] = ()) -> web.Ap
     app[INFLIGHT] = {}
     app[LIVE_BODIES] = LiveBodies()
     app[SOCKETS] = weakref.WeakSet()
+    app[STREAMS] = set()
     app[METRICS] = Metrics(access_log=settings.logging.level in ("debug", "info"))
     app.on_shutdown.append(stream.close_sockets)
     app.cleanup_ctx.extend([store_ctx, metrics_ctx, artifacts.artifacts_ctx,

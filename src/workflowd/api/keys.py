@@ -28,7 +28,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ARTIFACTS", "CATALOG", "HUB", "INFLIGHT", "LIVE_BODIES", "METRICS", "OUTBOUND", "OUTBOX",
-    "RESOLVER", "SCHEDULER", "SETTINGS", "SOCKETS", "STORE", "SUBMIT_RATE", "TICKETS",
+    "RESOLVER", "SCHEDULER", "SETTINGS", "SOCKETS", "STORE", "STREAMS", "SUBMIT_RATE",
+    "TICKETS",
     "WORKFLOWS",
 ]
 
@@ -46,6 +47,8 @@ LIVE_BODIES = web.AppKey("live_bodies", LiveBodies)
 INFLIGHT = web.AppKey("inflight", dict[tuple[str, str], asyncio.Future[None]])
 # Open WebSockets, closed with 1001 at shutdown.
 SOCKETS = web.AppKey("sockets", weakref.WeakSet[web.WebSocketResponse])
+# One event per open stream of server-sent events, set at shutdown to end it.
+STREAMS = web.AppKey("streams", set[asyncio.Event])
 # Where outbound requests may go ([outbound]); tickets for WebSocket and SSE; submit rates.
 OUTBOUND = web.AppKey("outbound", OutboundPolicy)
 TICKETS = web.AppKey("tickets", TicketStore)

@@ -12,7 +12,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from pydantic import BaseModel, ConfigDict, Field
 
 from workflowd.answers import Problem
-from workflowd.api.keys import HUB, METRICS, SCHEDULER, SETTINGS, SOCKETS
+from workflowd.api.keys import HUB, METRICS, SCHEDULER, SETTINGS, SOCKETS, STREAMS
 from workflowd.api.parsing import SQL_INT_MAX, parse_query, sql_int
 from workflowd.api.routing import Routes
 from workflowd.api.views import live_status
@@ -215,28 +215,36 @@ async def follow_sse(request: web.Request) -> web.StreamResponse:
                                        "Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
     followers = request.app[METRICS].followers
     followers["sse"] += 1
+    stop = asyncio.Event()
+    request.app[STREAMS].add(stop)
     try:
         await resp.prepare(request)
         await resp.write(f"retry: 2000\ndata: {_snapshot(rec)}\n\n".encode())
-        await _write_events(resp, follow.events(), request.app[SETTINGS].live.heartbeat)
+        await _write_events(resp, follow.events(), request.app[SETTINGS].live.heartbeat, stop)
     finally:
+        request.app[STREAMS].discard(stop)
         followers["sse"] -= 1
         follow.close()
     return resp
 
 
 async def _write_events(resp: web.StreamResponse, events: AsyncIterator[Streamed],
-                        heartbeat: float) -> None:
-    """Write each event as it comes, and a comment after every `heartbeat` seconds without one.
+                        heartbeat: float, stop: asyncio.Event) -> None:
+    """Write each event as it comes, and a comment after every `heartbeat` seconds without one,
+    until the last event or `stop` (a shutdown: the stream ends there, whole).
 
     The read of the next event is one task that outlives the heartbeats: cancelling it at a
     heartbeat (as a timeout around `anext` would) throws into the generator and ends it."""
     pending: asyncio.Task[Streamed | None] | None = None
+    stopping = asyncio.ensure_future(stop.wait())
     try:
         while True:
             if pending is None:
                 pending = asyncio.create_task(_next(events))
-            done, _ = await asyncio.wait({pending}, timeout=heartbeat)
+            done, _ = await asyncio.wait({pending, stopping}, timeout=heartbeat,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if stopping in done:
+                return
             if not done:
                 await resp.write(b": keep-alive\n\n")
                 continue
@@ -249,6 +257,7 @@ async def _write_events(resp: web.StreamResponse, events: AsyncIterator[Streamed
                 return
             await resp.write(b"id: %d\ndata: %s\n\n" % (item.seq, item.json))
     finally:
+        stopping.cancel()
         if pending is not None:  # the response ended (peer gone, shutdown) with a read waiting
             pending.cancel()
             await asyncio.wait({pending})
@@ -267,7 +276,11 @@ def _last_event_id(value: str) -> int:
 
 
 async def close_sockets(app: web.Application) -> None:
-    """On shutdown: close every follower with 1001 (going away)."""
+    """On shutdown: close every WebSocket follower with 1001 (going away), and end every
+    event stream (it would go on until its next heartbeat found the peer gone, and the
+    shutdown waits for it)."""
     sockets: weakref.WeakSet[web.WebSocketResponse] = app[SOCKETS]
+    for stop in app[STREAMS]:
+        stop.set()
     await asyncio.gather(*(_close(ws, WSCloseCode.GOING_AWAY, "server shutting down")
                            for ws in list(sockets)), return_exceptions=True)
