@@ -244,7 +244,7 @@ class Scheduler:
                       remember: Remember | None = None, *,
                       four_eyes: bool = False) -> ExecutionRecord:
         """`four_eyes`: the subject that submitted the execution may not approve it."""
-        if (cluster := self._elsewhere(execution_id)) is not None:
+        if (cluster := await self._elsewhere(execution_id)) is not None:
             return await cluster.approve(execution_id, comment, decided_by, remember,
                                          four_eyes=four_eyes)
         owner = await self._owner(execution_id)
@@ -255,7 +255,7 @@ class Scheduler:
 
     async def reject(self, execution_id: str, reason: str | None, decided_by: str,
                      remember: Remember | None = None) -> ExecutionRecord:
-        if (cluster := self._elsewhere(execution_id)) is not None:
+        if (cluster := await self._elsewhere(execution_id)) is not None:
             return await cluster.reject(execution_id, reason, decided_by, remember)
         owner = await self._owner(execution_id)
         return await self._apply(owner, lambda rec: T.rejected(rec, decided_by, reason,
@@ -266,7 +266,7 @@ class Scheduler:
         """Cancel in any unfinished status. A running step's task is cancelled for real; its
         runner writes `cancelled`. A step that ignores the cancel past `[engine] cancel_grace`
         is cut off: the owner takes no more changes from it, and writes `cancelled` itself."""
-        if (cluster := self._elsewhere(execution_id)) is not None:
+        if (cluster := await self._elsewhere(execution_id)) is not None:
             return await cluster.cancel(execution_id, remember)
         owner = await self._owner(execution_id)
         runner = owner.runner
@@ -299,7 +299,7 @@ class Scheduler:
                     ) -> ExecutionRecord:
         """Pause: at once when no task holds the execution and no step is in flight, else
         after the cycle under way commits (the runner looks between cycles)."""
-        if (cluster := self._elsewhere(execution_id)) is not None:
+        if (cluster := await self._elsewhere(execution_id)) is not None:
             return await cluster.pause(execution_id, remember)
         owner = await self._owner(execution_id)
         at_once = owner.runner is None
@@ -310,7 +310,7 @@ class Scheduler:
     async def resume(self, execution_id: str, remember: Remember | None = None,
                      ) -> ExecutionRecord:
         """Let a paused (or manual) execution run on by itself."""
-        if (cluster := self._elsewhere(execution_id)) is not None:
+        if (cluster := await self._elsewhere(execution_id)) is not None:
             return await cluster.resume(execution_id, remember)
         owner = await self._owner(execution_id)
         self.check_room_to_leave(owner.head, "paused")
@@ -319,7 +319,7 @@ class Scheduler:
     async def step(self, execution_id: str, remember: Remember | None = None,
                    ) -> ExecutionRecord:
         """Run the next step of a paused execution, then pause again."""
-        if (cluster := self._elsewhere(execution_id)) is not None:
+        if (cluster := await self._elsewhere(execution_id)) is not None:
             return await cluster.step(execution_id, remember)
         owner = await self._owner(execution_id)
         self.check_room_to_leave(owner.head, "paused")
@@ -331,7 +331,7 @@ class Scheduler:
         """Progress reported by another service, for the step running in the process or
         waited on from an outside worker. `trusted`: the caller proved a role that may report
         for any step (a worker's or admin's bearer token), so the step's token is not checked."""
-        if (cluster := self._elsewhere(execution_id)) is not None:
+        if (cluster := await self._elsewhere(execution_id)) is not None:
             return await cluster.step_progress(execution_id, step, token, report,
                                                trusted=trusted)
         owner = await self._owner_of_step(execution_id, step)
@@ -353,7 +353,7 @@ class Scheduler:
                             remember: Remember | None = None,
                             trusted: bool = False) -> ExecutionRecord:
         """An outside worker finished its step: the cycle is committed with its output."""
-        if (cluster := self._elsewhere(execution_id)) is not None:
+        if (cluster := await self._elsewhere(execution_id)) is not None:
             return await cluster.step_complete(execution_id, step, token, success=success,
                                                output=output, error=error, remember=remember,
                                                trusted=trusted)
@@ -527,9 +527,17 @@ class Scheduler:
         """Submits being committed now (each may take a slot here)."""
         return self._queue.submitting
 
-    def _elsewhere(self, execution_id: str) -> Cluster | None:
+    async def _elsewhere(self, execution_id: str) -> Cluster | None:
         """The cluster, when this node does not own the execution (another node may)."""
-        if self.cluster is None or execution_id in self.owners:
+        if self.cluster is None:
+            return None
+        owner = self.owners.get(execution_id)
+        if owner is not None and owner.head.wait is not None:
+            # Its last change makes it wait, and that commit gives the lease up (nobody holds
+            # a waiting execution): once it settled the owner is gone, and a change is made
+            # under the row lock. Through the owner it would be refused, the lease lost.
+            await owner.settled()
+        if execution_id in self.owners:
             return None
         self._check_accepting()
         return self.cluster
