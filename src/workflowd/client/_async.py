@@ -50,6 +50,7 @@ DEFAULT_URL = "http://127.0.0.1:8080"
 API = "/api/v1"
 M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
+P = TypeVar("P")  # the items of a page
 # Seconds between reconnections of a follower or waiter, doubling up to the last.
 _BACKOFF = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 
@@ -200,13 +201,7 @@ class Client:
 
     async def all_events(self, execution_id: str, after: int = 0) -> list[Event]:
         """Every persisted event after seq `after`, reading page after page."""
-        items: list[Event] = []
-        while True:
-            page = await self.events(execution_id, after, 500)
-            items.extend(page.items)
-            if page.next_cursor is None:
-                return items
-            after = int(page.next_cursor)
+        return await _every(functools.partial(self.events, execution_id), after)
 
     async def logs(self, execution_id: str, after: int = 0, limit: int = 100) -> Page[LogLine]:
         """Lines written by `ctx.log`; `next_cursor` is the `after` of the next page."""
@@ -215,13 +210,7 @@ class Client:
 
     async def all_logs(self, execution_id: str, after: int = 0) -> list[LogLine]:
         """Every log line after `after`, reading page after page."""
-        items: list[LogLine] = []
-        while True:
-            page = await self.logs(execution_id, after, 500)
-            items.extend(page.items)
-            if page.next_cursor is None:
-                return items
-            after = int(page.next_cursor)
+        return await _every(functools.partial(self.logs, execution_id), after)
 
     async def result(self, execution_id: str) -> Result:
         """The result or error of a finished execution (409 `ApiError` before it ends)."""
@@ -470,3 +459,15 @@ def _ts(value: datetime | str | None) -> str | None:
     if value is None or isinstance(value, str):
         return value
     return value.isoformat()
+
+
+async def _every(page_of: Callable[[int, int], Awaitable[Page[P]]], after: int) -> list[P]:
+    """The items of every page from `after` on (500 a page, the contract's most), following
+    `next_cursor`, the `after` of the next page."""
+    items: list[P] = []
+    while True:
+        page = await page_of(after, 500)
+        items.extend(page.items)
+        if page.next_cursor is None:
+            return items
+        after = int(page.next_cursor)
